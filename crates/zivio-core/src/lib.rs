@@ -1,0 +1,12 @@
+//! Pure domain logic of Zivio Webhooks (see `PRODUCT.md`).
+//!
+//! Nothing here performs I/O, reads a clock or draws randomness: those come in as arguments,
+//! so every rule is a plain function with fast, deterministic tests.
+
+pub mod directory;
+pub mod duration;
+pub mod ids;
+pub mod keys;
+pub mod password;
+pub mod permission;
+pub mod retry;

@@ -1,0 +1,121 @@
+//! The HTTP layer of Zivio Webhooks: axum routers for operations (and, as they arrive, the v4
+//! API, the platform API and the admin UI), thin over the layers below. Handlers extract, call
+//! and map; errors are RFC 9457 problem JSON.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use zivio_store::Store;
+
+pub mod metrics;
+mod ops;
+pub mod problem;
+
+pub use metrics::Metrics;
+use problem::Problem;
+
+/// Request bodies above this are refused with 413 (platform event batches get more, later).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler may reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routers to serve: everything on one listener, or the platform API and `/metrics`
+/// split onto a listener of their own.
+pub struct Routers {
+    pub public: Router,
+    pub platform: Option<Router>,
+}
+
+pub fn routers(state: AppState, separate_platform_listener: bool) -> Routers {
+    let health = Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
+    let platform = Router::new().route("/metrics", get(ops::metrics));
+    if separate_platform_listener {
+        Routers {
+            public: finish(health.clone(), &state),
+            platform: Some(finish(health.merge(platform), &state)),
+        }
+    } else {
+        Routers {
+            public: finish(health.merge(platform), &state),
+            platform: None,
+        }
+    }
+}
+
+/// The middleware every router shares, outermost first: request id, tracing, metrics,
+/// problem JSON for bare errors, body limits.
+fn finish(router: Router<AppState>, state: &AppState) -> Router {
+    router
+        .fallback(|| async {
+            Problem::new(
+                axum::http::StatusCode::NOT_FOUND,
+                problem::detail_for(axum::http::StatusCode::NOT_FOUND),
+            )
+        })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(middleware::from_fn_with_state(
+                    state.metrics.clone(),
+                    metrics::track,
+                ))
+                .layer(middleware::from_fn(problem_for_bare_errors))
+                .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+                .layer(RequestBodyLimitLayer::new(DEFAULT_BODY_LIMIT)),
+        )
+        .with_state(state.clone())
+}
+
+/// One span per request: method, route template and request id; never the query string,
+/// which may carry tokens.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+/// Layers and axum itself answer some errors (413, 405, 408) with plain text; clients get the
+/// same problem JSON from every error.
+async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value == HeaderValue::from_static(problem::CONTENT_TYPE));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let mut replaced = Problem::new(status, problem::detail_for(status)).into_response();
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            replaced.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return replaced;
+    }
+    response
+}

@@ -1,0 +1,88 @@
+//! Fresh, isolated databases for tests: a SQLite file in a temporary directory, or a new
+//! PostgreSQL database on the server named by `ZIVIO_TEST_DATABASE_URL`, dropped afterwards
+//! (also when the test panics).
+
+use std::str::FromStr;
+
+use sqlx::ConnectOptions as _;
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnectOptions;
+
+/// The variable that points the PostgreSQL suites at a server.
+pub const POSTGRES_URL_VAR: &str = "ZIVIO_TEST_DATABASE_URL";
+
+pub struct TestDatabase {
+    pub url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { server: String, name: String },
+}
+
+impl TestDatabase {
+    /// A SQLite database file in a new temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("zivio.db").display());
+        Self {
+            url,
+            cleanup: Cleanup::Sqlite(dir),
+        }
+    }
+
+    /// A new, empty PostgreSQL database, or `None` when `ZIVIO_TEST_DATABASE_URL` is unset.
+    pub async fn postgres() -> Option<Self> {
+        let server = std::env::var(POSTGRES_URL_VAR).ok()?;
+        let name = format!("zivio_t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnectOptions::from_str(&server)
+            .expect("ZIVIO_TEST_DATABASE_URL is a PostgreSQL URL")
+            .connect()
+            .await
+            .expect("connect to ZIVIO_TEST_DATABASE_URL");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = PgConnectOptions::from_str(&server)
+            .expect("valid URL")
+            .database(&name)
+            .to_url_lossy()
+            .to_string();
+        Some(Self {
+            url,
+            cleanup: Cleanup::Postgres { server, name },
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Cleanup::Postgres { server, name } = &self.cleanup else {
+            return;
+        };
+        let (server, name) = (server.clone(), name.clone());
+        // Drop runs outside any async context we can rely on: use a private runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let mut admin = PgConnectOptions::from_str(&server)?.connect().await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test database: {error}");
+        }
+    }
+}
