@@ -1,1 +1,109 @@
-fn main() {}
+//! `zivio-webhooks`: the Zivio Webhooks service and its command-line tools.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod config;
+mod keys;
+mod startup;
+mod telemetry;
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "zivio-webhooks",
+    version,
+    about = "Signed, durable webhooks for the Zivio platform"
+)]
+struct Cli {
+    /// A file of `ZIVIO_WEBHOOKS_*=value` lines; the environment overrides it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match load_config(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("zivio-webhooks: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(&config).await,
+            Command::Migrate => migrate(&config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "fatal");
+            eprintln!("zivio-webhooks: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the configuration and starts logging; warnings are logged once logging is up.
+fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let mut vars = BTreeMap::new();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read configuration file {}", file.display()))?;
+        vars = config::parse_file(&text)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
+    }
+    vars.extend(
+        std::env::vars().filter(|(key, _)| key.starts_with(config::PREFIX) || key == "RUST_LOG"),
+    );
+    let (config, warnings) = Config::from_vars(&vars)?;
+    telemetry::init(config.log_format, &config.log_filter);
+    config.log_summary();
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let app = startup::App::build(config).await?;
+    app.run(shutdown_signal()).await
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = startup::open_store(config).await?;
+    store.close().await;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("received SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+    }
+}

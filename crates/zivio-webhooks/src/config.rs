@@ -1,0 +1,749 @@
+//! Configuration from `ZIVIO_WEBHOOKS_*` variables (and an optional file mirroring them, which
+//! the environment overrides). Everything is parsed into typed values up front; every error
+//! names its variable and says what was expected.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+use zivio_core::duration;
+use zivio_core::keys::{PlatformKeys, SecretsKey};
+use zivio_core::retry::{self, RetrySchedule};
+use zivio_store::Backend;
+
+pub const PREFIX: &str = "ZIVIO_WEBHOOKS_";
+
+/// Every variable the service reads, with its default as documented (`None`: no default).
+pub const VARIABLES: &[(&str, Option<&str>)] = &[
+    ("LISTEN", Some("127.0.0.1:8080")),
+    ("DATA_DIR", Some("./zivio-data")),
+    ("DATABASE_URL", None),
+    ("PLATFORM_KEY", None),
+    ("SECRETS_KEY", None),
+    ("PUBLIC_URL", None),
+    ("TRUSTED_PROXIES", Some("")),
+    ("PLATFORM_LISTEN", Some("")),
+    ("ALLOW_PRIVATE_CIDRS", Some("")),
+    ("ALLOW_HTTP", Some("false")),
+    ("EXTRA_ROOT_CA", None),
+    ("REQUEST_TIMEOUT", Some("30s")),
+    ("RETRY_SCHEDULE", Some(retry::DEFAULT_SCHEDULE)),
+    ("AUTO_DISABLE_AFTER", Some("5d")),
+    ("SMTP_URL", None),
+    ("MAIL_FROM", Some("webhooks@localhost")),
+    ("RETENTION", Some("30d")),
+    ("LOG_FORMAT", Some("text")),
+    ("LOG", None),
+    ("LEASE", Some("30s")),
+    ("MAX_WEBHOOKS_PER_TENANT", Some("100")),
+    ("MAX_IN_FLIGHT_PER_WEBHOOK", Some("16")),
+    ("AUDIT_RETENTION", Some("365d")),
+    ("BOOTSTRAP", None),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// `sqlite://...` or `postgres://...`; may hold a password: never log it unredacted.
+    pub url: String,
+    pub backend: Backend,
+}
+
+impl Database {
+    /// Embedded mode: SQLite, where keys may be generated into the data directory.
+    pub fn is_embedded(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+}
+
+/// The whole, validated configuration. Keys are redacted in `Debug`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub platform_keys: Option<PlatformKeys>,
+    pub secrets_key: Option<SecretsKey>,
+    pub public_url: Url,
+    pub trusted_proxies: Vec<IpNet>,
+    pub platform_listen: Option<SocketAddr>,
+    pub allow_private_cidrs: Vec<IpNet>,
+    pub allow_http: bool,
+    pub extra_root_ca: Option<PathBuf>,
+    pub request_timeout: Duration,
+    pub retry_schedule: RetrySchedule,
+    pub auto_disable_after: Duration,
+    pub smtp_url: Option<Url>,
+    pub mail_from: String,
+    pub retention: Duration,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub lease: Duration,
+    pub max_webhooks_per_tenant: u32,
+    pub max_in_flight_per_webhook: u32,
+    pub audit_retention: Duration,
+    pub bootstrap: bool,
+}
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.variable, self.message)
+    }
+}
+
+/// Every invalid variable at once, so that one run tells an operator everything to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for error in &self.0 {
+            writeln!(f, "  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads variables, remembering the first error of each so all can be reported together.
+struct Reader<'a> {
+    vars: &'a BTreeMap<String, String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Reader<'_> {
+    /// The variable's value, or its documented default; an empty value counts as unset.
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(&format!("{PREFIX}{name}"))
+            .map(|value| value.trim())
+            .filter(|value| !value.is_empty())
+            .or_else(|| default_of(name))
+    }
+
+    /// Parses the variable with `parse`, recording a failure under the variable's name.
+    fn parse<T, E: fmt::Display>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let raw = self.raw(name)?;
+        match parse(raw) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.fail(name, error.to_string());
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            variable: format!("{PREFIX}{name}"),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, name: &str) -> Option<Duration> {
+        self.parse(name, |raw| match duration::parse(raw) {
+            Ok(value) if value.is_zero() => Err("must be longer than zero".to_owned()),
+            Ok(value) => Ok(value),
+            Err(error) => Err(error.to_string()),
+        })
+    }
+
+    fn positive(&mut self, name: &str) -> Option<u32> {
+        self.parse(name, |raw| match raw.parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!("`{raw}` is not a whole number of at least 1")),
+            Ok(value) => Ok(value),
+        })
+    }
+
+    fn flag(&mut self, name: &str) -> Option<bool> {
+        self.parse(name, |raw| match raw {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(format!("`{raw}` is not a boolean: expected true or false")),
+        })
+    }
+
+    fn cidrs(&mut self, name: &str) -> Vec<IpNet> {
+        self.parse(name, |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(parse_cidr)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default()
+    }
+
+    fn socket_addr(&mut self, name: &str) -> Option<SocketAddr> {
+        self.parse(name, |raw| {
+            raw.parse::<SocketAddr>().map_err(|_| {
+                format!("`{raw}` is not an address: expected IP:port such as 127.0.0.1:8080")
+            })
+        })
+    }
+}
+
+fn default_of(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .find(|(variable, _)| *variable == name)
+        .and_then(|(_, default)| *default)
+        .filter(|default| !default.is_empty())
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{text}` is not a CIDR such as 10.0.0.0/8 or fd00::/8"))
+}
+
+impl Config {
+    /// Parses `vars` (the environment, merged over a configuration file). Returns the config
+    /// and warnings to log once logging is up.
+    pub fn from_vars(
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(Config, Vec<String>), ConfigErrors> {
+        let mut read = Reader {
+            vars,
+            errors: Vec::new(),
+        };
+        let listen = read.socket_addr("LISTEN");
+        let data_dir = PathBuf::from(read.raw("DATA_DIR").unwrap_or("./zivio-data"));
+        let database = read_database(&mut read, &data_dir);
+        let embedded = database.as_ref().is_some_and(Database::is_embedded);
+        let platform_keys = read.parse("PLATFORM_KEY", PlatformKeys::parse);
+        let secrets_key = read.parse("SECRETS_KEY", |raw| {
+            SecretsKey::parse(raw)
+                .map_err(|error| format!("{error} (generate one with `openssl rand -base64 32`)"))
+        });
+        let public_url = read_public_url(&mut read, listen);
+        let trusted_proxies = read.cidrs("TRUSTED_PROXIES");
+        let platform_listen = read.socket_addr("PLATFORM_LISTEN");
+        let allow_private_cidrs = read.cidrs("ALLOW_PRIVATE_CIDRS");
+        let allow_http = read.flag("ALLOW_HTTP").unwrap_or(false);
+        let extra_root_ca = read.parse("EXTRA_ROOT_CA", check_root_ca);
+        let request_timeout = read.duration("REQUEST_TIMEOUT");
+        let retry_schedule = read.parse("RETRY_SCHEDULE", RetrySchedule::parse);
+        let auto_disable_after = read.duration("AUTO_DISABLE_AFTER");
+        let smtp_url = read.parse("SMTP_URL", parse_smtp_url);
+        let mail_from = read.parse("MAIL_FROM", parse_mail_address);
+        let retention = read.duration("RETENTION");
+        let log_format = read.parse("LOG_FORMAT", |raw| match raw {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "`{raw}` is not a log format: expected text or json"
+            )),
+        });
+        let log_filter = read_log_filter(&mut read);
+        let lease = read.duration("LEASE");
+        let max_webhooks_per_tenant = read.positive("MAX_WEBHOOKS_PER_TENANT");
+        let max_in_flight_per_webhook = read.positive("MAX_IN_FLIGHT_PER_WEBHOOK");
+        let audit_retention = read.duration("AUDIT_RETENTION");
+        let bootstrap = read.flag("BOOTSTRAP").unwrap_or(embedded);
+        if database
+            .as_ref()
+            .is_some_and(|database| !database.is_embedded())
+        {
+            // Several instances must share keys, so none may invent its own.
+            for (name, given) in [
+                (
+                    "PLATFORM_KEY",
+                    vars.contains_key("ZIVIO_WEBHOOKS_PLATFORM_KEY"),
+                ),
+                (
+                    "SECRETS_KEY",
+                    vars.contains_key("ZIVIO_WEBHOOKS_SECRETS_KEY"),
+                ),
+            ] {
+                if !given {
+                    read.fail(name, "is required with a PostgreSQL database (keys are generated only in embedded SQLite mode)");
+                }
+            }
+        }
+        if !read.errors.is_empty() {
+            return Err(ConfigErrors(read.errors));
+        }
+        let config = Config {
+            listen: listen.expect("checked"),
+            data_dir,
+            database: database.expect("checked"),
+            platform_keys,
+            secrets_key,
+            public_url: public_url.expect("checked"),
+            trusted_proxies,
+            platform_listen,
+            allow_private_cidrs,
+            allow_http,
+            extra_root_ca,
+            request_timeout: request_timeout.expect("checked"),
+            retry_schedule: retry_schedule.expect("checked"),
+            auto_disable_after: auto_disable_after.expect("checked"),
+            smtp_url,
+            mail_from: mail_from.expect("checked"),
+            retention: retention.expect("checked"),
+            log_format: log_format.expect("checked"),
+            log_filter,
+            lease: lease.expect("checked"),
+            max_webhooks_per_tenant: max_webhooks_per_tenant.expect("checked"),
+            max_in_flight_per_webhook: max_in_flight_per_webhook.expect("checked"),
+            audit_retention: audit_retention.expect("checked"),
+            bootstrap,
+        };
+        let warnings = config.warnings(vars);
+        Ok((config, warnings))
+    }
+
+    /// The effective settings as structured log fields, for the start-up log line. Keys and
+    /// database passwords are left out.
+    pub fn log_summary(&self) {
+        let cidrs = |list: &[IpNet]| {
+            list.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        tracing::info!(
+            listen = %self.listen,
+            platform_listen = ?self.platform_listen,
+            database = %zivio_store::redact_url(&self.database.url),
+            data_dir = %self.data_dir.display(),
+            public_url = %self.public_url,
+            trusted_proxies = %cidrs(&self.trusted_proxies),
+            allow_private_cidrs = %cidrs(&self.allow_private_cidrs),
+            allow_http = self.allow_http,
+            extra_root_ca = ?self.extra_root_ca,
+            request_timeout = %duration::format(self.request_timeout),
+            max_attempts = self.retry_schedule.max_attempts(),
+            auto_disable_after = %duration::format(self.auto_disable_after),
+            smtp = %self.smtp_url.as_ref().map_or("off".to_owned(), |url| zivio_store::redact_url(url.as_str())),
+            mail_from = %self.mail_from,
+            retention = %duration::format(self.retention),
+            audit_retention = %duration::format(self.audit_retention),
+            lease = %duration::format(self.lease),
+            max_webhooks_per_tenant = self.max_webhooks_per_tenant,
+            max_in_flight_per_webhook = self.max_in_flight_per_webhook,
+            "configuration"
+        );
+    }
+
+    /// Risky settings and unknown variables, to be logged loudly at start-up.
+    fn warnings(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        let mut warnings: Vec<String> = vars
+            .keys()
+            .filter_map(|key| key.strip_prefix(PREFIX))
+            .filter(|name| !VARIABLES.iter().any(|(known, _)| known == name))
+            .map(|name| format!("unknown variable {PREFIX}{name} is ignored (a typo?)"))
+            .collect();
+        if self.allow_http {
+            warnings.push(
+                "ZIVIO_WEBHOOKS_ALLOW_HTTP is on: webhook URLs may use plain http, so payloads \
+                 and signatures can be read in transit. Use this for development only."
+                    .to_owned(),
+            );
+        }
+        if !self.allow_private_cidrs.is_empty() {
+            let ranges: Vec<String> = self
+                .allow_private_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            warnings.push(format!(
+                "ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS exempts {} from the public-address rule: \
+                 webhooks may reach these internal networks.",
+                ranges.join(", ")
+            ));
+        }
+        warnings
+    }
+}
+
+fn read_database(read: &mut Reader<'_>, data_dir: &std::path::Path) -> Option<Database> {
+    let Some(url) = read.raw("DATABASE_URL").map(str::to_owned) else {
+        return Some(Database {
+            url: format!("sqlite://{}", data_dir.join("zivio.db").display()),
+            backend: Backend::Sqlite,
+        });
+    };
+    match zivio_store::backend_of(&url) {
+        Some(backend) => Some(Database { url, backend }),
+        None => {
+            read.fail(
+                "DATABASE_URL",
+                format!(
+                    "`{}` is not a database URL: expected sqlite://<path> or postgres://...",
+                    zivio_store::redact_url(&url)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn read_public_url(read: &mut Reader<'_>, listen: Option<SocketAddr>) -> Option<Url> {
+    match read.raw("PUBLIC_URL") {
+        Some(raw) => {
+            let raw = raw.to_owned();
+            read.parse("PUBLIC_URL", |_| parse_public_url(&raw))
+        }
+        None => listen.and_then(|listen| Url::parse(&format!("http://{listen}")).ok()),
+    }
+}
+
+fn parse_public_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|_| format!("`{raw}` is not an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{raw}` must start with https:// (or http://)"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "`{raw}` must be a base URL without credentials, query or fragment"
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_smtp_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|_| "is not a URL: expected smtp://host:port".to_owned())?;
+    if !matches!(url.scheme(), "smtp" | "smtps") || url.host().is_none() {
+        return Err("expected smtp://host:port or smtps://host:port".to_owned());
+    }
+    Ok(url)
+}
+
+fn parse_mail_address(raw: &str) -> Result<String, String> {
+    let valid = raw.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+    }) && !raw
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
+    if valid {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "`{raw}` is not a plain email address such as webhooks@example.com"
+        ))
+    }
+}
+
+fn read_log_filter(read: &mut Reader<'_>) -> String {
+    let filter = read
+        .raw("LOG")
+        .map(str::to_owned)
+        .or_else(|| read.vars.get("RUST_LOG").cloned())
+        .unwrap_or_else(|| "info".to_owned());
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&filter) {
+        read.fail("LOG", format!("`{filter}` is not a log filter: {error}"));
+    }
+    filter
+}
+
+/// The extra root CA file must exist and hold at least one PEM certificate.
+fn check_root_ca(raw: &str) -> Result<PathBuf, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let path = PathBuf::from(raw);
+    let certificates = CertificateDer::pem_file_iter(&path)
+        .map_err(|error| format!("cannot read `{raw}`: {error}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("`{raw}` is not a PEM certificate file: {error}"))?;
+    if certificates.is_empty() {
+        return Err(format!("`{raw}` holds no PEM certificate"));
+    }
+    Ok(path)
+}
+
+/// Reads `KEY=VALUE` lines (blank lines and `#` comments ignored, values optionally quoted).
+pub fn parse_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut vars = BTreeMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {}: expected KEY=VALUE", index + 1))?;
+        let value = value.trim();
+        let unquoted = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        vars.insert(key.trim().to_owned(), unquoted.to_owned());
+    }
+    Ok(vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    fn errors(pairs: &[(&str, &str)]) -> Vec<ConfigError> {
+        Config::from_vars(&vars(pairs)).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults_give_embedded_sqlite_on_localhost() {
+        let (config, warnings) = Config::from_vars(&BTreeMap::new()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.database.backend, Backend::Sqlite);
+        assert!(config.database.url.ends_with("zivio-data/zivio.db"));
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.retry_schedule.max_attempts(), 10);
+        assert_eq!(config.auto_disable_after, Duration::from_secs(5 * 86_400));
+        assert_eq!(config.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.audit_retention, Duration::from_secs(365 * 86_400));
+        assert_eq!(config.lease, Duration::from_secs(30));
+        assert_eq!(config.max_webhooks_per_tenant, 100);
+        assert_eq!(config.max_in_flight_per_webhook, 16);
+        assert_eq!(config.mail_from, "webhooks@localhost");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.log_filter, "info");
+        assert!(config.bootstrap, "bootstrap defaults on in embedded mode");
+        assert!(!config.allow_http);
+        assert!(config.platform_keys.is_none() && config.secrets_key.is_none());
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn every_documented_variable_is_read() {
+        let key = SecretsKey::from_bytes([1; 32]).to_base64();
+        let (config, warnings) = Config::from_vars(&vars(&[
+            ("ZIVIO_WEBHOOKS_LISTEN", "0.0.0.0:9000"),
+            ("ZIVIO_WEBHOOKS_DATA_DIR", "/var/lib/zivio"),
+            ("ZIVIO_WEBHOOKS_DATABASE_URL", "postgres://zivio@db/zivio"),
+            (
+                "ZIVIO_WEBHOOKS_PLATFORM_KEY",
+                "0123456789abcdef,fedcba9876543210",
+            ),
+            ("ZIVIO_WEBHOOKS_SECRETS_KEY", &key),
+            ("ZIVIO_WEBHOOKS_PUBLIC_URL", "https://hooks.example.com"),
+            ("ZIVIO_WEBHOOKS_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1"),
+            ("ZIVIO_WEBHOOKS_PLATFORM_LISTEN", "127.0.0.1:9100"),
+            ("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "fd00::/8"),
+            ("ZIVIO_WEBHOOKS_ALLOW_HTTP", "true"),
+            ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "10s"),
+            ("ZIVIO_WEBHOOKS_RETRY_SCHEDULE", "1s,1m"),
+            ("ZIVIO_WEBHOOKS_AUTO_DISABLE_AFTER", "2d"),
+            ("ZIVIO_WEBHOOKS_SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("ZIVIO_WEBHOOKS_MAIL_FROM", "hooks@example.com"),
+            ("ZIVIO_WEBHOOKS_RETENTION", "7d"),
+            ("ZIVIO_WEBHOOKS_LOG_FORMAT", "json"),
+            ("ZIVIO_WEBHOOKS_LOG", "zivio=debug"),
+            ("ZIVIO_WEBHOOKS_LEASE", "1m"),
+            ("ZIVIO_WEBHOOKS_MAX_WEBHOOKS_PER_TENANT", "5"),
+            ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK", "2"),
+            ("ZIVIO_WEBHOOKS_AUDIT_RETENTION", "90d"),
+            ("ZIVIO_WEBHOOKS_BOOTSTRAP", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/zivio"));
+        assert_eq!(config.database.backend, Backend::Postgres);
+        assert_eq!(config.platform_keys.unwrap().len(), 2);
+        assert_eq!(config.secrets_key.unwrap().to_base64(), key);
+        assert_eq!(config.public_url.as_str(), "https://hooks.example.com/");
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.platform_listen.unwrap().port(), 9100);
+        assert_eq!(config.allow_private_cidrs.len(), 1);
+        assert!(config.allow_http);
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+        assert_eq!(config.retry_schedule.max_attempts(), 3);
+        assert_eq!(config.auto_disable_after, Duration::from_secs(2 * 86_400));
+        assert_eq!(config.smtp_url.unwrap().port(), Some(2525));
+        assert_eq!(config.mail_from, "hooks@example.com");
+        assert_eq!(config.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.log_filter, "zivio=debug");
+        assert_eq!(config.lease, Duration::from_secs(60));
+        assert_eq!(config.max_webhooks_per_tenant, 5);
+        assert_eq!(config.max_in_flight_per_webhook, 2);
+        assert_eq!(config.audit_retention, Duration::from_secs(90 * 86_400));
+        assert!(!config.bootstrap);
+        assert_eq!(
+            warnings.len(),
+            2,
+            "risky settings are warned about: {warnings:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let cases = [
+            ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "banana", "not a duration"),
+            ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "0s", "longer than zero"),
+            ("ZIVIO_WEBHOOKS_LISTEN", "localhost", "IP:port"),
+            ("ZIVIO_WEBHOOKS_PLATFORM_LISTEN", ":80", "IP:port"),
+            ("ZIVIO_WEBHOOKS_DATABASE_URL", "mysql://x", "sqlite://"),
+            ("ZIVIO_WEBHOOKS_SECRETS_KEY", "short", "32 bytes"),
+            ("ZIVIO_WEBHOOKS_PLATFORM_KEY", "tiny", "shorter than 16"),
+            ("ZIVIO_WEBHOOKS_PUBLIC_URL", "ftp://x", "https://"),
+            (
+                "ZIVIO_WEBHOOKS_PUBLIC_URL",
+                "https://u:p@x",
+                "without credentials",
+            ),
+            (
+                "ZIVIO_WEBHOOKS_TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "not a CIDR",
+            ),
+            (
+                "ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS",
+                "everything",
+                "not a CIDR",
+            ),
+            ("ZIVIO_WEBHOOKS_ALLOW_HTTP", "maybe", "boolean"),
+            (
+                "ZIVIO_WEBHOOKS_EXTRA_ROOT_CA",
+                "/nonexistent/ca.pem",
+                "cannot read",
+            ),
+            ("ZIVIO_WEBHOOKS_RETRY_SCHEDULE", "5s,never", "step 2"),
+            (
+                "ZIVIO_WEBHOOKS_AUTO_DISABLE_AFTER",
+                "5 days",
+                "not a duration",
+            ),
+            ("ZIVIO_WEBHOOKS_SMTP_URL", "http://mail", "smtp://"),
+            (
+                "ZIVIO_WEBHOOKS_MAIL_FROM",
+                "a@b\r\nBcc: x@y",
+                "email address",
+            ),
+            ("ZIVIO_WEBHOOKS_RETENTION", "-1d", "not a duration"),
+            ("ZIVIO_WEBHOOKS_LOG_FORMAT", "xml", "text or json"),
+            ("ZIVIO_WEBHOOKS_LOG", "zivio=loud", "log filter"),
+            ("ZIVIO_WEBHOOKS_LEASE", "soon", "not a duration"),
+            ("ZIVIO_WEBHOOKS_MAX_WEBHOOKS_PER_TENANT", "0", "at least 1"),
+            (
+                "ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK",
+                "many",
+                "at least 1",
+            ),
+            ("ZIVIO_WEBHOOKS_AUDIT_RETENTION", "1y", "not a duration"),
+            ("ZIVIO_WEBHOOKS_BOOTSTRAP", "sometimes", "boolean"),
+        ];
+        for (variable, value, expected) in cases {
+            let found = errors(&[(variable, value)]);
+            assert_eq!(found.len(), 1, "{variable}={value}: {found:?}");
+            assert_eq!(found[0].variable, variable);
+            assert!(
+                found[0].message.contains(expected),
+                "{variable}={value}: {}",
+                found[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let found = errors(&[
+            ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "banana"),
+            ("ZIVIO_WEBHOOKS_LOG_FORMAT", "xml"),
+        ]);
+        assert_eq!(found.len(), 2);
+        let text = ConfigErrors(found).to_string();
+        assert!(
+            text.contains("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT: `banana`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn postgres_requires_both_keys() {
+        let found = errors(&[("ZIVIO_WEBHOOKS_DATABASE_URL", "postgres://db/zivio")]);
+        let names: Vec<_> = found.iter().map(|e| e.variable.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ZIVIO_WEBHOOKS_PLATFORM_KEY", "ZIVIO_WEBHOOKS_SECRETS_KEY"]
+        );
+        let (config, _) = Config::from_vars(&vars(&[
+            ("ZIVIO_WEBHOOKS_DATABASE_URL", "postgres://db/zivio"),
+            ("ZIVIO_WEBHOOKS_PLATFORM_KEY", "0123456789abcdef"),
+            (
+                "ZIVIO_WEBHOOKS_SECRETS_KEY",
+                &SecretsKey::from_bytes([2; 32]).to_base64(),
+            ),
+        ]))
+        .unwrap();
+        assert!(!config.bootstrap, "bootstrap defaults off on PostgreSQL");
+    }
+
+    #[test]
+    fn unknown_variables_are_warned_about() {
+        let (_, warnings) =
+            Config::from_vars(&vars(&[("ZIVIO_WEBHOOKS_REQUEST_TIMEOTU", "5s")])).unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("ZIVIO_WEBHOOKS_REQUEST_TIMEOTU"));
+    }
+
+    #[test]
+    fn rust_log_is_honoured_only_without_zivio_log() {
+        let (config, _) = Config::from_vars(&vars(&[("RUST_LOG", "warn")])).unwrap();
+        assert_eq!(config.log_filter, "warn");
+        let (config, _) = Config::from_vars(&vars(&[
+            ("RUST_LOG", "warn"),
+            ("ZIVIO_WEBHOOKS_LOG", "debug"),
+        ]))
+        .unwrap();
+        assert_eq!(config.log_filter, "debug");
+    }
+
+    #[test]
+    fn config_files_mirror_the_environment() {
+        let parsed = parse_file(
+            "# comment\n\nZIVIO_WEBHOOKS_LISTEN = 127.0.0.1:9999\nZIVIO_WEBHOOKS_MAIL_FROM=\"a@b.c\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed["ZIVIO_WEBHOOKS_LISTEN"], "127.0.0.1:9999");
+        assert_eq!(parsed["ZIVIO_WEBHOOKS_MAIL_FROM"], "a@b.c");
+        assert_eq!(
+            parse_file("nonsense").unwrap_err(),
+            "line 1: expected KEY=VALUE"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_keys() {
+        let key = SecretsKey::from_bytes([5; 32]).to_base64();
+        let (config, _) = Config::from_vars(&vars(&[
+            ("ZIVIO_WEBHOOKS_PLATFORM_KEY", "super-secret-platform-key"),
+            ("ZIVIO_WEBHOOKS_SECRETS_KEY", &key),
+        ]))
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("super-secret") && !debug.contains(&key));
+    }
+}

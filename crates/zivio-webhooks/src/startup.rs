@@ -1,0 +1,200 @@
+//! Building and running the service: open and migrate the store, check keys, bootstrap an empty
+//! embedded database, bind the listeners, serve until asked to stop. `App::build` binds before
+//! returning, so tests and `main` both learn the real address (port 0 works).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use zivio_core::directory::BootstrapSeed;
+use zivio_core::password;
+use zivio_http::{AppState, Metrics, Routers};
+use zivio_store::{ConnectOptions, KeyCheck, Store};
+
+use crate::config::Config;
+use crate::keys::{self, KeySource, ServiceKeys};
+
+pub struct App {
+    store: Arc<dyn Store>,
+    routers: Routers,
+    public: TcpListener,
+    platform: Option<TcpListener>,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> anyhow::Result<App> {
+        let store = open_store(config).await?;
+        let keys = prepare_keys(config, store.as_ref()).await?;
+        if config.bootstrap {
+            bootstrap(config, store.as_ref(), &keys).await?;
+        }
+        let state = AppState {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
+        };
+        let routers = zivio_http::routers(state, config.platform_listen.is_some());
+        let public = bind(config.listen).await?;
+        let platform = match config.platform_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(App {
+            store,
+            routers,
+            public,
+            platform,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+    /// and closes the database.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop.send(true);
+        });
+        tracing::info!(addr = %self.addr(), "listening");
+        let public = serve(self.public, self.routers.public, stopped.clone());
+        match (self.platform, self.routers.platform) {
+            (Some(listener), Some(router)) => {
+                tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
+                let platform = serve(listener, router, stopped);
+                tokio::try_join!(public, platform)?;
+            }
+            _ => public.await?,
+        }
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    })
+    .await
+    .context("HTTP server failed")
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Connects and migrates; an embedded database gets its data directory first.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let needs_data_dir = config.database.is_embedded()
+        && (config.platform_keys.is_none()
+            || config.secrets_key.is_none()
+            || is_default_database(config));
+    if needs_data_dir {
+        keys::prepare_data_dir(&config.data_dir)?;
+    }
+    let redacted = zivio_store::redact_url(&config.database.url);
+    let store = zivio_store::connect(&ConnectOptions {
+        url: config.database.url.clone(),
+        max_connections: 16,
+    })
+    .await
+    .with_context(|| format!("cannot open the database {redacted}"))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the database {redacted}"))?;
+    tracing::info!(database = %redacted, "database ready");
+    Ok(store)
+}
+
+fn is_default_database(config: &Config) -> bool {
+    config
+        .database
+        .url
+        .starts_with(&format!("sqlite://{}", config.data_dir.display()))
+}
+
+/// Loads the keys and makes sure the database was set up with this secrets key.
+async fn prepare_keys(config: &Config, store: &dyn Store) -> anyhow::Result<ServiceKeys> {
+    let keys = keys::load(config)?;
+    match store
+        .claim_key_check(&keys.secrets.check_value())
+        .await
+        .context("cannot check the secrets key against the database")?
+    {
+        KeyCheck::Recorded => {
+            tracing::info!(key_id = %keys.secrets.id(), "recorded the secrets key's check value")
+        }
+        KeyCheck::Matches => {}
+        KeyCheck::Mismatch => bail!(
+            "ZIVIO_WEBHOOKS_SECRETS_KEY does not match the key this database was set up with: \
+             start with the original key (or re-encrypt the secrets with the new one)"
+        ),
+    }
+    tracing::info!(
+        platform_keys = keys.platform.len(),
+        secrets_key_id = %keys.secrets.id(),
+        "keys loaded"
+    );
+    Ok(keys)
+}
+
+/// On an empty database, creates tenant `demo` with an all-access admin and prints the admin's
+/// password once. Later starts print nothing and change nothing.
+async fn bootstrap(config: &Config, store: &dyn Store, keys: &ServiceKeys) -> anyhow::Result<()> {
+    let plain = password::generate(keys::random());
+    let hash = tokio::task::spawn_blocking({
+        let plain = plain.clone();
+        move || password::hash(&plain, keys::random())
+    })
+    .await
+    .context("password hashing failed")?;
+    let seed = BootstrapSeed::demo(hash);
+    if !store
+        .bootstrap(&seed, OffsetDateTime::now_utc())
+        .await
+        .context("cannot bootstrap the database")?
+    {
+        return Ok(());
+    }
+    let sign_in = config
+        .public_url
+        .join("admin/sign-in")
+        .context("sign-in URL")?;
+    let platform_key = match &keys.platform_source {
+        KeySource::Configured => "from ZIVIO_WEBHOOKS_PLATFORM_KEY".to_owned(),
+        KeySource::File(path) => format!("in {}", path.display()),
+    };
+    println!(
+        "\nZivio Webhooks is set up. Sign in as the administrator of tenant `{tenant}`:\n\
+         \n  Tenant:    {tenant}\n  Email:     {email}\n  Password:  {plain}   (shown this once only)\n  \
+         Sign in:   {sign_in}\n\nThe platform API key is {platform_key}.\n",
+        tenant = seed.tenant.id,
+        email = seed.admin.email,
+    );
+    tracing::info!(tenant = %seed.tenant.id, user = %seed.admin.id, "bootstrapped an empty database");
+    Ok(())
+}
