@@ -61,7 +61,7 @@ pub fn format(duration: Duration) -> String {
     let (unit, per) = UNITS
         .iter()
         .rev()
-        .find(|(_, per)| millis % u128::from(*per) == 0)
+        .find(|(_, per)| millis.is_multiple_of(u128::from(*per)))
         .copied()
         .unwrap_or(UNITS[0]);
     format!("{}{unit}", millis / u128::from(per))

@@ -74,7 +74,8 @@ pub struct Config {
     pub database: Database,
     pub platform_keys: Option<PlatformKeys>,
     pub secrets_key: Option<SecretsKey>,
-    pub public_url: Url,
+    /// The configured public base URL; without one, the bound listen address is used.
+    pub public_url: Option<Url>,
     pub trusted_proxies: Vec<IpNet>,
     pub platform_listen: Option<SocketAddr>,
     pub allow_private_cidrs: Vec<IpNet>,
@@ -239,7 +240,7 @@ impl Config {
             SecretsKey::parse(raw)
                 .map_err(|error| format!("{error} (generate one with `openssl rand -base64 32`)"))
         });
-        let public_url = read_public_url(&mut read, listen);
+        let public_url = read.parse("PUBLIC_URL", parse_public_url);
         let trusted_proxies = read.cidrs("TRUSTED_PROXIES");
         let platform_listen = read.socket_addr("PLATFORM_LISTEN");
         let allow_private_cidrs = read.cidrs("ALLOW_PRIVATE_CIDRS");
@@ -293,7 +294,7 @@ impl Config {
             database: database.expect("checked"),
             platform_keys,
             secrets_key,
-            public_url: public_url.expect("checked"),
+            public_url,
             trusted_proxies,
             platform_listen,
             allow_private_cidrs,
@@ -331,7 +332,7 @@ impl Config {
             platform_listen = ?self.platform_listen,
             database = %zivio_store::redact_url(&self.database.url),
             data_dir = %self.data_dir.display(),
-            public_url = %self.public_url,
+            public_url = ?self.public_url.as_ref().map(Url::as_str),
             trusted_proxies = %cidrs(&self.trusted_proxies),
             allow_private_cidrs = %cidrs(&self.allow_private_cidrs),
             allow_http = self.allow_http,
@@ -400,16 +401,6 @@ fn read_database(read: &mut Reader<'_>, data_dir: &std::path::Path) -> Option<Da
             );
             None
         }
-    }
-}
-
-fn read_public_url(read: &mut Reader<'_>, listen: Option<SocketAddr>) -> Option<Url> {
-    match read.raw("PUBLIC_URL") {
-        Some(raw) => {
-            let raw = raw.to_owned();
-            read.parse("PUBLIC_URL", |_| parse_public_url(&raw))
-        }
-        None => listen.and_then(|listen| Url::parse(&format!("http://{listen}")).ok()),
     }
 }
 
@@ -518,7 +509,10 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.database.backend, Backend::Sqlite);
         assert!(config.database.url.ends_with("zivio-data/zivio.db"));
-        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert!(
+            config.public_url.is_none(),
+            "derived from the bound address at start"
+        );
         assert_eq!(config.request_timeout, Duration::from_secs(30));
         assert_eq!(config.retry_schedule.max_attempts(), 10);
         assert_eq!(config.auto_disable_after, Duration::from_secs(5 * 86_400));
@@ -573,7 +567,10 @@ mod tests {
         assert_eq!(config.database.backend, Backend::Postgres);
         assert_eq!(config.platform_keys.unwrap().len(), 2);
         assert_eq!(config.secrets_key.unwrap().to_base64(), key);
-        assert_eq!(config.public_url.as_str(), "https://hooks.example.com/");
+        assert_eq!(
+            config.public_url.unwrap().as_str(),
+            "https://hooks.example.com/"
+        );
         assert_eq!(config.trusted_proxies.len(), 2);
         assert_eq!(config.platform_listen.unwrap().port(), 9100);
         assert_eq!(config.allow_private_cidrs.len(), 1);

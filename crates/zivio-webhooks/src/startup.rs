@@ -3,7 +3,7 @@
 //! returning, so tests and `main` both learn the real address (port 0 works).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -29,15 +29,19 @@ impl App {
     pub async fn build(config: &Config) -> anyhow::Result<App> {
         let store = open_store(config).await?;
         let keys = prepare_keys(config, store.as_ref()).await?;
+        let public = bind(config.listen).await?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => url_of(public.local_addr()?),
+        };
         if config.bootstrap {
-            bootstrap(config, store.as_ref(), &keys).await?;
+            bootstrap(&public_url, store.as_ref(), &keys).await?;
         }
         let state = AppState {
             store: store.clone(),
             metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         };
         let routers = zivio_http::routers(state, config.platform_listen.is_some());
-        let public = bind(config.listen).await?;
         let platform = match config.platform_listen {
             Some(addr) => Some(bind(addr).await?),
             None => None,
@@ -98,6 +102,17 @@ async fn serve(
     })
     .await
     .context("HTTP server failed")
+}
+
+/// The URL a browser on this machine reaches a listener at (a wildcard address becomes loopback).
+fn url_of(addr: SocketAddr) -> url::Url {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    url::Url::parse(&format!("http://{}", SocketAddr::new(ip, addr.port())))
+        .expect("a socket address makes a URL")
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -164,7 +179,11 @@ async fn prepare_keys(config: &Config, store: &dyn Store) -> anyhow::Result<Serv
 
 /// On an empty database, creates tenant `demo` with an all-access admin and prints the admin's
 /// password once. Later starts print nothing and change nothing.
-async fn bootstrap(config: &Config, store: &dyn Store, keys: &ServiceKeys) -> anyhow::Result<()> {
+async fn bootstrap(
+    public_url: &url::Url,
+    store: &dyn Store,
+    keys: &ServiceKeys,
+) -> anyhow::Result<()> {
     let plain = password::generate(keys::random());
     let hash = tokio::task::spawn_blocking({
         let plain = plain.clone();
@@ -180,10 +199,7 @@ async fn bootstrap(config: &Config, store: &dyn Store, keys: &ServiceKeys) -> an
     {
         return Ok(());
     }
-    let sign_in = config
-        .public_url
-        .join("admin/sign-in")
-        .context("sign-in URL")?;
+    let sign_in = public_url.join("admin/sign-in").context("sign-in URL")?;
     let platform_key = match &keys.platform_source {
         KeySource::Configured => "from ZIVIO_WEBHOOKS_PLATFORM_KEY".to_owned(),
         KeySource::File(path) => format!("in {}", path.display()),

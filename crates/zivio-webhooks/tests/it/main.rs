@@ -1,0 +1,8 @@
+//! Integration tests: the real binary, over real sockets, on SQLite and (when
+//! `ZIVIO_TEST_DATABASE_URL` is set) PostgreSQL.
+
+mod support;
+
+mod operations;
+mod postgres;
+mod startup;

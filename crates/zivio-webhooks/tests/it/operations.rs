@@ -1,0 +1,128 @@
+//! Health, readiness, metrics, request ids and problem JSON over real sockets.
+
+use serde_json::Value;
+
+use crate::support::service::Service;
+
+#[tokio::test]
+async fn health_readiness_and_request_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]).await;
+    let health = reqwest::get(service.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("x-request-id"));
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(service.url("/readyz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.headers()["x-request-id"],
+        "trace-me-123",
+        "a given request id is kept"
+    );
+    assert!(service.terminate().await.success());
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]).await;
+    for _ in 0..3 {
+        reqwest::get(service.url("/readyz")).await.unwrap();
+    }
+    reqwest::get(service.url("/no/such/4711")).await.unwrap();
+    let text = reqwest::get(service.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"zivio_http_requests_total{method="GET",route="/readyz",status="200"} 3"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"zivio_http_request_duration_seconds_count{method="GET",route="/readyz",status="200"} 3"#), "{text}");
+    assert!(!text.contains("4711"), "raw paths never become labels");
+    assert!(
+        text.contains(&format!(
+            r#"zivio_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    assert!(service.terminate().await.success());
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].as_str().unwrap().starts_with("https://"));
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+#[tokio::test]
+async fn errors_are_problem_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    problem(
+        client.get(service.url("/nowhere")).send().await.unwrap(),
+        404,
+    )
+    .await;
+    let not_allowed = client.delete(service.url("/healthz")).send().await.unwrap();
+    assert_eq!(not_allowed.headers()["allow"], "GET,HEAD");
+    problem(not_allowed, 405).await;
+    let too_large = client
+        .post(service.url("/healthz"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    problem(too_large, 413).await;
+    assert!(service.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_separate_platform_listener_takes_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        dir.path(),
+        &[("ZIVIO_WEBHOOKS_PLATFORM_LISTEN", "127.0.0.1:0")],
+    )
+    .await;
+    let platform = service
+        .logged_addr("platform API and metrics listening")
+        .expect("platform listener address logged");
+    assert_ne!(platform, service.addr);
+    assert_eq!(
+        reqwest::get(service.url("/metrics"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let metrics = reqwest::get(format!("http://{platform}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("http://{platform}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(service.terminate().await.success());
+}

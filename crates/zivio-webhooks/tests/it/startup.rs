@@ -1,0 +1,178 @@
+//! First start, restarts, configuration errors and shutdown on the embedded database.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::support::service::{Service, run};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test]
+async fn first_start_bootstraps_once_and_a_restart_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let service = Service::start(&data, &[]).await;
+    let banner = service.stdout();
+    assert!(banner.contains("Tenant:    demo"), "{banner}");
+    assert!(
+        banner.contains("Email:     admin@demo.localhost"),
+        "{banner}"
+    );
+    let password_line = banner
+        .lines()
+        .find(|line| line.contains("Password:"))
+        .expect("password printed");
+    assert!(
+        password_line
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.len() >= 20),
+        "{password_line}"
+    );
+    assert!(
+        banner.contains(&format!("http://{}/admin/sign-in", service.addr)),
+        "{banner}"
+    );
+    assert!(banner.contains("platform.key"), "{banner}");
+    let password = password_line.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(
+        !service
+            .logs()
+            .iter()
+            .any(|line| line.to_string().contains(&password)),
+        "the password must not reach the logs"
+    );
+
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("platform.key")), 0o600);
+    assert_eq!(mode(&data.join("secrets.key")), 0o600);
+    let platform_key = std::fs::read_to_string(data.join("platform.key")).unwrap();
+    let ready = reqwest::get(service.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(service.terminate().await.success(), "SIGTERM exits 0");
+
+    let again = Service::start(&data, &[]).await;
+    assert!(
+        !again.stdout().contains("Password"),
+        "second start prints no password"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("platform.key")).unwrap(),
+        platform_key
+    );
+    assert_eq!(
+        reqwest::get(again.url("/readyz")).await.unwrap().status(),
+        200
+    );
+    assert!(again.terminate().await.success());
+}
+
+#[tokio::test]
+async fn bootstrap_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[("ZIVIO_WEBHOOKS_BOOTSTRAP", "false")]).await;
+    assert!(!service.stdout().contains("Password"));
+    assert!(service.terminate().await.success());
+}
+
+#[tokio::test]
+async fn invalid_configuration_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) = run(
+        dir.path(),
+        &[
+            ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "banana"),
+            ("ZIVIO_WEBHOOKS_LOG_FORMAT", "yaml"),
+        ],
+        &["serve"],
+    )
+    .await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT: `banana` is not a duration"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("ZIVIO_WEBHOOKS_LOG_FORMAT"), "{stderr}");
+    assert!(!dir.path().join("zivio.db").exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn unknown_and_risky_variables_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(
+        dir.path(),
+        &[
+            ("ZIVIO_WEBHOOKS_RETRY_SCHEDUEL", "1s"),
+            ("ZIVIO_WEBHOOKS_ALLOW_HTTP", "true"),
+        ],
+    )
+    .await;
+    let warnings: Vec<String> = service
+        .logs()
+        .into_iter()
+        .filter(|line| line["level"] == "WARN")
+        .map(|line| line["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("ZIVIO_WEBHOOKS_RETRY_SCHEDUEL")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("ZIVIO_WEBHOOKS_ALLOW_HTTP")),
+        "{warnings:?}"
+    );
+    assert!(service.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_configuration_file_is_read_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("zivio.env");
+    std::fs::write(
+        &file,
+        "# file\nZIVIO_WEBHOOKS_REQUEST_TIMEOUT=banana\nZIVIO_WEBHOOKS_MAIL_FROM=nonsense\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = run(
+        dir.path(),
+        &[("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "10s")],
+        &["--config", file.to_str().unwrap(), "serve"],
+    )
+    .await;
+    assert!(!status.success());
+    assert!(stderr.contains("ZIVIO_WEBHOOKS_MAIL_FROM"), "{stderr}");
+    assert!(
+        !stderr.contains("REQUEST_TIMEOUT"),
+        "the environment overrides the file: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_applies_migrations_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let (status, stdout, stderr) = run(dir.path(), &[], &["migrate"]).await;
+        assert!(status.success(), "{stderr}");
+        assert!(stderr.contains("migrations applied"), "{stderr}");
+        assert!(!stdout.contains("Password"), "migrate does not bootstrap");
+    }
+    assert!(dir.path().join("zivio.db").exists());
+}
+
+#[tokio::test]
+async fn version_and_help_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stdout, _) = run(dir.path(), &[], &["--version"]).await;
+    assert!(status.success());
+    assert!(stdout.starts_with("zivio-webhooks "), "{stdout}");
+    let (status, stdout, _) = run(dir.path(), &[], &["--help"]).await;
+    assert!(status.success());
+    for command in ["serve", "migrate"] {
+        assert!(stdout.contains(command), "{stdout}");
+    }
+}
