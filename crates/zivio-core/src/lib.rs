@@ -3,6 +3,7 @@
 //! Nothing here performs I/O, reads a clock or draws randomness: those come in as arguments,
 //! so every rule is a plain function with fast, deterministic tests.
 
+pub mod access;
 pub mod directory;
 pub mod duration;
 pub mod ids;
@@ -10,3 +11,4 @@ pub mod keys;
 pub mod password;
 pub mod permission;
 pub mod retry;
+pub mod url_policy;
