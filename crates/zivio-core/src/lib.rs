@@ -4,6 +4,7 @@
 //! so every rule is a plain function with fast, deterministic tests.
 
 pub mod access;
+pub mod catalog;
 pub mod directory;
 pub mod duration;
 pub mod ids;
@@ -11,4 +12,6 @@ pub mod keys;
 pub mod password;
 pub mod permission;
 pub mod retry;
+pub mod secret;
+pub mod subscription;
 pub mod url_policy;

@@ -65,6 +65,18 @@ CREATE TABLE api_keys (
 ) STRICT;
 CREATE INDEX api_keys_user ON api_keys (tenant_id, user_id);
 
+-- Single-use sign-in links issued by the platform; only a hash of the token is stored.
+CREATE TABLE sign_in_links (
+    token_hash BLOB PRIMARY KEY,
+    tenant_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    created_at INTEGER NOT NULL,
+    FOREIGN KEY (tenant_id, user_id) REFERENCES users (tenant_id, id) ON DELETE CASCADE
+) STRICT;
+CREATE INDEX sign_in_links_user ON sign_in_links (tenant_id, user_id);
+
 CREATE TABLE webhooks (
     id                TEXT PRIMARY KEY,
     tenant_id         TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
