@@ -73,6 +73,16 @@ impl BootstrapSeed {
     }
 }
 
+/// An API key as listed: never the key, only its last characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub user: UserId,
+    pub hint: String,
+    pub created_at: time::OffsetDateTime,
+    pub last_used_at: Option<time::OffsetDateTime>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! so every rule is a plain function with fast, deterministic tests.
 
 pub mod access;
+pub mod audit;
 pub mod catalog;
 pub mod directory;
 pub mod duration;
@@ -15,3 +16,4 @@ pub mod retry;
 pub mod secret;
 pub mod subscription;
 pub mod url_policy;
+pub mod webhook;

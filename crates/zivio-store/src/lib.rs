@@ -1,13 +1,15 @@
 //! Storage of Zivio Webhooks: one [`Store`] trait speaking domain types, implemented for the
 //! embedded SQLite default and for PostgreSQL. Both pass one contract suite (`tests/contract.rs`).
 //! Every tenant-owned method takes the tenant first, and multi-statement writes are one
-//! transaction.
+//! transaction (audit entries are written in the same transaction as the change they record).
 
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use zivio_core::directory::{BootstrapSeed, Role, Tenant, User};
+use zivio_core::audit::AuditEntry;
+use zivio_core::directory::{ApiKey, BootstrapSeed, Role, Tenant, User};
 use zivio_core::ids::{RoleName, TenantId, UserId};
+use zivio_core::webhook::{Webhook, WebhookId};
 
 mod common;
 mod postgres;
@@ -21,8 +23,8 @@ pub use sqlite::SqliteStore;
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("not found")]
-    NotFound,
+    #[error("not found: {what}")]
+    NotFound { what: &'static str },
     #[error("conflict: {what}")]
     Conflict { what: &'static str },
     #[error("the database is unavailable")]
@@ -38,7 +40,7 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
-            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::RowNotFound => StoreError::NotFound { what: "row" },
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -68,6 +70,20 @@ pub enum KeyCheck {
     Mismatch,
 }
 
+/// A stored audit entry; `id` orders entries recorded at the same instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+/// Where a page of audit entries continues: strictly older than this entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub at: OffsetDateTime,
+    pub id: i64,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -88,14 +104,135 @@ pub trait Store: Send + Sync + 'static {
     /// and returns `false`, also when several instances race.
     async fn bootstrap(&self, seed: &BootstrapSeed, now: OffsetDateTime) -> StoreResult<bool>;
 
+    // --- Directory -----------------------------------------------------------------------
+
+    async fn upsert_tenant(&self, tenant: &Tenant, now: OffsetDateTime) -> StoreResult<()>;
+
+    /// Deletes the tenant and everything it owns. `false` when there was no such tenant.
+    async fn delete_tenant(&self, tenant: &TenantId) -> StoreResult<bool>;
+
     async fn tenant(&self, tenant: &TenantId) -> StoreResult<Option<Tenant>>;
+
+    /// Creates or replaces a role and its permissions. `NotFound` without the tenant.
+    async fn upsert_role(
+        &self,
+        tenant: &TenantId,
+        role: &Role,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    async fn delete_role(&self, tenant: &TenantId, name: &RoleName) -> StoreResult<bool>;
 
     async fn role(&self, tenant: &TenantId, name: &RoleName) -> StoreResult<Option<Role>>;
 
+    /// Creates or replaces a user and their role names (never their password). `NotFound`
+    /// without the tenant; `Conflict` when another user of the tenant has the email.
+    async fn upsert_user(
+        &self,
+        tenant: &TenantId,
+        user: &User,
+        now: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Deletes the user with their API keys and sign-in links.
+    async fn delete_user(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool>;
+
     async fn user(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<User>>;
+
+    /// The user and the roles they hold that exist: everything access is computed from.
+    async fn user_with_roles(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> StoreResult<Option<(User, Vec<Role>)>>;
+
+    /// Sets the argon2id hash; `false` when there is no such user.
+    async fn set_password(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        hash: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     /// The user's argon2id password hash, if a password was set.
     async fn password_hash(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>>;
+
+    // --- API keys and sign-in links --------------------------------------------------------
+
+    /// Stores a new key (only its SHA-256 digest) and the audit entry. `NotFound` without the user.
+    async fn create_api_key(
+        &self,
+        tenant: &TenantId,
+        key: &ApiKey,
+        digest: &[u8],
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    async fn api_keys(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<ApiKey>>;
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        id: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+
+    /// Who holds the key with this digest; marks it used (at most once a minute, to spare
+    /// writes).
+    async fn api_key_holder(
+        &self,
+        digest: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(TenantId, UserId)>>;
+
+    /// Stores a single-use sign-in link (only its token's digest) and the audit entry.
+    async fn create_sign_in_link(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        digest: &[u8],
+        expires_at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    // --- Webhooks --------------------------------------------------------------------------
+
+    /// Stores a new webhook unless the tenant already has `limit`: `Conflict` then.
+    async fn create_webhook(
+        &self,
+        webhook: &Webhook,
+        limit: u32,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    /// The tenant's webhooks, oldest first.
+    async fn webhooks(&self, tenant: &TenantId) -> StoreResult<Vec<Webhook>>;
+
+    async fn webhook(&self, tenant: &TenantId, id: &WebhookId) -> StoreResult<Option<Webhook>>;
+
+    /// Replaces the webhook's mutable fields. When it is disabled, queued deliveries are
+    /// cancelled in the same transaction. `NotFound` when it does not exist.
+    async fn update_webhook(&self, webhook: &Webhook, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// Deletes the webhook and its history; the audit entry stays.
+    async fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+        id: &WebhookId,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
+
+    // --- Audit log -------------------------------------------------------------------------
+
+    /// Newest first, strictly older than `before` when given.
+    async fn audit_entries(
+        &self,
+        tenant: &TenantId,
+        before: Option<AuditCursor>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
 
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);
@@ -144,9 +281,20 @@ pub fn redact_url(text: &str) -> String {
     }
 }
 
-/// Turns stored text back into an id, reporting corruption rather than panicking.
+/// Turns stored text back into a domain value, reporting corruption rather than panicking.
 fn stored<T, E: std::fmt::Display>(parsed: Result<T, E>) -> StoreResult<T> {
     parsed.map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+/// A unique-key violation means the caller asked for something that collides.
+fn conflict_on_unique(error: sqlx::Error, what: &'static str) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { what },
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
+            what: "referenced record",
+        },
+        _ => StoreError::from(error),
+    }
 }
 
 #[cfg(test)]

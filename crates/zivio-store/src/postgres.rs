@@ -5,18 +5,29 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
-use zivio_core::directory::{BootstrapSeed, Role, Tenant, User};
-use zivio_core::ids::{RoleName, TenantId, UserId};
 
-use crate::{Backend, ConnectOptions, KeyCheck, Store, StoreError, StoreResult};
+use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-mod queries {
-    crate::common::common_queries!(sqlx::Postgres, super::timestamptz);
+mod directory {
+    crate::common::directory_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime
+    );
+}
+mod webhooks {
+    crate::common::webhook_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime
+    );
 }
 
 pub struct PostgresStore {
@@ -35,15 +46,20 @@ impl PostgresStore {
             .await?;
         Ok(Self { pool })
     }
-}
 
-#[async_trait::async_trait]
-impl Store for PostgresStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
+    fn reader(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn migrate(&self) -> StoreResult<()> {
+    fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn run_migrations(&self) -> StoreResult<()> {
         // sqlx's migrator holds a PostgreSQL advisory lock for the whole run.
         MIGRATOR
             .run(&self.pool)
@@ -51,45 +67,18 @@ impl Store for PostgresStore {
             .map_err(StoreError::Migration)
     }
 
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn claim_key_check(&self, check: &str) -> StoreResult<KeyCheck> {
-        queries::claim_key_check(&self.pool, check).await
-    }
-
-    async fn bootstrap(&self, seed: &BootstrapSeed, now: OffsetDateTime) -> StoreResult<bool> {
-        // Racing instances serialise on the marker row's unique key: the loser sees a conflict.
-        let mut tx = self.pool.begin().await?;
-        let created = queries::bootstrap(&mut tx, seed, now).await?;
-        tx.commit().await?;
-        Ok(created)
-    }
-
-    async fn tenant(&self, tenant: &TenantId) -> StoreResult<Option<Tenant>> {
-        queries::tenant(&self.pool, tenant).await
-    }
-
-    async fn role(&self, tenant: &TenantId, name: &RoleName) -> StoreResult<Option<Role>> {
-        queries::role(&self.pool, tenant, name).await
-    }
-
-    async fn user(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<User>> {
-        queries::user(&self.pool, tenant, user).await
-    }
-
-    async fn password_hash(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>> {
-        queries::password_hash(&self.pool, tenant, user).await
-    }
-
-    async fn close(&self) {
+    async fn close_pools(&self) {
         self.pool.close().await;
     }
 }
 
-/// PostgreSQL keeps times as `timestamptz`.
-fn timestamptz(at: OffsetDateTime) -> OffsetDateTime {
+crate::common::store_impl!(PostgresStore, Backend::Postgres);
+
+/// PostgreSQL keeps times as `timestamptz`, at microsecond precision.
+fn to_db(at: OffsetDateTime) -> OffsetDateTime {
+    at
+}
+
+fn from_db(at: OffsetDateTime) -> OffsetDateTime {
     at
 }

@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
-use zivio_core::directory::BootstrapSeed;
+use zivio_core::audit::{AuditAction, AuditEntry};
+use zivio_core::directory::{ApiKey, BootstrapSeed, Placement, Role, Tenant, User};
 use zivio_core::ids::{RoleName, TenantId, UserId};
+use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
+use zivio_store::{AuditCursor, StoreError};
 use zivio_store::{Backend, ConnectOptions, KeyCheck, Store};
 
 const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
@@ -57,6 +61,15 @@ contract!(
     bootstrap_creates_the_seed_once,
     concurrent_bootstraps_create_one_seed,
     unknown_directory_entries_are_absent,
+    directory_upserts_replace_and_deletes_cascade,
+    user_emails_are_unique_per_tenant,
+    directory_writes_need_the_tenant,
+    api_keys_are_found_by_digest_listed_and_revoked,
+    deleting_a_user_removes_their_keys,
+    webhooks_round_trip_and_stay_in_their_tenant,
+    the_webhook_limit_is_enforced_per_tenant,
+    audit_entries_page_newest_first_and_outlive_webhooks,
+    sign_in_links_are_stored_for_existing_users,
 );
 
 async fn migrations_run_twice_harmlessly(database: &TestDatabase, backend: Backend) {
@@ -170,4 +183,493 @@ async fn unknown_directory_entries_are_absent(database: &TestDatabase, _: Backen
     let user = UserId::parse("ghost").unwrap();
     assert!(store.user(&tenant, &user).await.unwrap().is_none());
     assert!(store.password_hash(&tenant, &user).await.unwrap().is_none());
+}
+
+fn tenant_id(text: &str) -> TenantId {
+    TenantId::parse(text).unwrap()
+}
+
+fn user_id(text: &str) -> UserId {
+    UserId::parse(text).unwrap()
+}
+
+fn role_name(text: &str) -> RoleName {
+    RoleName::parse(text).unwrap()
+}
+
+fn user(id: &str, roles: &[&str]) -> User {
+    User {
+        id: user_id(id),
+        email: format!("{id}@example.com"),
+        name: format!("User {id}"),
+        active: true,
+        placement: Placement {
+            business_unit: Some("emea".into()),
+            division: Some("uk".into()),
+            department: None,
+        },
+        roles: roles.iter().map(|role| role_name(role)).collect(),
+    }
+}
+
+/// A tenant `t` (or the given id) with one manager `u1` holding role `admin`.
+async fn tenant_with_user(store: &Arc<dyn Store>, tenant: &str) -> TenantId {
+    let id = tenant_id(tenant);
+    store
+        .upsert_tenant(
+            &Tenant {
+                id: id.clone(),
+                name: tenant.to_uppercase(),
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    let role = Role {
+        name: role_name("admin"),
+        permissions: vec!["webhooks:manage".into()],
+    };
+    store.upsert_role(&id, &role, NOW).await.unwrap();
+    store
+        .upsert_user(&id, &user("u1", &["admin"]), NOW)
+        .await
+        .unwrap();
+    id
+}
+
+fn audit(tenant: &TenantId, at: OffsetDateTime, action: AuditAction) -> AuditEntry {
+    AuditEntry::new(tenant, at, "u1", action)
+}
+
+fn webhook(tenant: &TenantId, n: u64) -> Webhook {
+    Webhook {
+        id: WebhookId::new(1_700_000_000_000 + n, [n as u8; 10]),
+        tenant: tenant.clone(),
+        owner: user_id("u1"),
+        name: format!("Hook {n}"),
+        url: format!("https://hooks.example.com/{n}"),
+        description: String::new(),
+        events: vec!["invoices.*".into(), "job.created".into()],
+        secret: SealedSecret {
+            ciphertext: vec![1, 2, 3, n as u8],
+            key_id: "k1".into(),
+            hint: "abcd".into(),
+        },
+        disabled: None,
+        created_at: NOW + time::Duration::seconds(n as i64),
+        updated_at: NOW + time::Duration::seconds(n as i64),
+    }
+}
+
+async fn directory_upserts_replace_and_deletes_cascade(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let t = tenant_with_user(&store, "acme").await;
+    store
+        .upsert_tenant(
+            &Tenant {
+                id: t.clone(),
+                name: "Acme Ltd".into(),
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.tenant(&t).await.unwrap().unwrap().name, "Acme Ltd");
+
+    let replaced = Role {
+        name: role_name("admin"),
+        permissions: vec!["invoices:read:tenant".into()],
+    };
+    store.upsert_role(&t, &replaced, NOW).await.unwrap();
+    assert_eq!(
+        store.role(&t, &role_name("admin")).await.unwrap(),
+        Some(replaced.clone())
+    );
+
+    let mut changed = user("u1", &["admin", "ghost-role"]);
+    changed.active = false;
+    changed.placement.department = Some("finance".into());
+    store.upsert_user(&t, &changed, NOW).await.unwrap();
+    let (found, roles) = store
+        .user_with_roles(&t, &user_id("u1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, changed);
+    assert_eq!(
+        roles,
+        vec![replaced],
+        "roles that do not exist grant nothing"
+    );
+
+    assert!(
+        store
+            .set_password(&t, &user_id("u1"), "$argon2id$x", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_password(&t, &user_id("nobody"), "$argon2id$x", NOW)
+            .await
+            .unwrap()
+    );
+    store.upsert_user(&t, &changed, NOW).await.unwrap();
+    assert_eq!(
+        store
+            .password_hash(&t, &user_id("u1"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("$argon2id$x"),
+        "a directory upsert never touches the password"
+    );
+
+    assert!(store.delete_role(&t, &role_name("admin")).await.unwrap());
+    assert!(!store.delete_role(&t, &role_name("admin")).await.unwrap());
+    assert!(
+        store
+            .user_with_roles(&t, &user_id("u1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .1
+            .is_empty()
+    );
+
+    assert!(store.delete_tenant(&t).await.unwrap());
+    assert!(store.tenant(&t).await.unwrap().is_none());
+    assert!(
+        store.user(&t, &user_id("u1")).await.unwrap().is_none(),
+        "users go with the tenant"
+    );
+    assert!(!store.delete_tenant(&t).await.unwrap());
+}
+
+async fn user_emails_are_unique_per_tenant(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let t = tenant_with_user(&store, "acme").await;
+    let mut twin = user("u2", &[]);
+    twin.email = "U1@EXAMPLE.COM".into();
+    let error = store.upsert_user(&t, &twin, NOW).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error:?}");
+    let other = tenant_with_user(&store, "globex").await;
+    assert!(
+        store.user(&other, &user_id("u1")).await.unwrap().is_some(),
+        "same email in another tenant"
+    );
+}
+
+async fn directory_writes_need_the_tenant(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let missing = tenant_id("missing");
+    let role = Role {
+        name: role_name("r"),
+        permissions: vec![],
+    };
+    let error = store.upsert_role(&missing, &role, NOW).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound { what: "tenant" }),
+        "{error:?}"
+    );
+    let error = store
+        .upsert_user(&missing, &user("u1", &[]), NOW)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::NotFound { what: "tenant" }),
+        "{error:?}"
+    );
+}
+
+async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let t = tenant_with_user(&store, "acme").await;
+    let key = ApiKey {
+        id: "key_1".into(),
+        user: user_id("u1"),
+        hint: "wxyz".into(),
+        created_at: NOW,
+        last_used_at: None,
+    };
+    store
+        .create_api_key(
+            &t,
+            &key,
+            &[7; 32],
+            &audit(&t, NOW, AuditAction::ApiKeyCreated),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_keys(&t, &user_id("u1")).await.unwrap(),
+        vec![key.clone()]
+    );
+
+    let used = NOW + time::Duration::minutes(5);
+    assert_eq!(
+        store.api_key_holder(&[7; 32], used).await.unwrap(),
+        Some((t.clone(), user_id("u1")))
+    );
+    assert_eq!(store.api_key_holder(&[8; 32], used).await.unwrap(), None);
+    let listed = store.api_keys(&t, &user_id("u1")).await.unwrap();
+    assert_eq!(listed[0].last_used_at, Some(used));
+
+    let revoke = audit(&t, NOW, AuditAction::ApiKeyRevoked);
+    assert!(
+        !store
+            .revoke_api_key(&t, &user_id("other"), "key_1", &revoke)
+            .await
+            .unwrap(),
+        "only the holder's"
+    );
+    assert!(
+        store
+            .revoke_api_key(&t, &user_id("u1"), "key_1", &revoke)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.api_key_holder(&[7; 32], used).await.unwrap(), None);
+    let actions: Vec<String> = store
+        .audit_entries(&t, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    assert_eq!(actions, ["api_key.revoked", "api_key.created"]);
+}
+
+async fn deleting_a_user_removes_their_keys(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let t = tenant_with_user(&store, "acme").await;
+    let key = ApiKey {
+        id: "key_1".into(),
+        user: user_id("u1"),
+        hint: "wxyz".into(),
+        created_at: NOW,
+        last_used_at: None,
+    };
+    store
+        .create_api_key(
+            &t,
+            &key,
+            &[7; 32],
+            &audit(&t, NOW, AuditAction::ApiKeyCreated),
+        )
+        .await
+        .unwrap();
+    assert!(store.delete_user(&t, &user_id("u1")).await.unwrap());
+    assert_eq!(store.api_key_holder(&[7; 32], NOW).await.unwrap(), None);
+    let orphan = ApiKey {
+        id: "key_2".into(),
+        ..key
+    };
+    let error = store
+        .create_api_key(
+            &t,
+            &orphan,
+            &[9; 32],
+            &audit(&t, NOW, AuditAction::ApiKeyCreated),
+        )
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::NotFound { .. })),
+        "{error:?}"
+    );
+}
+
+async fn webhooks_round_trip_and_stay_in_their_tenant(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let globex = tenant_with_user(&store, "globex").await;
+    let first = webhook(&acme, 1);
+    let second = webhook(&acme, 2);
+    for hook in [&first, &second] {
+        store
+            .create_webhook(
+                hook,
+                100,
+                &audit(&acme, NOW, AuditAction::WebhookCreated).webhook(hook.id.as_str()),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.webhooks(&acme).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(
+        store.webhook(&acme, &first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert!(
+        store.webhook(&globex, &first.id).await.unwrap().is_none(),
+        "tenant isolation"
+    );
+    assert!(store.webhooks(&globex).await.unwrap().is_empty());
+
+    let mut disabled = first.clone();
+    disabled.name = "Renamed".into();
+    disabled.events = vec!["*".into()];
+    disabled.disabled = Some(Disabled {
+        reason: DisabledReason::Manual,
+        by: Some(user_id("u1")),
+        at: NOW,
+    });
+    disabled.updated_at = NOW + time::Duration::minutes(1);
+    store
+        .update_webhook(&disabled, &audit(&acme, NOW, AuditAction::WebhookDisabled))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.webhook(&acme, &first.id).await.unwrap(),
+        Some(disabled.clone())
+    );
+
+    let mut foreign = disabled.clone();
+    foreign.tenant = globex.clone();
+    let error = store
+        .update_webhook(&foreign, &audit(&globex, NOW, AuditAction::WebhookUpdated))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error:?}");
+
+    let delete = audit(&acme, NOW, AuditAction::WebhookDeleted);
+    assert!(
+        !store
+            .delete_webhook(&globex, &first.id, &delete)
+            .await
+            .unwrap(),
+        "not across tenants"
+    );
+    assert!(
+        store
+            .delete_webhook(&acme, &first.id, &delete)
+            .await
+            .unwrap()
+    );
+    assert!(store.webhook(&acme, &first.id).await.unwrap().is_none());
+    assert_eq!(store.webhooks(&acme).await.unwrap(), vec![second]);
+}
+
+async fn the_webhook_limit_is_enforced_per_tenant(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let globex = tenant_with_user(&store, "globex").await;
+    let created = audit(&acme, NOW, AuditAction::WebhookCreated);
+    store
+        .create_webhook(&webhook(&acme, 1), 2, &created)
+        .await
+        .unwrap();
+    store
+        .create_webhook(&webhook(&acme, 2), 2, &created)
+        .await
+        .unwrap();
+    let error = store
+        .create_webhook(&webhook(&acme, 3), 2, &created)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Conflict {
+                what: "webhook limit"
+            }
+        ),
+        "{error:?}"
+    );
+    store
+        .create_webhook(
+            &webhook(&globex, 4),
+            2,
+            &audit(&globex, NOW, AuditAction::WebhookCreated),
+        )
+        .await
+        .unwrap();
+    let error = store
+        .create_webhook(&webhook(&tenant_id("nobody"), 5), 2, &created)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error:?}");
+}
+
+async fn audit_entries_page_newest_first_and_outlive_webhooks(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let hook = webhook(&acme, 1);
+    let created = audit(&acme, NOW, AuditAction::WebhookCreated)
+        .webhook(hook.id.as_str())
+        .changes(json!({"name": {"to": "Hook 1"}}));
+    store.create_webhook(&hook, 10, &created).await.unwrap();
+    // Two entries at the same instant: the id keeps their order.
+    let later = NOW + time::Duration::seconds(1);
+    for action in [AuditAction::WebhookUpdated, AuditAction::WebhookDisabled] {
+        store
+            .update_webhook(
+                &hook,
+                &audit(&acme, later, action).webhook(hook.id.as_str()),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .delete_webhook(
+            &acme,
+            &hook.id,
+            &audit(&acme, later, AuditAction::WebhookDeleted).webhook(hook.id.as_str()),
+        )
+        .await
+        .unwrap();
+
+    let first = store.audit_entries(&acme, None, 3).await.unwrap();
+    let actions: Vec<&str> = first.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["webhook.deleted", "webhook.disabled", "webhook.updated"]
+    );
+    let last = first.last().unwrap();
+    let cursor = AuditCursor {
+        at: last.entry.at,
+        id: last.id,
+    };
+    let rest = store.audit_entries(&acme, Some(cursor), 3).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(
+        rest[0].entry, created,
+        "entries outlive the webhook and keep their changes"
+    );
+    assert!(
+        store
+            .audit_entries(&tenant_id("globex"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn sign_in_links_are_stored_for_existing_users(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let issued = audit(&acme, NOW, AuditAction::SignInLinkIssued);
+    let expires = NOW + time::Duration::minutes(10);
+    store
+        .create_sign_in_link(&acme, &user_id("u1"), &[1; 32], expires, &issued)
+        .await
+        .unwrap();
+    let error = store
+        .create_sign_in_link(&acme, &user_id("ghost"), &[2; 32], expires, &issued)
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::NotFound { .. })),
+        "{error:?}"
+    );
+    let actions: Vec<String> = store
+        .audit_entries(&acme, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect();
+    assert_eq!(actions, ["sign_in_link.issued"]);
 }

@@ -1,0 +1,439 @@
+//! Settings, bootstrap, tenants, roles, users, API keys and sign-in links.
+
+macro_rules! directory_queries {
+    ($db:ty, $to:path, $from:path, $t:ty) => {
+        use sqlx::Row as _;
+        use time::OffsetDateTime;
+        use zivio_core::audit::AuditEntry;
+        use zivio_core::directory::{ApiKey, BootstrapSeed, Placement, Role, Tenant, User};
+        use zivio_core::ids::{RoleName, TenantId, UserId};
+
+        use $crate::{KeyCheck, StoreError, StoreResult, conflict_on_unique, stored};
+
+        type Pool = sqlx::Pool<$db>;
+        type Connection = <$db as sqlx::Database>::Connection;
+
+        pub(crate) async fn claim_key_check(pool: &Pool, check: &str) -> StoreResult<KeyCheck> {
+            let inserted = sqlx::query(
+                "INSERT INTO settings (name, value) VALUES ('secrets_key_check', $1)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(check)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                return Ok(KeyCheck::Recorded);
+            }
+            let recorded: String =
+                sqlx::query_scalar("SELECT value FROM settings WHERE name = 'secrets_key_check'")
+                    .fetch_one(pool)
+                    .await?;
+            Ok(if recorded == check { KeyCheck::Matches } else { KeyCheck::Mismatch })
+        }
+
+        pub(crate) async fn bootstrap(
+            tx: &mut Connection,
+            seed: &BootstrapSeed,
+            now: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            let first = sqlx::query(
+                "INSERT INTO settings (name, value) VALUES ('bootstrapped', $1)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(now.unix_timestamp().to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            let has_tenants: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants)")
+                .fetch_one(&mut *tx)
+                .await?;
+            // The marker stays either way: a database that held data is never bootstrapped.
+            if !first || has_tenants {
+                return Ok(false);
+            }
+            upsert_tenant(tx, &seed.tenant, now).await?;
+            upsert_role(tx, &seed.tenant.id, &seed.role, now).await?;
+            upsert_user(tx, &seed.tenant.id, &seed.admin, now).await?;
+            set_password(tx, &seed.tenant.id, &seed.admin.id, &seed.password_hash, now).await?;
+            Ok(true)
+        }
+
+        pub(crate) async fn upsert_tenant(tx: &mut Connection, tenant: &Tenant, now: OffsetDateTime) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, updated_at = excluded.updated_at",
+            )
+            .bind(tenant.id.as_str())
+            .bind(&tenant.name)
+            .bind($to(now))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn delete_tenant(tx: &mut Connection, tenant: &TenantId) -> StoreResult<bool> {
+            let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(deleted.rows_affected() > 0)
+        }
+
+        pub(crate) async fn tenant(pool: &Pool, tenant: &TenantId) -> StoreResult<Option<Tenant>> {
+            let row = sqlx::query("SELECT id, name FROM tenants WHERE id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| {
+                Ok(Tenant { id: stored(TenantId::parse(row.get("id")))?, name: row.get("name") })
+            })
+            .transpose()
+        }
+
+        /// Takes the tenant's row lock (PostgreSQL; SQLite has one writer anyway) and says
+        /// whether the tenant exists: serialises per-tenant limits and refuses orphans.
+        pub(crate) async fn lock_tenant(tx: &mut Connection, tenant: &TenantId) -> StoreResult<()> {
+            let found = sqlx::query("UPDATE tenants SET updated_at = updated_at WHERE id = $1")
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if found == 0 {
+                return Err(StoreError::NotFound { what: "tenant" });
+            }
+            Ok(())
+        }
+
+        pub(crate) async fn upsert_role(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            role: &Role,
+            now: OffsetDateTime,
+        ) -> StoreResult<()> {
+            lock_tenant(tx, tenant).await?;
+            sqlx::query(
+                "INSERT INTO roles (tenant_id, name, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .bind(tenant.as_str())
+            .bind(role.name.as_str())
+            .bind($to(now))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM role_permissions WHERE tenant_id = $1 AND role_name = $2")
+                .bind(tenant.as_str())
+                .bind(role.name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for permission in &role.permissions {
+                sqlx::query(
+                    "INSERT INTO role_permissions (tenant_id, role_name, permission) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(role.name.as_str())
+                .bind(permission)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        pub(crate) async fn delete_role(tx: &mut Connection, tenant: &TenantId, name: &RoleName) -> StoreResult<bool> {
+            let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(deleted.rows_affected() > 0)
+        }
+
+        pub(crate) async fn role(pool: &Pool, tenant: &TenantId, name: &RoleName) -> StoreResult<Option<Role>> {
+            let mut roles = roles_named(pool, tenant, std::slice::from_ref(name)).await?;
+            Ok(roles.pop())
+        }
+
+        /// The roles among `names` that exist, with their permissions.
+        async fn roles_named(pool: &Pool, tenant: &TenantId, names: &[RoleName]) -> StoreResult<Vec<Role>> {
+            let mut roles = Vec::new();
+            for name in names {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM roles WHERE tenant_id = $1 AND name = $2)",
+                )
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .fetch_one(pool)
+                .await?;
+                if !exists {
+                    continue;
+                }
+                let permissions = sqlx::query_scalar(
+                    "SELECT permission FROM role_permissions WHERE tenant_id = $1 AND role_name = $2
+                     ORDER BY permission",
+                )
+                .bind(tenant.as_str())
+                .bind(name.as_str())
+                .fetch_all(pool)
+                .await?;
+                roles.push(Role { name: name.clone(), permissions });
+            }
+            Ok(roles)
+        }
+
+        pub(crate) async fn upsert_user(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            user: &User,
+            now: OffsetDateTime,
+        ) -> StoreResult<()> {
+            lock_tenant(tx, tenant).await?;
+            sqlx::query(
+                "INSERT INTO users (tenant_id, id, email, name, active, business_unit, division,
+                                    department, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET
+                     email = excluded.email, name = excluded.name, active = excluded.active,
+                     business_unit = excluded.business_unit, division = excluded.division,
+                     department = excluded.department, updated_at = excluded.updated_at",
+            )
+            .bind(tenant.as_str())
+            .bind(user.id.as_str())
+            .bind(&user.email)
+            .bind(&user.name)
+            .bind(user.active)
+            .bind(&user.placement.business_unit)
+            .bind(&user.placement.division)
+            .bind(&user.placement.department)
+            .bind($to(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| conflict_on_unique(error, "another user of this tenant has this email"))?;
+            sqlx::query("DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.as_str())
+                .bind(user.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            for role in &user.roles {
+                sqlx::query(
+                    "INSERT INTO user_roles (tenant_id, user_id, role_name) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(user.id.as_str())
+                .bind(role.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        pub(crate) async fn delete_user(tx: &mut Connection, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+            let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(deleted.rows_affected() > 0)
+        }
+
+        pub(crate) async fn user(pool: &Pool, tenant: &TenantId, user: &UserId) -> StoreResult<Option<User>> {
+            let Some(row) = sqlx::query(
+                "SELECT id, email, name, active, business_unit, division, department
+                 FROM users WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .fetch_optional(pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let roles: Vec<String> = sqlx::query_scalar(
+                "SELECT role_name FROM user_roles WHERE tenant_id = $1 AND user_id = $2 ORDER BY role_name",
+            )
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .fetch_all(pool)
+            .await?;
+            Ok(Some(User {
+                id: stored(UserId::parse(row.get("id")))?,
+                email: row.get("email"),
+                name: row.get("name"),
+                active: row.get("active"),
+                placement: Placement {
+                    business_unit: row.get("business_unit"),
+                    division: row.get("division"),
+                    department: row.get("department"),
+                },
+                roles: roles.iter().map(|role| stored(RoleName::parse(role))).collect::<StoreResult<_>>()?,
+            }))
+        }
+
+        pub(crate) async fn user_with_roles(
+            pool: &Pool,
+            tenant: &TenantId,
+            id: &UserId,
+        ) -> StoreResult<Option<(User, Vec<Role>)>> {
+            let Some(user) = user(pool, tenant, id).await? else {
+                return Ok(None);
+            };
+            let roles = roles_named(pool, tenant, &user.roles).await?;
+            Ok(Some((user, roles)))
+        }
+
+        pub(crate) async fn set_password(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            user: &UserId,
+            hash: &str,
+            now: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            let updated = sqlx::query(
+                "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind(hash)
+            .bind($to(now))
+            .execute(&mut *tx)
+            .await?;
+            Ok(updated.rows_affected() > 0)
+        }
+
+        pub(crate) async fn password_hash(pool: &Pool, tenant: &TenantId, user: &UserId) -> StoreResult<Option<String>> {
+            let hash: Option<Option<String>> =
+                sqlx::query_scalar("SELECT password_hash FROM users WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.as_str())
+                    .bind(user.as_str())
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(hash.flatten())
+        }
+
+        pub(crate) async fn create_api_key(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            key: &ApiKey,
+            digest: &[u8],
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO api_keys (id, tenant_id, user_id, key_hash, hint, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&key.id)
+            .bind(tenant.as_str())
+            .bind(key.user.as_str())
+            .bind(digest)
+            .bind(&key.hint)
+            .bind($to(key.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| conflict_on_unique(error, "API key"))?;
+            Ok(())
+        }
+
+        pub(crate) async fn api_keys(pool: &Pool, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<ApiKey>> {
+            let rows = sqlx::query(
+                "SELECT id, user_id, hint, created_at, last_used_at FROM api_keys
+                 WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, id",
+            )
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ApiKey {
+                        id: row.get("id"),
+                        user: stored(UserId::parse(row.get("user_id")))?,
+                        hint: row.get("hint"),
+                        created_at: $from(row.get::<$t, _>("created_at")),
+                        last_used_at: row.get::<Option<$t>, _>("last_used_at").map($from),
+                    })
+                })
+                .collect()
+        }
+
+        pub(crate) async fn revoke_api_key(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            user: &UserId,
+            id: &str,
+        ) -> StoreResult<bool> {
+            let deleted = sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            Ok(deleted.rows_affected() > 0)
+        }
+
+        pub(crate) async fn api_key_holder(pool: &Pool, digest: &[u8]) -> StoreResult<Option<(TenantId, UserId, Option<OffsetDateTime>)>> {
+            let row = sqlx::query("SELECT tenant_id, user_id, last_used_at FROM api_keys WHERE key_hash = $1")
+                .bind(digest)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| {
+                Ok((
+                    stored(TenantId::parse(row.get("tenant_id")))?,
+                    stored(UserId::parse(row.get("user_id")))?,
+                    row.get::<Option<$t>, _>("last_used_at").map($from),
+                ))
+            })
+            .transpose()
+        }
+
+        pub(crate) async fn touch_api_key(pool: &Pool, digest: &[u8], now: OffsetDateTime) -> StoreResult<()> {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1")
+                .bind(digest)
+                .bind($to(now))
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn create_sign_in_link(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            user: &UserId,
+            digest: &[u8],
+            expires_at: OffsetDateTime,
+            now: OffsetDateTime,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO sign_in_links (token_hash, tenant_id, user_id, expires_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(digest)
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind($to(expires_at))
+            .bind($to(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| conflict_on_unique(error, "sign-in link"))?;
+            Ok(())
+        }
+
+        pub(crate) async fn record_audit(tx: &mut Connection, entry: &AuditEntry) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO audit_log (tenant_id, at, actor_id, action, webhook_id, changes)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(entry.tenant.as_str())
+            .bind($to(entry.at))
+            .bind(&entry.actor_id)
+            .bind(&entry.action)
+            .bind(&entry.webhook_id)
+            .bind(entry.changes.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use directory_queries;

@@ -1,0 +1,15 @@
+//! What is the same on SQLite and PostgreSQL. Both accept `$n` placeholders, so each query is
+//! written once; the macros here are instantiated per backend with its concrete types, so the
+//! two stores share one text of each query instead of keeping twins in step. Only time differs:
+//! `$to` turns an `OffsetDateTime` into the backend's column type `$t`, `$from` turns it back.
+//!
+//! A backend provides `reader()`, `writer()`, `begin_write()`, `run_migrations()` and
+//! `close_pools()`; `store_impl!` builds the whole `Store` implementation on them.
+
+pub(crate) mod directory;
+pub(crate) mod store_impl;
+pub(crate) mod webhooks;
+
+pub(crate) use directory::directory_queries;
+pub(crate) use store_impl::store_impl;
+pub(crate) use webhooks::webhook_queries;

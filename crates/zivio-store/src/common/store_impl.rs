@@ -1,0 +1,298 @@
+//! The `Store` implementation both backends share. Reads go to `reader()`, writes run in one
+//! `begin_write()` transaction each, together with their audit entry.
+
+macro_rules! store_impl {
+    ($store:ty, $backend:expr) => {
+        use time::OffsetDateTime as Instant;
+        use zivio_core::audit::AuditEntry as Audit;
+        use zivio_core::directory as dir;
+        use zivio_core::ids as id;
+        use zivio_core::webhook as wh;
+
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            fn backend(&self) -> $crate::Backend {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> $crate::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn claim_key_check(&self, check: &str) -> $crate::StoreResult<$crate::KeyCheck> {
+                directory::claim_key_check(self.writer(), check).await
+            }
+
+            async fn bootstrap(
+                &self,
+                seed: &dir::BootstrapSeed,
+                now: Instant,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let created = directory::bootstrap(&mut tx, seed, now).await?;
+                tx.commit().await?;
+                Ok(created)
+            }
+
+            async fn upsert_tenant(
+                &self,
+                tenant: &dir::Tenant,
+                now: Instant,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                directory::upsert_tenant(&mut tx, tenant, now).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn delete_tenant(&self, tenant: &id::TenantId) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = directory::delete_tenant(&mut tx, tenant).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn tenant(
+                &self,
+                tenant: &id::TenantId,
+            ) -> $crate::StoreResult<Option<dir::Tenant>> {
+                directory::tenant(self.reader(), tenant).await
+            }
+
+            async fn upsert_role(
+                &self,
+                tenant: &id::TenantId,
+                role: &dir::Role,
+                now: Instant,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                directory::upsert_role(&mut tx, tenant, role, now).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn delete_role(
+                &self,
+                tenant: &id::TenantId,
+                name: &id::RoleName,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = directory::delete_role(&mut tx, tenant, name).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn role(
+                &self,
+                tenant: &id::TenantId,
+                name: &id::RoleName,
+            ) -> $crate::StoreResult<Option<dir::Role>> {
+                directory::role(self.reader(), tenant, name).await
+            }
+
+            async fn upsert_user(
+                &self,
+                tenant: &id::TenantId,
+                user: &dir::User,
+                now: Instant,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                directory::upsert_user(&mut tx, tenant, user, now).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn delete_user(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = directory::delete_user(&mut tx, tenant, user).await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn user(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+            ) -> $crate::StoreResult<Option<dir::User>> {
+                directory::user(self.reader(), tenant, user).await
+            }
+
+            async fn user_with_roles(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+            ) -> $crate::StoreResult<Option<(dir::User, Vec<dir::Role>)>> {
+                directory::user_with_roles(self.reader(), tenant, user).await
+            }
+
+            async fn set_password(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+                hash: &str,
+                now: Instant,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let updated = directory::set_password(&mut tx, tenant, user, hash, now).await?;
+                tx.commit().await?;
+                Ok(updated)
+            }
+
+            async fn password_hash(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+            ) -> $crate::StoreResult<Option<String>> {
+                directory::password_hash(self.reader(), tenant, user).await
+            }
+
+            async fn create_api_key(
+                &self,
+                tenant: &id::TenantId,
+                key: &dir::ApiKey,
+                digest: &[u8],
+                audit: &Audit,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                directory::create_api_key(&mut tx, tenant, key, digest).await?;
+                directory::record_audit(&mut tx, audit).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn api_keys(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+            ) -> $crate::StoreResult<Vec<dir::ApiKey>> {
+                directory::api_keys(self.reader(), tenant, user).await
+            }
+
+            async fn revoke_api_key(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+                key: &str,
+                audit: &Audit,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let revoked = directory::revoke_api_key(&mut tx, tenant, user, key).await?;
+                if revoked {
+                    directory::record_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn api_key_holder(
+                &self,
+                digest: &[u8],
+                now: Instant,
+            ) -> $crate::StoreResult<Option<(id::TenantId, id::UserId)>> {
+                let Some((tenant, user, last_used)) =
+                    directory::api_key_holder(self.reader(), digest).await?
+                else {
+                    return Ok(None);
+                };
+                if last_used.is_none_or(|at| now - at > time::Duration::minutes(1)) {
+                    directory::touch_api_key(self.writer(), digest, now).await?;
+                }
+                Ok(Some((tenant, user)))
+            }
+
+            async fn create_sign_in_link(
+                &self,
+                tenant: &id::TenantId,
+                user: &id::UserId,
+                digest: &[u8],
+                expires_at: Instant,
+                audit: &Audit,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                directory::create_sign_in_link(&mut tx, tenant, user, digest, expires_at, audit.at)
+                    .await?;
+                directory::record_audit(&mut tx, audit).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn create_webhook(
+                &self,
+                webhook: &wh::Webhook,
+                limit: u32,
+                audit: &Audit,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                directory::lock_tenant(&mut tx, &webhook.tenant).await?;
+                if webhooks::count_webhooks(&mut tx, &webhook.tenant).await? >= i64::from(limit) {
+                    return Err($crate::StoreError::Conflict {
+                        what: "webhook limit",
+                    });
+                }
+                webhooks::insert_webhook(&mut tx, webhook).await?;
+                directory::record_audit(&mut tx, audit).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn webhooks(
+                &self,
+                tenant: &id::TenantId,
+            ) -> $crate::StoreResult<Vec<wh::Webhook>> {
+                webhooks::webhooks(self.reader(), tenant).await
+            }
+
+            async fn webhook(
+                &self,
+                tenant: &id::TenantId,
+                id: &wh::WebhookId,
+            ) -> $crate::StoreResult<Option<wh::Webhook>> {
+                webhooks::webhook(self.reader(), tenant, id).await
+            }
+
+            async fn update_webhook(
+                &self,
+                webhook: &wh::Webhook,
+                audit: &Audit,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                webhooks::update_webhook(&mut tx, webhook).await?;
+                directory::record_audit(&mut tx, audit).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn delete_webhook(
+                &self,
+                tenant: &id::TenantId,
+                id: &wh::WebhookId,
+                audit: &Audit,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let deleted = webhooks::delete_webhook(&mut tx, tenant, id).await?;
+                if deleted {
+                    directory::record_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn audit_entries(
+                &self,
+                tenant: &id::TenantId,
+                before: Option<$crate::AuditCursor>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::AuditRecord>> {
+                webhooks::audit_entries(self.reader(), tenant, before, limit).await
+            }
+
+            async fn close(&self) {
+                self.close_pools().await;
+            }
+        }
+    };
+}
+
+pub(crate) use store_impl;

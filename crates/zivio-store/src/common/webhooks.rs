@@ -1,0 +1,215 @@
+//! Webhooks and the audit log.
+
+macro_rules! webhook_queries {
+    ($db:ty, $to:path, $from:path, $t:ty) => {
+        use sqlx::Row as _;
+        use zivio_core::audit::AuditEntry;
+        use zivio_core::ids::{TenantId, UserId};
+        use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
+
+        use $crate::{AuditCursor, AuditRecord, StoreError, StoreResult, stored};
+
+        type Pool = sqlx::Pool<$db>;
+        type Connection = <$db as sqlx::Database>::Connection;
+        type Row = <$db as sqlx::Database>::Row;
+
+        const WEBHOOK_COLUMNS: &str = "id, tenant_id, owner_id, name, url, description, events,
+            secret_ciphertext, secret_key_id, secret_hint, disabled_reason, disabled_by, disabled_at,
+            created_at, updated_at";
+
+        fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
+            let events: String = row.get("events");
+            let disabled = match row.get::<Option<String>, _>("disabled_reason") {
+                None => None,
+                Some(reason) => Some(Disabled {
+                    reason: DisabledReason::parse(&reason)
+                        .ok_or_else(|| StoreError::Corrupt(format!("disabled_reason `{reason}`")))?,
+                    by: row
+                        .get::<Option<String>, _>("disabled_by")
+                        .map(|by| stored(UserId::parse(&by)))
+                        .transpose()?,
+                    at: row
+                        .get::<Option<$t>, _>("disabled_at")
+                        .map($from)
+                        .ok_or_else(|| StoreError::Corrupt("disabled_at missing".to_owned()))?,
+                }),
+            };
+            Ok(Webhook {
+                id: WebhookId::parse(row.get("id"))
+                    .ok_or_else(|| StoreError::Corrupt("webhook id".to_owned()))?,
+                tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+                owner: stored(UserId::parse(row.get("owner_id")))?,
+                name: row.get("name"),
+                url: row.get("url"),
+                description: row.get("description"),
+                events: stored(serde_json::from_str(&events))?,
+                secret: SealedSecret {
+                    ciphertext: row.get("secret_ciphertext"),
+                    key_id: row.get("secret_key_id"),
+                    hint: row.get("secret_hint"),
+                },
+                disabled,
+                created_at: $from(row.get::<$t, _>("created_at")),
+                updated_at: $from(row.get::<$t, _>("updated_at")),
+            })
+        }
+
+        pub(crate) async fn count_webhooks(tx: &mut Connection, tenant: &TenantId) -> StoreResult<i64> {
+            Ok(sqlx::query_scalar("SELECT count(*) FROM webhooks WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_one(&mut *tx)
+                .await?)
+        }
+
+        pub(crate) async fn insert_webhook(tx: &mut Connection, webhook: &Webhook) -> StoreResult<()> {
+            let disabled = webhook.disabled.as_ref();
+            sqlx::query(
+                "INSERT INTO webhooks (id, tenant_id, owner_id, name, url, description, events,
+                     secret_ciphertext, secret_key_id, secret_hint, enabled, disabled_reason,
+                     disabled_by, disabled_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(webhook.id.as_str())
+            .bind(webhook.tenant.as_str())
+            .bind(webhook.owner.as_str())
+            .bind(&webhook.name)
+            .bind(&webhook.url)
+            .bind(&webhook.description)
+            .bind(serde_json::Value::from(webhook.events.clone()).to_string())
+            .bind(&webhook.secret.ciphertext)
+            .bind(&webhook.secret.key_id)
+            .bind(&webhook.secret.hint)
+            .bind(webhook.is_enabled())
+            .bind(disabled.map(|d| d.reason.as_str()))
+            .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
+            .bind(disabled.map(|d| $to(d.at)))
+            .bind($to(webhook.created_at))
+            .bind($to(webhook.updated_at))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn webhooks(pool: &Pool, tenant: &TenantId) -> StoreResult<Vec<Webhook>> {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, id"
+            )))
+            .bind(tenant.as_str())
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(webhook_from_row).collect()
+        }
+
+        pub(crate) async fn webhook(pool: &Pool, tenant: &TenantId, id: &WebhookId) -> StoreResult<Option<Webhook>> {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2"
+            )))
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(webhook_from_row).transpose()
+        }
+
+        pub(crate) async fn update_webhook(tx: &mut Connection, webhook: &Webhook) -> StoreResult<()> {
+            let disabled = webhook.disabled.as_ref();
+            let updated = sqlx::query(
+                "UPDATE webhooks SET name = $3, url = $4, description = $5, events = $6,
+                     secret_ciphertext = $7, secret_key_id = $8, secret_hint = $9, enabled = $10,
+                     disabled_reason = $11, disabled_by = $12, disabled_at = $13, updated_at = $14
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(webhook.tenant.as_str())
+            .bind(webhook.id.as_str())
+            .bind(&webhook.name)
+            .bind(&webhook.url)
+            .bind(&webhook.description)
+            .bind(serde_json::Value::from(webhook.events.clone()).to_string())
+            .bind(&webhook.secret.ciphertext)
+            .bind(&webhook.secret.key_id)
+            .bind(&webhook.secret.hint)
+            .bind(webhook.is_enabled())
+            .bind(disabled.map(|d| d.reason.as_str()))
+            .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
+            .bind(disabled.map(|d| $to(d.at)))
+            .bind($to(webhook.updated_at))
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::NotFound { what: "webhook" });
+            }
+            if !webhook.is_enabled() {
+                // Disabling cancels queued work; an attempt already in flight may finish.
+                sqlx::query(
+                    "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL
+                     WHERE webhook_id = $1 AND state = 'pending' AND lease_owner IS NULL",
+                )
+                .bind(webhook.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        pub(crate) async fn delete_webhook(tx: &mut Connection, tenant: &TenantId, id: &WebhookId) -> StoreResult<bool> {
+            let deleted = sqlx::query("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            Ok(deleted.rows_affected() > 0)
+        }
+
+        fn audit_from_row(row: &Row) -> StoreResult<AuditRecord> {
+            let changes: String = row.get("changes");
+            Ok(AuditRecord {
+                id: row.get("id"),
+                entry: AuditEntry {
+                    tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+                    at: $from(row.get::<$t, _>("at")),
+                    actor_id: row.get("actor_id"),
+                    action: row.get("action"),
+                    webhook_id: row.get("webhook_id"),
+                    changes: stored(serde_json::from_str(&changes))?,
+                },
+            })
+        }
+
+        pub(crate) async fn audit_entries(
+            pool: &Pool,
+            tenant: &TenantId,
+            before: Option<AuditCursor>,
+            limit: u32,
+        ) -> StoreResult<Vec<AuditRecord>> {
+            let rows = match before {
+                None => {
+                    sqlx::query(
+                        "SELECT id, tenant_id, at, actor_id, action, webhook_id, changes FROM audit_log
+                         WHERE tenant_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?
+                }
+                Some(cursor) => {
+                    sqlx::query(
+                        "SELECT id, tenant_id, at, actor_id, action, webhook_id, changes FROM audit_log
+                         WHERE tenant_id = $1 AND (at < $2 OR (at = $2 AND id < $3))
+                         ORDER BY at DESC, id DESC LIMIT $4",
+                    )
+                    .bind(tenant.as_str())
+                    .bind($to(cursor.at))
+                    .bind(cursor.id)
+                    .bind(i64::from(limit))
+                    .fetch_all(pool)
+                    .await?
+                }
+            };
+            rows.iter().map(audit_from_row).collect()
+        }
+
+    };
+}
+
+pub(crate) use webhook_queries;
