@@ -14,10 +14,15 @@ use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use zivio_store::Store;
+use zivio_app::Services;
+use zivio_core::keys::PlatformKeys;
 
+mod api_v4;
+mod error;
+mod extract;
 pub mod metrics;
 mod ops;
+mod platform;
 pub mod problem;
 
 pub use metrics::Metrics;
@@ -31,7 +36,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// What every handler may reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub services: Services,
+    pub platform_keys: PlatformKeys,
     pub metrics: Arc<Metrics>,
 }
 
@@ -46,15 +52,18 @@ pub fn routers(state: AppState, separate_platform_listener: bool) -> Routers {
     let health = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
-    let platform = Router::new().route("/metrics", get(ops::metrics));
+    let public = health.clone().merge(api_v4::routes());
+    let platform = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .merge(platform::routes());
     if separate_platform_listener {
         Routers {
-            public: finish(health.clone(), &state),
+            public: finish(public, &state),
             platform: Some(finish(health.merge(platform), &state)),
         }
     } else {
         Routers {
-            public: finish(health.merge(platform), &state),
+            public: finish(public.merge(platform), &state),
             platform: None,
         }
     }
@@ -98,7 +107,13 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        tenant = tracing::field::Empty
+    )
 }
 
 /// Layers and axum itself answer some errors (413, 405, 408) with plain text; clients get the

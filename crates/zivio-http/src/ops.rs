@@ -14,7 +14,7 @@ pub async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the database answers; 503 while it does not.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
+    match state.services.store.ping().await {
         Ok(()) => "ready\n".into_response(),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed: database unreachable");

@@ -10,13 +10,19 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zivio_app::{Services, Settings, SystemClock, SystemResolver};
+use zivio_core::catalog::Catalog;
 use zivio_core::directory::BootstrapSeed;
 use zivio_core::password;
+use zivio_core::url_policy::UrlPolicy;
 use zivio_http::{AppState, Metrics, Routers};
 use zivio_store::{ConnectOptions, KeyCheck, Store};
 
 use crate::config::Config;
 use crate::keys::{self, KeySource, ServiceKeys};
+
+/// How long a sign-in link issued by the platform stays valid.
+const SIGN_IN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 pub struct App {
     store: Arc<dyn Store>,
@@ -37,8 +43,25 @@ impl App {
         if config.bootstrap {
             bootstrap(&public_url, store.as_ref(), &keys).await?;
         }
-        let state = AppState {
+        let services = Services {
             store: store.clone(),
+            catalog: Catalog::builtin(),
+            secrets_key: keys.secrets.clone(),
+            url_policy: UrlPolicy {
+                allow_http: config.allow_http,
+                allowed_private: config.allow_private_cidrs.clone(),
+            },
+            resolver: Arc::new(SystemResolver),
+            clock: Arc::new(SystemClock),
+            settings: Settings {
+                max_webhooks_per_tenant: config.max_webhooks_per_tenant,
+                sign_in_link_ttl: SIGN_IN_LINK_TTL,
+                public_url,
+            },
+        };
+        let state = AppState {
+            services,
+            platform_keys: keys.platform.clone(),
             metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         };
         let routers = zivio_http::routers(state, config.platform_listen.is_some());

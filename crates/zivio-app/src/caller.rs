@@ -1,0 +1,77 @@
+//! Who is calling the v4 API: a user of a tenant, authenticated by one of their API keys, with
+//! the access their roles give them now (not when the key was issued).
+
+use zivio_core::access::Access;
+use zivio_core::ids::{TenantId, UserId};
+
+use crate::{AppError, AppResult, Services, digest};
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub access: Access,
+}
+
+/// Authenticates `X-API-Key` + `zivio-tenant-id`. An unknown key, a key of another tenant, or
+/// a key whose user is gone or inactive is a 401; a user without `webhooks:manage` gets 403.
+pub async fn authenticate_api_key(
+    services: &Services,
+    key: &str,
+    tenant: &str,
+) -> AppResult<Caller> {
+    const REFUSED: &str = "The API key is not valid for this tenant.";
+    let tenant = TenantId::parse(tenant).map_err(|_| AppError::Unauthenticated(REFUSED))?;
+    let holder = services
+        .store
+        .api_key_holder(&digest(key), services.now())
+        .await?;
+    let Some((key_tenant, user)) = holder else {
+        return Err(AppError::Unauthenticated(REFUSED));
+    };
+    if key_tenant != tenant {
+        return Err(AppError::Unauthenticated(REFUSED));
+    }
+    let Some((record, roles)) = services.store.user_with_roles(&tenant, &user).await? else {
+        return Err(AppError::Unauthenticated(REFUSED));
+    };
+    if !record.active {
+        return Err(AppError::Unauthenticated(REFUSED));
+    }
+    let access = Access::of(&record, &roles);
+    if !access.can_manage_webhooks() {
+        return Err(AppError::Forbidden(
+            "Managing webhooks needs the webhooks:manage permission; ask your platform administrator."
+                .to_owned(),
+        ));
+    }
+    Ok(Caller {
+        tenant,
+        user,
+        access,
+    })
+}
+
+/// The access of a webhook's owner and whether they are active. Coverage counts the owner's
+/// roles even while they are inactive (`Access` keeps them; only its own checks need
+/// activity). A deleted owner has no access left.
+pub async fn owner_access(
+    services: &Services,
+    tenant: &TenantId,
+    owner: &UserId,
+) -> AppResult<(Access, bool)> {
+    Ok(match services.store.user_with_roles(tenant, owner).await? {
+        Some((user, roles)) => (Access::of(&user, &roles), user.active),
+        None => {
+            let ghost = zivio_core::directory::User {
+                id: owner.clone(),
+                email: String::new(),
+                name: String::new(),
+                active: false,
+                placement: Default::default(),
+                roles: Vec::new(),
+            };
+            (Access::of(&ghost, &[]), false)
+        }
+    })
+}

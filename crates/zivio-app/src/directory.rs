@@ -1,0 +1,351 @@
+//! The platform's side of the directory (PRODUCT.md §3, §8): tenants, roles and users pushed by
+//! the Zivio platform, passwords, API keys and sign-in links. The service never invents access.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use zivio_core::audit::{AuditAction, AuditEntry, PLATFORM_ACTOR};
+use zivio_core::directory::{ApiKey, Placement, Role, Tenant, User};
+use zivio_core::ids::{RoleName, TenantId, UserId};
+use zivio_core::password;
+use zivio_core::permission::Permission;
+use zivio_core::webhook::time_ordered_hex;
+use zivio_store::StoreError;
+
+use crate::webhooks::rfc3339;
+use crate::{AppError, AppResult, FieldError, Services, digest, random, unix_millis};
+
+const MAX_PASSWORD_LENGTH: usize = 1_024;
+const MAX_TEXT_LENGTH: usize = 200;
+
+/// A user as the platform pushes it.
+#[derive(Debug, Clone, Default)]
+pub struct UserInput {
+    pub email: String,
+    pub name: String,
+    pub active: bool,
+    pub placement: Placement,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub hint: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+/// A new API key: `key` is shown this once.
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub id: String,
+    pub key: String,
+}
+
+pub fn tenant_id(text: &str) -> AppResult<TenantId> {
+    TenantId::parse(text).map_err(|error| AppError::invalid("tenant_id", error.to_string()))
+}
+
+pub fn user_id(text: &str) -> AppResult<UserId> {
+    UserId::parse(text).map_err(|error| AppError::invalid("user_id", error.to_string()))
+}
+
+pub async fn put_tenant(services: &Services, tenant: &str, name: &str) -> AppResult<()> {
+    let id = tenant_id(tenant)?;
+    let name = bounded_text("name", name)?;
+    services
+        .store
+        .upsert_tenant(&Tenant { id, name }, services.now())
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_tenant(services: &Services, tenant: &str) -> AppResult<()> {
+    let id = tenant_id(tenant)?;
+    found(services.store.delete_tenant(&id).await?, "tenant")
+}
+
+/// Every permission must parse; the error names each unknown collection, scope or group.
+pub async fn put_role(
+    services: &Services,
+    tenant: &str,
+    role: &str,
+    permissions: &[String],
+) -> AppResult<()> {
+    let tenant = tenant_id(tenant)?;
+    let name =
+        RoleName::parse(role).map_err(|error| AppError::invalid("role", error.to_string()))?;
+    let errors: Vec<FieldError> = permissions
+        .iter()
+        .enumerate()
+        .filter_map(|(index, text)| {
+            Permission::parse(text)
+                .err()
+                .map(|error| FieldError::new(format!("permissions[{index}]"), error.to_string()))
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let role = Role {
+        name,
+        permissions: permissions.to_vec(),
+    };
+    services
+        .store
+        .upsert_role(&tenant, &role, services.now())
+        .await
+        .map_err(tenant_missing)
+}
+
+pub async fn delete_role(services: &Services, tenant: &str, role: &str) -> AppResult<()> {
+    let tenant = tenant_id(tenant)?;
+    let name = RoleName::parse(role).map_err(|_| AppError::NotFound("role"))?;
+    found(services.store.delete_role(&tenant, &name).await?, "role")
+}
+
+pub async fn put_user(
+    services: &Services,
+    tenant: &str,
+    user: &str,
+    input: UserInput,
+) -> AppResult<()> {
+    let tenant = tenant_id(tenant)?;
+    let id = user_id(user)?;
+    let mut errors = Vec::new();
+    let email = input.email.trim().to_owned();
+    let valid_email = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && (domain.contains('.') || domain == "localhost")
+        })
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid_email {
+        errors.push(FieldError::new("email", "must be an email address"));
+    }
+    if let Err(AppError::Validation(mut more)) = bounded_text("name", &input.name) {
+        errors.append(&mut more);
+    }
+    for (field, level) in [
+        ("placement.business_unit", &input.placement.business_unit),
+        ("placement.division", &input.placement.division),
+        ("placement.department", &input.placement.department),
+    ] {
+        if level
+            .as_ref()
+            .is_some_and(|value| value.is_empty() || value.chars().count() > MAX_TEXT_LENGTH)
+        {
+            errors.push(FieldError::new(
+                field,
+                "must be null or 1 to 200 characters",
+            ));
+        }
+    }
+    let roles: Vec<RoleName> = input
+        .roles
+        .iter()
+        .enumerate()
+        .filter_map(|(index, role)| {
+            RoleName::parse(role)
+                .map_err(|error| {
+                    errors.push(FieldError::new(
+                        format!("roles[{index}]"),
+                        error.to_string(),
+                    ))
+                })
+                .ok()
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let user = User {
+        id,
+        email,
+        name: input.name.trim().to_owned(),
+        active: input.active,
+        placement: input.placement,
+        roles,
+    };
+    services
+        .store
+        .upsert_user(&tenant, &user, services.now())
+        .await
+        .map_err(|error| match error {
+            StoreError::Conflict { .. } => {
+                AppError::invalid("email", "another user of this tenant has this email")
+            }
+            other => tenant_missing(other),
+        })
+}
+
+pub async fn delete_user(services: &Services, tenant: &str, user: &str) -> AppResult<()> {
+    let tenant = tenant_id(tenant)?;
+    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    found(services.store.delete_user(&tenant, &user).await?, "user")
+}
+
+pub async fn set_password(
+    services: &Services,
+    tenant: &str,
+    user: &str,
+    password: String,
+) -> AppResult<()> {
+    let tenant = tenant_id(tenant)?;
+    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let length = password.chars().count();
+    if length < password::MIN_LENGTH || password.len() > MAX_PASSWORD_LENGTH {
+        return Err(AppError::invalid(
+            "password",
+            format!(
+                "must be {} to {MAX_PASSWORD_LENGTH} characters",
+                password::MIN_LENGTH
+            ),
+        ));
+    }
+    // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
+    let hash = tokio::task::spawn_blocking(move || password::hash(&password, random()))
+        .await
+        .expect("password hashing does not panic");
+    found(
+        services
+            .store
+            .set_password(&tenant, &user, &hash, services.now())
+            .await?,
+        "user",
+    )
+}
+
+pub async fn issue_api_key(services: &Services, tenant: &str, user: &str) -> AppResult<IssuedKey> {
+    let (tenant, user) = active_user(services, tenant, user).await?;
+    let now = services.now();
+    let key = format!("zk_{}", URL_SAFE_NO_PAD.encode(random::<32>()));
+    let record = ApiKey {
+        id: format!("key_{}", time_ordered_hex(unix_millis(now), random())),
+        user: user.clone(),
+        hint: key[key.len() - 4..].to_owned(),
+        created_at: now,
+        last_used_at: None,
+    };
+    let audit = AuditEntry::new(&tenant, now, PLATFORM_ACTOR, AuditAction::ApiKeyCreated).changes(
+        serde_json::json!({"user_id": user.as_str(), "api_key_id": record.id, "hint": record.hint}),
+    );
+    services
+        .store
+        .create_api_key(&tenant, &record, &digest(&key), &audit)
+        .await?;
+    Ok(IssuedKey { id: record.id, key })
+}
+
+pub async fn api_keys(services: &Services, tenant: &str, user: &str) -> AppResult<Vec<ApiKeyView>> {
+    let tenant = tenant_id(tenant)?;
+    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    if services.store.user(&tenant, &user).await?.is_none() {
+        return Err(AppError::NotFound("user"));
+    }
+    let keys = services.store.api_keys(&tenant, &user).await?;
+    Ok(keys
+        .into_iter()
+        .map(|key| ApiKeyView {
+            id: key.id,
+            hint: key.hint,
+            created_at: rfc3339(key.created_at),
+            last_used_at: key.last_used_at.map(rfc3339),
+        })
+        .collect())
+}
+
+pub async fn revoke_api_key(
+    services: &Services,
+    tenant: &str,
+    user: &str,
+    key: &str,
+) -> AppResult<()> {
+    let tenant = tenant_id(tenant)?;
+    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let audit = AuditEntry::new(
+        &tenant,
+        services.now(),
+        PLATFORM_ACTOR,
+        AuditAction::ApiKeyRevoked,
+    )
+    .changes(serde_json::json!({"user_id": user.as_str(), "api_key_id": key}));
+    found(
+        services
+            .store
+            .revoke_api_key(&tenant, &user, key, &audit)
+            .await?,
+        "API key",
+    )
+}
+
+/// A single-use link that signs the user in to the admin UI; valid for a few minutes.
+pub async fn issue_sign_in_link(
+    services: &Services,
+    tenant: &str,
+    user: &str,
+) -> AppResult<String> {
+    let (tenant, user) = active_user(services, tenant, user).await?;
+    let now = services.now();
+    let token = URL_SAFE_NO_PAD.encode(random::<32>());
+    let ttl = time::Duration::try_from(services.settings.sign_in_link_ttl)
+        .unwrap_or(time::Duration::minutes(10));
+    let audit = AuditEntry::new(&tenant, now, PLATFORM_ACTOR, AuditAction::SignInLinkIssued)
+        .changes(serde_json::json!({"user_id": user.as_str(), "expires_at": rfc3339(now + ttl)}));
+    services
+        .store
+        .create_sign_in_link(&tenant, &user, &digest(&token), now + ttl, &audit)
+        .await?;
+    let url = services
+        .settings
+        .public_url
+        .join(&format!("admin/sign-in/link/{token}"))
+        .expect("a token is a valid path segment");
+    Ok(url.to_string())
+}
+
+/// The user, who must exist and be active (keys and links are refused for inactive users).
+async fn active_user(
+    services: &Services,
+    tenant: &str,
+    user: &str,
+) -> AppResult<(TenantId, UserId)> {
+    let tenant = tenant_id(tenant)?;
+    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    match services.store.user(&tenant, &user).await? {
+        None => Err(AppError::NotFound("user")),
+        Some(record) if !record.active => {
+            Err(AppError::Conflict(format!("User {user} is inactive.")))
+        }
+        Some(_) => Ok((tenant, user)),
+    }
+}
+
+fn bounded_text(field: &str, text: &str) -> AppResult<String> {
+    let text = text.trim();
+    if text.is_empty()
+        || text.chars().count() > MAX_TEXT_LENGTH
+        || text.chars().any(char::is_control)
+    {
+        return Err(AppError::invalid(
+            field,
+            "must be 1 to 200 characters without control characters",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn found(found: bool, what: &'static str) -> AppResult<()> {
+    if found {
+        Ok(())
+    } else {
+        Err(AppError::NotFound(what))
+    }
+}
+
+fn tenant_missing(error: StoreError) -> AppError {
+    match error {
+        StoreError::NotFound { .. } => AppError::NotFound("tenant"),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,423 @@
+//! Managing webhooks (PRODUCT.md §3–4): create, read, edit, rotate, disable, enable, delete,
+//! with the privilege boundary: actions that send or expose more of the owner's data, or
+//! destroy their history, need access that covers the owner's.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zivio_core::access::Access;
+use zivio_core::audit::{AuditAction, AuditEntry};
+use zivio_core::ids::UserId;
+use zivio_core::secret::SigningSecret;
+use zivio_core::subscription;
+use zivio_core::url_policy::{Destination, WebhookUrl, mask_str};
+use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
+
+use crate::caller::owner_access;
+use crate::{AppError, AppResult, Caller, FieldError, Services, random, unix_millis};
+
+/// A webhook as an admin sees it: the URL is scheme and host only unless their access covers
+/// the owner's. Never the secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookView {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub description: String,
+    pub events: Vec<String>,
+    pub owner_id: String,
+    pub owner_active: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<&'static str>,
+    pub disabled_by: Option<String>,
+    pub disabled_at: Option<String>,
+    pub secret_hint: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub health: Health,
+}
+
+/// Delivery health; every value is null until the webhook has attempts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    pub last_attempt_at: Option<String>,
+    pub last_status: Option<String>,
+    pub success_rate_24h: Option<f64>,
+    pub success_rate_7d: Option<f64>,
+    pub failing_since: Option<String>,
+}
+
+/// An answer that carries the signing secret: it is shown this once.
+#[derive(Debug)]
+pub struct WithSecret {
+    pub webhook: WebhookView,
+    pub secret: SigningSecret,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewWebhook {
+    pub name: String,
+    pub url: String,
+    pub description: Option<String>,
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WebhookChanges {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub events: Option<Vec<String>>,
+}
+
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).expect("UTC times format as RFC 3339")
+}
+
+pub async fn list(services: &Services, caller: &Caller) -> AppResult<Vec<WebhookView>> {
+    let webhooks = services.store.webhooks(&caller.tenant).await?;
+    let mut owners: BTreeMap<UserId, (Access, bool)> = BTreeMap::new();
+    let mut views = Vec::with_capacity(webhooks.len());
+    for webhook in &webhooks {
+        if !owners.contains_key(&webhook.owner) {
+            let owner = owner_access(services, &caller.tenant, &webhook.owner).await?;
+            owners.insert(webhook.owner.clone(), owner);
+        }
+        let (owner, active) = &owners[&webhook.owner];
+        views.push(view(webhook, caller.access.covers(owner), *active));
+    }
+    Ok(views)
+}
+
+pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<WebhookView> {
+    let webhook = find(services, caller, id).await?;
+    present(services, caller, &webhook).await
+}
+
+pub async fn create(
+    services: &Services,
+    caller: &Caller,
+    new: NewWebhook,
+) -> AppResult<WithSecret> {
+    let mut errors = Vec::new();
+    let name = check(&mut errors, "name", wh::validate_name(&new.name));
+    let description = check(
+        &mut errors,
+        "description",
+        wh::validate_description(new.description.as_deref().unwrap_or("")),
+    );
+    let events = check_events(services, &mut errors, &new.events);
+    let url = check(&mut errors, "url", vet_url(services, &new.url).await);
+    let (Some(name), Some(description), Some(events), Some(url)) = (name, description, events, url)
+    else {
+        return Err(AppError::Validation(errors));
+    };
+    let now = services.now();
+    let id = WebhookId::new(unix_millis(now), random());
+    let secret = SigningSecret::generate(random());
+    let webhook = Webhook {
+        secret: seal(services, &id, &secret),
+        id,
+        tenant: caller.tenant.clone(),
+        owner: caller.user.clone(),
+        name,
+        url: url.as_str().to_owned(),
+        description,
+        events,
+        disabled: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let audit = entry(caller, now, AuditAction::WebhookCreated, &webhook).changes(json!({
+        "name": webhook.name, "url": url.masked(), "description": webhook.description, "events": webhook.events,
+    }));
+    services
+        .store
+        .create_webhook(&webhook, services.settings.max_webhooks_per_tenant, &audit)
+        .await
+        .map_err(|error| match error {
+            zivio_store::StoreError::Conflict { .. } => AppError::Conflict(format!(
+                "This tenant already has the maximum of {} webhooks.",
+                services.settings.max_webhooks_per_tenant
+            )),
+            other => other.into(),
+        })?;
+    tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, "webhook created");
+    Ok(WithSecret {
+        webhook: view(&webhook, true, caller.access.is_active()),
+        secret,
+    })
+}
+
+pub async fn update(
+    services: &Services,
+    caller: &Caller,
+    id: &str,
+    changes: WebhookChanges,
+) -> AppResult<WebhookView> {
+    let mut webhook = find(services, caller, id).await?;
+    if changes.url.is_some() || changes.events.is_some() {
+        require_cover(
+            services,
+            caller,
+            &webhook,
+            "change the URL or the events of",
+        )
+        .await?;
+    }
+    let mut errors = Vec::new();
+    let mut audit = serde_json::Map::new();
+    if let Some(text) = changes.name
+        && let Some(name) = check(&mut errors, "name", wh::validate_name(&text))
+        && name != webhook.name
+    {
+        audit.insert("name".into(), json!({"from": webhook.name, "to": name}));
+        webhook.name = name;
+    }
+    if let Some(text) = changes.description
+        && let Some(description) =
+            check(&mut errors, "description", wh::validate_description(&text))
+        && description != webhook.description
+    {
+        audit.insert(
+            "description".into(),
+            json!({"from": webhook.description, "to": description}),
+        );
+        webhook.description = description;
+    }
+    if let Some(list) = changes.events
+        && let Some(events) = check_events(services, &mut errors, &list)
+        && events != webhook.events
+    {
+        audit.insert(
+            "events".into(),
+            json!({"from": webhook.events, "to": events}),
+        );
+        webhook.events = events;
+    }
+    if let Some(text) = changes.url
+        && let Some(url) = check(&mut errors, "url", vet_url(services, &text).await)
+        && url.as_str() != webhook.url
+    {
+        audit.insert(
+            "url".into(),
+            json!({"from": mask_str(&webhook.url), "to": url.masked()}),
+        );
+        webhook.url = url.as_str().to_owned();
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    if !audit.is_empty() {
+        let now = services.now();
+        webhook.updated_at = now;
+        let entry =
+            entry(caller, now, AuditAction::WebhookUpdated, &webhook).changes(Value::Object(audit));
+        services.store.update_webhook(&webhook, &entry).await?;
+    }
+    present(services, caller, &webhook).await
+}
+
+pub async fn rotate_secret(
+    services: &Services,
+    caller: &Caller,
+    id: &str,
+) -> AppResult<WithSecret> {
+    let mut webhook = find(services, caller, id).await?;
+    require_cover(services, caller, &webhook, "rotate the secret of").await?;
+    let secret = SigningSecret::generate(random());
+    let now = services.now();
+    webhook.secret = seal(services, &webhook.id, &secret);
+    webhook.updated_at = now;
+    let audit = entry(caller, now, AuditAction::WebhookSecretRotated, &webhook);
+    services.store.update_webhook(&webhook, &audit).await?;
+    Ok(WithSecret {
+        webhook: present(services, caller, &webhook).await?,
+        secret,
+    })
+}
+
+/// Open to every manager: disabling is the safety valve. Disabling a disabled webhook
+/// changes nothing.
+pub async fn disable(services: &Services, caller: &Caller, id: &str) -> AppResult<WebhookView> {
+    let mut webhook = find(services, caller, id).await?;
+    if webhook.is_enabled() {
+        let now = services.now();
+        webhook.disabled = Some(Disabled {
+            reason: DisabledReason::Manual,
+            by: Some(caller.user.clone()),
+            at: now,
+        });
+        webhook.updated_at = now;
+        let audit = entry(caller, now, AuditAction::WebhookDisabled, &webhook);
+        services.store.update_webhook(&webhook, &audit).await?;
+    }
+    present(services, caller, &webhook).await
+}
+
+pub async fn enable(services: &Services, caller: &Caller, id: &str) -> AppResult<WebhookView> {
+    let mut webhook = find(services, caller, id).await?;
+    require_cover(services, caller, &webhook, "enable").await?;
+    if !webhook.is_enabled() {
+        let now = services.now();
+        webhook.disabled = None;
+        webhook.updated_at = now;
+        let audit = entry(caller, now, AuditAction::WebhookEnabled, &webhook);
+        services.store.update_webhook(&webhook, &audit).await?;
+    }
+    present(services, caller, &webhook).await
+}
+
+pub async fn delete(services: &Services, caller: &Caller, id: &str) -> AppResult<()> {
+    let webhook = find(services, caller, id).await?;
+    require_cover(services, caller, &webhook, "delete").await?;
+    let audit = entry(
+        caller,
+        services.now(),
+        AuditAction::WebhookDeleted,
+        &webhook,
+    )
+    .changes(json!({"name": webhook.name, "url": mask_str(&webhook.url)}));
+    if !services
+        .store
+        .delete_webhook(&caller.tenant, &webhook.id, &audit)
+        .await?
+    {
+        return Err(AppError::NotFound("webhook"));
+    }
+    tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, "webhook deleted");
+    Ok(())
+}
+
+/// The caller's tenant's webhook, or 404 (also for another tenant's id: never confirm it).
+async fn find(services: &Services, caller: &Caller, id: &str) -> AppResult<Webhook> {
+    let id = WebhookId::parse(id).ok_or(AppError::NotFound("webhook"))?;
+    services
+        .store
+        .webhook(&caller.tenant, &id)
+        .await?
+        .ok_or(AppError::NotFound("webhook"))
+}
+
+async fn require_cover(
+    services: &Services,
+    caller: &Caller,
+    webhook: &Webhook,
+    action: &str,
+) -> AppResult<()> {
+    let (owner, _) = owner_access(services, &caller.tenant, &webhook.owner).await?;
+    match caller.access.coverage_gap(&owner) {
+        None => Ok(()),
+        Some(gap) => Err(AppError::Forbidden(format!(
+            "Only the owner ({}) or an admin whose access covers the owner's may {action} this webhook: {gap}.",
+            webhook.owner
+        ))),
+    }
+}
+
+async fn present(
+    services: &Services,
+    caller: &Caller,
+    webhook: &Webhook,
+) -> AppResult<WebhookView> {
+    let (owner, active) = owner_access(services, &caller.tenant, &webhook.owner).await?;
+    Ok(view(webhook, caller.access.covers(&owner), active))
+}
+
+fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool) -> WebhookView {
+    let disabled = webhook.disabled.as_ref();
+    WebhookView {
+        id: webhook.id.to_string(),
+        name: webhook.name.clone(),
+        url: if covers_owner {
+            webhook.url.clone()
+        } else {
+            mask_str(&webhook.url)
+        },
+        description: webhook.description.clone(),
+        events: webhook.events.clone(),
+        owner_id: webhook.owner.to_string(),
+        owner_active,
+        enabled: webhook.is_enabled(),
+        disabled_reason: disabled.map(|d| d.reason.as_str()),
+        disabled_by: disabled
+            .and_then(|d| d.by.as_ref())
+            .map(ToString::to_string),
+        disabled_at: disabled.map(|d| rfc3339(d.at)),
+        secret_hint: webhook.secret.hint.clone(),
+        created_at: rfc3339(webhook.created_at),
+        updated_at: rfc3339(webhook.updated_at),
+        health: Health::default(),
+    }
+}
+
+fn seal(services: &Services, id: &WebhookId, secret: &SigningSecret) -> SealedSecret {
+    SealedSecret {
+        ciphertext: secret.seal(&services.secrets_key, id.as_str(), random()),
+        key_id: services.secrets_key.id(),
+        hint: secret.hint(),
+    }
+}
+
+fn entry(
+    caller: &Caller,
+    at: OffsetDateTime,
+    action: AuditAction,
+    webhook: &Webhook,
+) -> AuditEntry {
+    AuditEntry::new(&caller.tenant, at, caller.user.as_str(), action).webhook(webhook.id.as_str())
+}
+
+fn check<T>(errors: &mut Vec<FieldError>, field: &str, result: Result<T, String>) -> Option<T> {
+    result
+        .map_err(|message| errors.push(FieldError::new(field, message)))
+        .ok()
+}
+
+fn check_events(
+    services: &Services,
+    errors: &mut Vec<FieldError>,
+    list: &[String],
+) -> Option<Vec<String>> {
+    if list.is_empty() {
+        errors.push(FieldError::new(
+            "events",
+            "must list at least one event type, category or *",
+        ));
+        return None;
+    }
+    match subscription::parse_all(list, services.catalog) {
+        Ok(filters) => Some(filters.iter().map(ToString::to_string).collect()),
+        Err((index, error)) => {
+            errors.push(FieldError::new(
+                format!("events[{index}]"),
+                error.to_string(),
+            ));
+            None
+        }
+    }
+}
+
+/// The URL policy, and for host names every address they resolve to now.
+async fn vet_url(services: &Services, text: &str) -> Result<WebhookUrl, String> {
+    let url = services
+        .url_policy
+        .parse(text)
+        .map_err(|error| error.to_string())?;
+    if let Ok(Destination::Name(host)) = url.destination() {
+        let port = url.url().port_or_known_default().unwrap_or(443);
+        let addresses = services
+            .resolver
+            .resolve(&host, port)
+            .await
+            .map_err(|_| format!("{host} does not resolve to any address"))?;
+        services
+            .url_policy
+            .vet(&host, &addresses)
+            .map_err(|error| error.to_string())?;
+    }
+    Ok(url)
+}

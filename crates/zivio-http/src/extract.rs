@@ -1,0 +1,147 @@
+//! Extractors: authenticated callers of the v4 and platform APIs, and JSON bodies whose errors
+//! name the offending field.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use zivio_app::{AppError, Caller};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::problem::{FieldError, Problem};
+
+/// A v4 API caller: `X-API-Key` and `zivio-tenant-id`, checked against the directory now.
+pub struct ApiCaller(pub Caller);
+
+impl FromRequestParts<AppState> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let (Some(key), Some(tenant)) = (header("x-api-key"), header("zivio-tenant-id")) else {
+            return Err(AppError::Unauthenticated(
+                "Send an API key in X-API-Key and the tenant in zivio-tenant-id.",
+            )
+            .into());
+        };
+        let caller = zivio_app::caller::authenticate_api_key(&state.services, key, tenant).await?;
+        tracing::Span::current().record("tenant", caller.tenant.as_str());
+        Ok(ApiCaller(caller))
+    }
+}
+
+/// The Zivio platform: `Authorization: Bearer <platform key>`, any configured key.
+pub struct PlatformCaller;
+
+impl FromRequestParts<AppState> for PlatformCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match presented {
+            Some(key) if state.platform_keys.accepts(key.trim()) => Ok(PlatformCaller),
+            _ => {
+                let mut response = Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Send a platform key as Authorization: Bearer <key>.",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+                Err(response)
+            }
+        }
+    }
+}
+
+/// A JSON body: 415 without a JSON content type, 400 for malformed JSON, 422 naming the field
+/// whose value has the wrong shape.
+pub struct ValidJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                let essence = value.split(';').next().unwrap_or("").trim();
+                essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")
+            });
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "The request body must be JSON with Content-Type: application/json.",
+            )
+            .into_response());
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(&mut deserializer) {
+            Ok(value) => Ok(ValidJson(value)),
+            Err(error) => Err(json_problem(&error).into_response()),
+        }
+    }
+}
+
+fn json_problem(error: &serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let inner = error.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("The body is not valid JSON: {inner}."),
+        );
+    }
+    // serde's messages end with the position; the field path says more.
+    let message = inner.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let path = error.path().to_string();
+    let field = match (path.as_str(), named_field(&message)) {
+        (".", Some(name)) => name.to_owned(),
+        (".", None) => "body".to_owned(),
+        // serde reports a missing field at its parent, an unknown one at itself.
+        (parent, Some(name)) if message.starts_with("missing") => format!("{parent}.{name}"),
+        _ => path,
+    };
+    let mut problem = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("`{field}`: {message}."),
+    );
+    problem.errors = vec![FieldError { field, message }];
+    problem
+}
+
+/// The field in serde's "missing field `x`" and "unknown field `x`, expected ..." messages.
+fn named_field(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("unknown field `"))?;
+    rest.split('`').next()
+}
