@@ -13,11 +13,11 @@ use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::ids::UserId;
 use zivio_core::secret::SigningSecret;
 use zivio_core::subscription;
-use zivio_core::url_policy::{Destination, WebhookUrl, mask_str};
+use zivio_core::url_policy::{Destination, UrlPolicy, WebhookUrl, mask_str};
 use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 
 use crate::caller::owner_access;
-use crate::{AppError, AppResult, Caller, FieldError, Services, random, unix_millis};
+use crate::{AppError, AppResult, Caller, FieldError, Resolver, Services, random, unix_millis};
 
 /// A webhook as an admin sees it: the URL is scheme and host only unless their access covers
 /// the owner's. Never the secret.
@@ -401,23 +401,83 @@ fn check_events(
     }
 }
 
-/// The URL policy, and for host names every address they resolve to now.
 async fn vet_url(services: &Services, text: &str) -> Result<WebhookUrl, String> {
-    let url = services
-        .url_policy
-        .parse(text)
-        .map_err(|error| error.to_string())?;
+    vet(&services.url_policy, services.resolver.as_ref(), text).await
+}
+
+/// The URL policy, and for host names every address they resolve to now.
+async fn vet(
+    policy: &UrlPolicy,
+    resolver: &dyn Resolver,
+    text: &str,
+) -> Result<WebhookUrl, String> {
+    let url = policy.parse(text).map_err(|error| error.to_string())?;
     if let Ok(Destination::Name(host)) = url.destination() {
         let port = url.url().port_or_known_default().unwrap_or(443);
-        let addresses = services
-            .resolver
+        let addresses = resolver
             .resolve(&host, port)
             .await
             .map_err(|_| format!("{host} does not resolve to any address"))?;
-        services
-            .url_policy
+        policy
             .vet(&host, &addresses)
             .map_err(|error| error.to_string())?;
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    /// Answers from a fixed table, as DNS would; unknown names do not resolve.
+    struct Table(Vec<(&'static str, Vec<IpAddr>)>);
+
+    #[async_trait::async_trait]
+    impl Resolver for Table {
+        async fn resolve(&self, host: &str, _: u16) -> std::io::Result<Vec<IpAddr>> {
+            self.0
+                .iter()
+                .find(|(name, _)| *name == host)
+                .map(|(_, addresses)| addresses.clone())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "NXDOMAIN"))
+        }
+    }
+
+    #[tokio::test]
+    async fn host_names_are_vetted_on_every_resolved_address() {
+        let resolver = Table(vec![
+            ("public.example", vec!["93.184.216.34".parse().unwrap()]),
+            (
+                "mixed.example",
+                vec![
+                    "93.184.216.34".parse().unwrap(),
+                    "10.0.0.7".parse().unwrap(),
+                ],
+            ),
+            ("empty.example", vec![]),
+        ]);
+        let policy = UrlPolicy::default();
+        assert!(
+            vet(&policy, &resolver, "https://public.example/hook")
+                .await
+                .is_ok()
+        );
+        let mixed = vet(&policy, &resolver, "https://mixed.example/hook")
+            .await
+            .unwrap_err();
+        assert!(
+            mixed.contains("10.0.0.7") && mixed.contains("private"),
+            "{mixed}"
+        );
+        let missing = vet(&policy, &resolver, "https://nowhere.example/")
+            .await
+            .unwrap_err();
+        assert_eq!(missing, "nowhere.example does not resolve to any address");
+        let empty = vet(&policy, &resolver, "https://empty.example/")
+            .await
+            .unwrap_err();
+        assert_eq!(empty, "empty.example resolves to no address");
+    }
 }

@@ -3,6 +3,8 @@
 
 mod support;
 
+mod directory;
 mod operations;
 mod postgres;
 mod startup;
+mod webhooks;

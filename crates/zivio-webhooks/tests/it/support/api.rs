@@ -1,0 +1,244 @@
+//! A started service with a typed client for the platform and v4 APIs, on either backend.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use zivio_core::keys::SecretsKey;
+use zivio_store::testing::TestDatabase;
+
+use super::service::Service;
+
+const PLATFORM_KEY: &str = "zpk_integration_tests_platform_key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Api {
+    pub service: Service,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    _database: Option<TestDatabase>,
+}
+
+/// An answer: status, headers and the JSON body (`Null` when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Api {
+    /// A fresh service without bootstrap data, or `None` for PostgreSQL when
+    /// `ZIVIO_TEST_DATABASE_URL` is unset.
+    pub async fn start(backend: Backend, env: &[(&str, &str)]) -> Option<Api> {
+        let dir = tempfile::tempdir().unwrap();
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => match TestDatabase::postgres().await {
+                Some(database) => Some(database),
+                None => {
+                    eprintln!("ZIVIO_TEST_DATABASE_URL is not set: PostgreSQL case skipped");
+                    return None;
+                }
+            },
+        };
+        let secrets_key = SecretsKey::from_bytes([42; 32]).to_base64();
+        let mut vars = vec![
+            ("ZIVIO_WEBHOOKS_PLATFORM_KEY", PLATFORM_KEY),
+            ("ZIVIO_WEBHOOKS_SECRETS_KEY", secrets_key.as_str()),
+            ("ZIVIO_WEBHOOKS_BOOTSTRAP", "false"),
+        ];
+        if let Some(database) = &database {
+            vars.push(("ZIVIO_WEBHOOKS_DATABASE_URL", database.url.as_str()));
+        }
+        vars.extend_from_slice(env);
+        let service = Service::start(dir.path(), &vars).await;
+        Some(Api {
+            service,
+            client: reqwest::Client::new(),
+            dir,
+            _database: database,
+        })
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.client.request(method, self.service.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn platform(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let auth = format!("Bearer {PLATFORM_KEY}");
+        self.send(
+            method,
+            &format!("/platform/v4/tenants/{path}"),
+            &[("authorization", &auth)],
+            body,
+        )
+        .await
+    }
+
+    /// A v4 request as `key` in `tenant`.
+    pub async fn v4(
+        &self,
+        key: &str,
+        tenant: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        self.send(
+            method,
+            path,
+            &[("x-api-key", key), ("zivio-tenant-id", tenant)],
+            body,
+        )
+        .await
+    }
+
+    pub async fn put_tenant(&self, tenant: &str) {
+        let answer = self
+            .platform(
+                Method::PUT,
+                tenant,
+                Some(json!({"name": tenant.to_uppercase()})),
+            )
+            .await;
+        assert_eq!(answer.status, 204, "{}", answer.text);
+    }
+
+    pub async fn put_role(&self, tenant: &str, role: &str, permissions: &[&str]) {
+        let answer = self
+            .platform(
+                Method::PUT,
+                &format!("{tenant}/roles/{role}"),
+                Some(json!({"permissions": permissions})),
+            )
+            .await;
+        assert_eq!(answer.status, 204, "{}", answer.text);
+    }
+
+    pub async fn put_user(&self, tenant: &str, user: &str, active: bool, roles: &[&str]) {
+        let body = json!({
+            "email": format!("{user}@{tenant}.example.com"),
+            "name": format!("User {user}"),
+            "active": active,
+            "placement": {"business_unit": "emea", "division": "uk", "department": "finance"},
+            "roles": roles,
+        });
+        let answer = self
+            .platform(Method::PUT, &format!("{tenant}/users/{user}"), Some(body))
+            .await;
+        assert_eq!(answer.status, 204, "{}", answer.text);
+    }
+
+    pub async fn issue_key(&self, tenant: &str, user: &str) -> String {
+        let answer = self
+            .platform(
+                Method::POST,
+                &format!("{tenant}/users/{user}/api-keys"),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.body["key"].as_str().unwrap().to_owned()
+    }
+
+    /// A tenant with a role `admin` holding every permission and a user holding it; returns
+    /// that user's API key.
+    pub async fn tenant_with_admin(&self, tenant: &str, user: &str) -> String {
+        self.put_tenant(tenant).await;
+        let everything: Vec<String> = zivio_core::permission::Permission::all()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let everything: Vec<&str> = everything.iter().map(String::as_str).collect();
+        self.put_role(tenant, "admin", &everything).await;
+        self.put_user(tenant, user, true, &["admin"]).await;
+        self.issue_key(tenant, user).await
+    }
+
+    /// Creates a webhook and returns the answer's body (`webhook` and `secret`).
+    pub async fn create_webhook(&self, key: &str, tenant: &str, body: Value) -> Value {
+        let answer = self
+            .v4(key, tenant, Method::POST, "/v4/webhooks", Some(body))
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text);
+        answer.body
+    }
+}
+
+/// A valid webhook body pointing at a public address (nothing is sent in these tests).
+pub fn webhook_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "url": "https://93.184.216.34/zivio/hook?token=s3cr3t-path-token",
+        "description": "ERP sync",
+        "events": ["invoice.*", "job.created"],
+    })
+}
+
+/// Asserts a problem document with this status and returns it.
+pub fn problem(answer: &Answer, status: u16) -> &Value {
+    assert_eq!(answer.status, status, "{}", answer.text);
+    assert_eq!(
+        answer
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap()),
+        Some("application/problem+json"),
+        "{}",
+        answer.text
+    );
+    assert_eq!(answer.body["status"], status);
+    assert!(answer.body["detail"].is_string() && answer.body["title"].is_string());
+    &answer.body
+}
+
+/// Runs each test body once per backend, as `<backend>::<name>`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::api::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::api::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use on_both_backends;
