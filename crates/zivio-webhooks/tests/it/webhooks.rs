@@ -587,7 +587,7 @@ async fn secrets_never_appear_after_they_are_shown(backend: Backend) {
         }
         assert!(!stored.is_empty());
         for secret in &secrets {
-            let needle = secret["whsec_".len()..].as_bytes();
+            let needle = &secret.as_bytes()["whsec_".len()..];
             assert!(
                 !stored.windows(needle.len()).any(|w| w == needle),
                 "secret stored in clear"
