@@ -12,16 +12,20 @@ use crate::{AppError, AppResult, Caller, FieldError, Services};
 
 pub const MAX_PAGE: u32 = 100;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct AuditEntryView {
+    #[schema(format = DateTime)]
     pub at: String,
     pub actor_id: String,
     pub action: String,
     pub webhook_id: Option<String>,
+    /// What changed: `{"field": {"from": old, "to": new}}` for edits; never a secret, URLs masked.
+    #[schema(value_type = Object)]
     pub changes: Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntryView>,
     pub next_cursor: Option<String>,

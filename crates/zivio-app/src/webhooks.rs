@@ -21,7 +21,8 @@ use crate::{AppError, AppResult, Caller, FieldError, Resolver, Services, random,
 
 /// A webhook as an admin sees it: the URL is scheme and host only unless their access covers
 /// the owner's. Never the secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Webhook)]
 pub struct WebhookView {
     pub id: String,
     pub name: String,
@@ -31,22 +32,29 @@ pub struct WebhookView {
     pub owner_id: String,
     pub owner_active: bool,
     pub enabled: bool,
+    /// `manual` or `auto`; null while enabled.
+    #[schema(value_type = Option<String>)]
     pub disabled_reason: Option<&'static str>,
     pub disabled_by: Option<String>,
+    #[schema(format = DateTime)]
     pub disabled_at: Option<String>,
     pub secret_hint: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     pub health: Health,
 }
 
 /// Delivery health; every value is null until the webhook has attempts.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Health {
+    #[schema(format = DateTime)]
     pub last_attempt_at: Option<String>,
     pub last_status: Option<String>,
     pub success_rate_24h: Option<f64>,
     pub success_rate_7d: Option<f64>,
+    #[schema(format = DateTime)]
     pub failing_since: Option<String>,
 }
 

@@ -5,43 +5,46 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zivio_app::webhooks::{self, NewWebhook, WebhookChanges, WebhookView, WithSecret};
 use zivio_app::{AppError, FieldError};
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiCaller, ValidJson};
+use crate::openapi::{BodyErrors, V4Errors};
+use crate::problem::Problem;
 
-pub fn routes() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route("/v4/event-types", get(list_event_types))
-        .route("/v4/webhooks", get(list_webhooks).post(create_webhook))
-        .route(
-            "/v4/webhooks/{id}",
-            get(get_webhook)
-                .patch(update_webhook)
-                .delete(delete_webhook),
-        )
-        .route("/v4/webhooks/{id}/rotate-secret", post(rotate_secret))
-        .route("/v4/webhooks/{id}/disable", post(disable_webhook))
-        .route("/v4/webhooks/{id}/enable", post(enable_webhook))
-        .route("/v4/audit-log", get(list_audit_log))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_event_types))
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(get_webhook, update_webhook, delete_webhook))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(disable_webhook))
+        .routes(routes!(enable_webhook))
+        .routes(routes!(list_audit_log))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
+    /// 1 to 100 characters.
     name: String,
+    /// `https://` (public addresses only), at most 2,048 characters.
     url: String,
+    /// At most 1,000 characters.
     #[serde(default)]
     description: Option<String>,
+    /// At least one: an event type, `<collection>.*` (or the `<type prefix>.*` alias), or `*`.
     events: Vec<String>,
 }
 
-#[derive(Deserialize)]
+/// Any subset of the fields; changing `url` or `events` needs access that covers the owner's.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookRequest {
     name: Option<String>,
@@ -50,47 +53,91 @@ pub struct UpdateWebhookRequest {
     events: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct WebhookBody {
     webhook: WebhookView,
 }
 
-/// `GET /v4/event-types`: the catalog, subscribable types only.
-async fn list_event_types(State(state): State<AppState>, _: ApiCaller) -> Json<Value> {
-    let categories: Vec<Value> = state
+#[derive(Serialize, utoipa::ToSchema)]
+struct WebhookList {
+    webhooks: Vec<WebhookView>,
+}
+
+/// The signing secret is in this answer only; store it now.
+#[derive(Serialize, utoipa::ToSchema)]
+struct WebhookWithSecret {
+    webhook: WebhookView,
+    /// `whsec_` + base64 of 32 random bytes.
+    secret: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventTypeBody {
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    name: String,
+    description: String,
+    /// The resource's v4 representation: the `data` of such an event.
+    #[schema(value_type = Object)]
+    example: Value,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct CategoryBody {
+    name: String,
+    collection: String,
+    /// `<collection>.*`, the subscription to the whole category.
+    wildcard: String,
+    event_types: Vec<EventTypeBody>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventTypes {
+    categories: Vec<CategoryBody>,
+}
+
+/// The event catalog: every subscribable type with a description and an example payload.
+#[utoipa::path(get, path = "/v4/event-types", tag = "event types", security(("api_key" = [], "tenant" = [])),
+    responses((status = 200, body = EventTypes), V4Errors))]
+async fn list_event_types(State(state): State<AppState>, _: ApiCaller) -> Json<EventTypes> {
+    let categories = state
         .services
         .catalog
         .collections()
         .iter()
-        .map(|collection| {
-            let types: Vec<Value> = collection
+        .map(|collection| CategoryBody {
+            name: collection.category.clone(),
+            collection: collection.name.clone(),
+            wildcard: collection.wildcard(),
+            event_types: collection
                 .event_types
                 .iter()
-                .map(
-                    |t| json!({"type": t.name, "description": t.description, "example": t.example}),
-                )
-                .collect();
-            json!({
-                "name": collection.category,
-                "collection": collection.name,
-                "wildcard": collection.wildcard(),
-                "event_types": types,
-            })
+                .map(|t| EventTypeBody {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    example: t.example.clone(),
+                })
+                .collect(),
         })
         .collect();
-    Json(json!({ "categories": categories }))
+    Json(EventTypes { categories })
 }
 
-/// `GET /v4/webhooks`
+/// The tenant's webhooks, oldest first.
+#[utoipa::path(get, path = "/v4/webhooks", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    responses((status = 200, body = WebhookList), V4Errors))]
 async fn list_webhooks(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
-) -> ApiResult<Json<Value>> {
-    let views = webhooks::list(&state.services, &caller).await?;
-    Ok(Json(json!({ "webhooks": views })))
+) -> ApiResult<Json<WebhookList>> {
+    let webhooks = webhooks::list(&state.services, &caller).await?;
+    Ok(Json(WebhookList { webhooks }))
 }
 
-/// `POST /v4/webhooks`: 201 with the secret, shown once.
+/// Creates a webhook owned by the caller; the answer holds the signing secret, shown once.
+#[utoipa::path(post, path = "/v4/webhooks", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    request_body = CreateWebhookRequest,
+    responses((status = 201, body = WebhookWithSecret), (status = 409, description = "The tenant's webhook limit is reached", body = Problem, content_type = "application/problem+json"), V4Errors, BodyErrors))]
 async fn create_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -106,7 +153,10 @@ async fn create_webhook(
     Ok(with_secret(StatusCode::CREATED, created))
 }
 
-/// `GET /v4/webhooks/{id}`
+/// One webhook; the URL is scheme and host only unless the caller covers the owner.
+#[utoipa::path(get, path = "/v4/webhooks/{id}", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")),
+    responses((status = 200, body = WebhookBody), V4Errors))]
 async fn get_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -116,7 +166,10 @@ async fn get_webhook(
     Ok(Json(WebhookBody { webhook }))
 }
 
-/// `PATCH /v4/webhooks/{id}`: any of name, url, description, events.
+/// Edits a webhook; changing the URL or events needs access that covers the owner's.
+#[utoipa::path(patch, path = "/v4/webhooks/{id}", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")), request_body = UpdateWebhookRequest,
+    responses((status = 200, body = WebhookBody), V4Errors, BodyErrors))]
 async fn update_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -133,7 +186,10 @@ async fn update_webhook(
     Ok(Json(WebhookBody { webhook }))
 }
 
-/// `DELETE /v4/webhooks/{id}`: 204.
+/// Deletes a webhook and its history (the audit log keeps its entries); needs coverage.
+#[utoipa::path(delete, path = "/v4/webhooks/{id}", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")),
+    responses((status = 204, description = "Deleted"), V4Errors))]
 async fn delete_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -143,7 +199,10 @@ async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v4/webhooks/{id}/rotate-secret`: the new secret, shown once.
+/// Replaces the signing secret at once; the new one is in this answer only. Needs coverage.
+#[utoipa::path(post, path = "/v4/webhooks/{id}/rotate-secret", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")),
+    responses((status = 200, body = WebhookWithSecret), V4Errors))]
 async fn rotate_secret(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -153,7 +212,10 @@ async fn rotate_secret(
     Ok(with_secret(StatusCode::OK, rotated))
 }
 
-/// `POST /v4/webhooks/{id}/disable`
+/// Disables a webhook and cancels its queued deliveries; open to every manager.
+#[utoipa::path(post, path = "/v4/webhooks/{id}/disable", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")),
+    responses((status = 200, body = WebhookBody), V4Errors))]
 async fn disable_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -163,7 +225,10 @@ async fn disable_webhook(
     Ok(Json(WebhookBody { webhook }))
 }
 
-/// `POST /v4/webhooks/{id}/enable`
+/// Enables a webhook from the next event on; needs coverage.
+#[utoipa::path(post, path = "/v4/webhooks/{id}/enable", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")),
+    responses((status = 200, body = WebhookBody), V4Errors))]
 async fn enable_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -179,7 +244,12 @@ struct AuditQuery {
     limit: Option<String>,
 }
 
-/// `GET /v4/audit-log?cursor=&limit=`
+/// The tenant's audit log, newest first.
+#[utoipa::path(get, path = "/v4/audit-log", tag = "audit log", security(("api_key" = [], "tenant" = [])),
+    params(("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+           ("limit" = Option<u32>, Query, description = "1 to 100; default 50")),
+    responses((status = 200, body = zivio_app::audit::AuditPage),
+              (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn list_audit_log(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -200,7 +270,10 @@ async fn list_audit_log(
 
 /// Answers that show a secret must never be cached.
 fn with_secret(status: StatusCode, answer: WithSecret) -> Response {
-    let body = json!({ "webhook": answer.webhook, "secret": answer.secret.expose() });
+    let body = WebhookWithSecret {
+        webhook: answer.webhook,
+        secret: answer.secret.expose().to_owned(),
+    };
     let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()

@@ -21,6 +21,7 @@ mod api_v4;
 mod error;
 mod extract;
 pub mod metrics;
+mod openapi;
 mod ops;
 mod platform;
 pub mod problem;
@@ -52,10 +53,22 @@ pub fn routers(state: AppState, separate_platform_listener: bool) -> Routers {
     let health = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
-    let public = health.clone().merge(api_v4::routes());
+    let (v4, v4_doc) = api_v4::routes().split_for_parts();
+    let (platform_api, platform_doc) = platform::routes().split_for_parts();
+    let mut document = v4_doc;
+    document.merge(platform_doc);
+    let document = Arc::new(
+        openapi::finish(document)
+            .to_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    let public = health.clone().merge(v4).route(
+        "/v4/openapi.json",
+        get(move || ops::openapi(document.clone())),
+    );
     let platform = Router::new()
         .route("/metrics", get(ops::metrics))
-        .merge(platform::routes());
+        .merge(platform_api);
     if separate_platform_listener {
         Routers {
             public: finish(public, &state),

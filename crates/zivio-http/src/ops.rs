@@ -38,3 +38,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `GET /v4/openapi.json`: the API description, no authentication.
+pub async fn openapi(document: std::sync::Arc<String>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.as_str().to_owned(),
+    )
+        .into_response()
+}

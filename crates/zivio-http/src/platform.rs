@@ -5,59 +5,61 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, put};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zivio_app::directory::{self, UserInput};
 use zivio_core::directory::Placement;
 
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{PlatformCaller, ValidJson};
+use crate::openapi::{BodyErrors, PlatformErrors};
+use crate::problem::Problem;
 
-pub fn routes() -> axum::Router<AppState> {
-    let tenant = "/platform/v4/tenants/{tenant_id}";
-    axum::Router::new()
-        .route(tenant, put(put_tenant).delete(delete_tenant))
-        .route(
-            &format!("{tenant}/roles/{{role}}"),
-            put(put_role).delete(delete_role),
-        )
-        .route(
-            &format!("{tenant}/users/{{user_id}}"),
-            put(put_user).delete(delete_user),
-        )
-        .route(
-            &format!("{tenant}/users/{{user_id}}/password"),
-            put(set_password),
-        )
-        .route(
-            &format!("{tenant}/users/{{user_id}}/api-keys"),
-            axum::routing::post(issue_api_key).get(list_api_keys),
-        )
-        .route(
-            &format!("{tenant}/users/{{user_id}}/api-keys/{{key_id}}"),
-            delete(revoke_api_key),
-        )
-        .route(
-            &format!("{tenant}/users/{{user_id}}/sign-in-links"),
-            axum::routing::post(issue_sign_in_link),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(put_tenant, delete_tenant))
+        .routes(routes!(put_role, delete_role))
+        .routes(routes!(put_user, delete_user))
+        .routes(routes!(set_password))
+        .routes(routes!(issue_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(issue_sign_in_link))
 }
 
-#[derive(Deserialize)]
+/// `201`: a new API key, shown once.
+#[derive(Serialize, utoipa::ToSchema)]
+struct IssuedApiKey {
+    id: String,
+    /// `zk_...`; only its digest is stored.
+    key: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ApiKeyList {
+    api_keys: Vec<zivio_app::directory::ApiKeyView>,
+}
+
+/// `201`: a single-use sign-in link, valid for a few minutes.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SignInLink {
+    url: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantRequest {
     name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
     permissions: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementRequest {
     business_unit: Option<String>,
@@ -65,7 +67,7 @@ pub struct PlacementRequest {
     department: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     email: String,
@@ -77,13 +79,15 @@ pub struct UserRequest {
     roles: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
     password: String,
 }
 
-/// `PUT /platform/v4/tenants/{tenant_id}`
+/// Creates or renames a tenant.
+#[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path)), request_body = TenantRequest,
+    responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn put_tenant(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -94,7 +98,9 @@ async fn put_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /platform/v4/tenants/{tenant_id}`: the tenant and everything it owns.
+/// Deletes a tenant and everything it owns.
+#[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path)),
+    responses((status = 204, description = "Deleted"), PlatformErrors))]
 async fn delete_tenant(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -104,7 +110,9 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT .../roles/{role}`: 422 names each unknown collection, scope or group.
+/// Creates or replaces a role; 422 names each unknown collection, scope or field group.
+#[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}/roles/{role}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("role" = String, Path)), request_body = RoleRequest,
+    responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn put_role(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -115,7 +123,9 @@ async fn put_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE .../roles/{role}`
+/// Deletes a role; its permissions stop applying at once.
+#[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}/roles/{role}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("role" = String, Path)),
+    responses((status = 204, description = "Deleted"), PlatformErrors))]
 async fn delete_role(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -125,7 +135,9 @@ async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT .../users/{user_id}`: deactivating takes effect on the user's next request.
+/// Creates or replaces a user; deactivating takes effect on their next request.
+#[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)), request_body = UserRequest,
+    responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn put_user(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -147,7 +159,9 @@ async fn put_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE .../users/{user_id}`: their API keys stop working at once.
+/// Deletes a user; their API keys stop working at once.
+#[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 204, description = "Deleted"), PlatformErrors))]
 async fn delete_user(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -157,7 +171,9 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT .../users/{user_id}/password`: stored as an argon2id hash.
+/// Sets a user's admin UI password (stored as an Argon2id hash).
+#[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/password", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)), request_body = PasswordRequest,
+    responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn set_password(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -168,7 +184,9 @@ async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST .../users/{user_id}/api-keys`: 201 with the key, shown once.
+/// Issues an API key for an active user; the key is in this answer only.
+#[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 201, body = IssuedApiKey), (status = 409, description = "The user is inactive", body = Problem, content_type = "application/problem+json"), PlatformErrors))]
 async fn issue_api_key(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -177,21 +195,28 @@ async fn issue_api_key(
     let issued = directory::issue_api_key(&state.services, &tenant, &user).await?;
     Ok(no_store(
         StatusCode::CREATED,
-        json!({"id": issued.id, "key": issued.key}),
+        IssuedApiKey {
+            id: issued.id,
+            key: issued.key,
+        },
     ))
 }
 
-/// `GET .../users/{user_id}/api-keys`: ids and hints, never keys.
+/// A user's API keys: ids and hints, never keys.
+#[utoipa::path(get, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 200, body = ApiKeyList), PlatformErrors))]
 async fn list_api_keys(
     State(state): State<AppState>,
     _: PlatformCaller,
     Path((tenant, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let keys = directory::api_keys(&state.services, &tenant, &user).await?;
-    Ok(Json(json!({ "api_keys": keys })).into_response())
+    let api_keys = directory::api_keys(&state.services, &tenant, &user).await?;
+    Ok(Json(ApiKeyList { api_keys }).into_response())
 }
 
-/// `DELETE .../users/{user_id}/api-keys/{key_id}`
+/// Revokes an API key at once.
+#[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys/{key_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path), ("key_id" = String, Path)),
+    responses((status = 204, description = "Revoked"), PlatformErrors))]
 async fn revoke_api_key(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -201,17 +226,19 @@ async fn revoke_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST .../users/{user_id}/sign-in-links`: a single-use link, valid minutes.
+/// Issues a single-use admin UI sign-in link for an active user, valid for minutes.
+#[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/sign-in-links", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
+    responses((status = 201, body = SignInLink), (status = 409, description = "The user is inactive", body = Problem, content_type = "application/problem+json"), PlatformErrors))]
 async fn issue_sign_in_link(
     State(state): State<AppState>,
     _: PlatformCaller,
     Path((tenant, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let url = directory::issue_sign_in_link(&state.services, &tenant, &user).await?;
-    Ok(no_store(StatusCode::CREATED, json!({ "url": url })))
+    Ok(no_store(StatusCode::CREATED, SignInLink { url }))
 }
 
-fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
+fn no_store(status: StatusCode, body: impl Serialize) -> Response {
     let mut response = (status, Json(body)).into_response();
     response
         .headers_mut()

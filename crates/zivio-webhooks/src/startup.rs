@@ -95,11 +95,14 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
+        // "listening" comes last: it tells tests and operators that everything is up.
+        if let Some(listener) = &self.platform {
+            tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
+        }
         tracing::info!(addr = %self.addr(), "listening");
         let public = serve(self.public, self.routers.public, stopped.clone());
         match (self.platform, self.routers.platform) {
             (Some(listener), Some(router)) => {
-                tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
                 let platform = serve(listener, router, stopped);
                 tokio::try_join!(public, platform)?;
             }

@@ -126,3 +126,97 @@ async fn a_separate_platform_listener_takes_the_metrics() {
     );
     assert!(service.terminate().await.success());
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(dir.path(), &[]).await;
+    let answer = reqwest::get(service.url("/v4/openapi.json")).await.unwrap();
+    assert_eq!(answer.status(), 200, "served without authentication");
+    let document: Value = answer.json().await.unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3.1"));
+    let expected = [
+        ("get", "/v4/event-types"),
+        ("get", "/v4/webhooks"),
+        ("post", "/v4/webhooks"),
+        ("get", "/v4/webhooks/{id}"),
+        ("patch", "/v4/webhooks/{id}"),
+        ("delete", "/v4/webhooks/{id}"),
+        ("post", "/v4/webhooks/{id}/rotate-secret"),
+        ("post", "/v4/webhooks/{id}/disable"),
+        ("post", "/v4/webhooks/{id}/enable"),
+        ("get", "/v4/audit-log"),
+        ("put", "/platform/v4/tenants/{tenant_id}"),
+        ("delete", "/platform/v4/tenants/{tenant_id}"),
+        ("put", "/platform/v4/tenants/{tenant_id}/roles/{role}"),
+        ("delete", "/platform/v4/tenants/{tenant_id}/roles/{role}"),
+        ("put", "/platform/v4/tenants/{tenant_id}/users/{user_id}"),
+        ("delete", "/platform/v4/tenants/{tenant_id}/users/{user_id}"),
+        (
+            "put",
+            "/platform/v4/tenants/{tenant_id}/users/{user_id}/password",
+        ),
+        (
+            "post",
+            "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys",
+        ),
+        (
+            "get",
+            "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys",
+        ),
+        (
+            "delete",
+            "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys/{key_id}",
+        ),
+        (
+            "post",
+            "/platform/v4/tenants/{tenant_id}/users/{user_id}/sign-in-links",
+        ),
+    ];
+    let paths = document["paths"].as_object().unwrap();
+    let operations: usize = paths
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        operations,
+        expected.len(),
+        "no undocumented and no phantom operations"
+    );
+    for (method, path) in expected {
+        let operation = &document["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is documented");
+        assert!(
+            operation["security"].is_array(),
+            "{method} {path} states its authentication"
+        );
+        let responses = operation["responses"].as_object().unwrap();
+        let error = responses
+            .get("401")
+            .unwrap_or_else(|| panic!("{method} {path} documents 401"));
+        assert!(
+            error["content"]["application/problem+json"].is_object(),
+            "{method} {path}: errors are problem JSON"
+        );
+        assert!(responses.keys().any(|status| status.starts_with('2')));
+    }
+    let schemes = &document["components"]["securitySchemes"];
+    assert_eq!(schemes["api_key"]["name"], "X-API-Key");
+    assert_eq!(schemes["tenant"]["name"], "zivio-tenant-id");
+    assert_eq!(schemes["platform_key"]["scheme"], "bearer");
+    let webhook = &document["components"]["schemas"]["Webhook"]["properties"];
+    for field in [
+        "id",
+        "name",
+        "url",
+        "events",
+        "owner_active",
+        "disabled_reason",
+        "secret_hint",
+        "health",
+    ] {
+        assert!(webhook[field].is_object(), "Webhook.{field}");
+    }
+    assert!(webhook.get("secret").is_none());
+    assert!(service.terminate().await.success());
+}
