@@ -17,6 +17,7 @@ pub mod audit;
 pub mod caller;
 pub mod directory;
 pub mod error;
+pub mod retention;
 pub mod webhooks;
 
 pub use caller::Caller;

@@ -234,6 +234,10 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>>;
 
+    /// Deletes audit entries recorded before `cutoff` (in bounded batches, so a large backlog
+    /// never holds a long write); returns how many.
+    async fn purge_audit(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
+
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);
 }

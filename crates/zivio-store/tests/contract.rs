@@ -70,6 +70,7 @@ contract!(
     the_webhook_limit_is_enforced_per_tenant,
     audit_entries_page_newest_first_and_outlive_webhooks,
     sign_in_links_are_stored_for_existing_users,
+    audit_purge_removes_only_old_entries,
 );
 
 async fn migrations_run_twice_harmlessly(database: &TestDatabase, backend: Backend) {
@@ -672,4 +673,45 @@ async fn sign_in_links_are_stored_for_existing_users(database: &TestDatabase, _:
         .map(|r| r.entry.action)
         .collect();
     assert_eq!(actions, ["sign_in_link.issued"]);
+}
+
+async fn audit_purge_removes_only_old_entries(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let old = webhook(&acme, 1);
+    store
+        .create_webhook(
+            &old,
+            10,
+            &audit(
+                &acme,
+                NOW - time::Duration::days(400),
+                AuditAction::WebhookCreated,
+            ),
+        )
+        .await
+        .unwrap();
+    store
+        .create_webhook(
+            &webhook(&acme, 2),
+            10,
+            &audit(&acme, NOW, AuditAction::WebhookCreated),
+        )
+        .await
+        .unwrap();
+    let purged = store
+        .purge_audit(NOW - time::Duration::days(365))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    let left = store.audit_entries(&acme, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].entry.at, NOW);
+    assert_eq!(
+        store
+            .purge_audit(NOW - time::Duration::days(365))
+            .await
+            .unwrap(),
+        0
+    );
 }

@@ -24,8 +24,13 @@ use crate::keys::{self, KeySource, ServiceKeys};
 /// How long a sign-in link issued by the platform stays valid.
 const SIGN_IN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
+/// How often retention runs (it also runs at start).
+const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
 pub struct App {
     store: Arc<dyn Store>,
+    services: Services,
+    audit_retention: std::time::Duration,
     routers: Routers,
     public: TcpListener,
     platform: Option<TcpListener>,
@@ -60,7 +65,7 @@ impl App {
             },
         };
         let state = AppState {
-            services,
+            services: services.clone(),
             platform_keys: keys.platform.clone(),
             metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         };
@@ -71,6 +76,8 @@ impl App {
         };
         Ok(App {
             store,
+            services,
+            audit_retention: config.audit_retention,
             routers,
             public,
             platform,
@@ -95,6 +102,11 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
+        let maintenance = tokio::spawn(maintain(
+            self.services.clone(),
+            self.audit_retention,
+            stopped.clone(),
+        ));
         // "listening" comes last: it tells tests and operators that everything is up.
         if let Some(listener) = &self.platform {
             tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
@@ -108,9 +120,29 @@ impl App {
             }
             _ => public.await?,
         }
+        let _ = maintenance.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Periodic housekeeping until shutdown: retention of old audit entries.
+async fn maintain(
+    services: Services,
+    audit_retention: std::time::Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => match zivio_app::retention::purge_audit(&services, audit_retention).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(purged, "deleted audit entries past their retention"),
+                Err(error) => tracing::warn!(error = %error, "audit retention failed; retrying next hour"),
+            },
+            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => return,
+        }
     }
 }
 

@@ -288,6 +288,20 @@ macro_rules! store_impl {
                 webhooks::audit_entries(self.reader(), tenant, before, limit).await
             }
 
+            async fn purge_audit(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
+                const BATCH: i64 = 1_000;
+                let mut total = 0;
+                loop {
+                    let mut tx = self.begin_write().await?;
+                    let deleted = webhooks::purge_audit_batch(&mut tx, cutoff, BATCH).await?;
+                    tx.commit().await?;
+                    total += deleted;
+                    if deleted < BATCH as u64 {
+                        return Ok(total);
+                    }
+                }
+            }
+
             async fn close(&self) {
                 self.close_pools().await;
             }

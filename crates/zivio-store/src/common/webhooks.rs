@@ -3,6 +3,7 @@
 macro_rules! webhook_queries {
     ($db:ty, $to:path, $from:path, $t:ty) => {
         use sqlx::Row as _;
+        use time::OffsetDateTime;
         use zivio_core::audit::AuditEntry;
         use zivio_core::ids::{TenantId, UserId};
         use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
@@ -209,6 +210,18 @@ macro_rules! webhook_queries {
             rows.iter().map(audit_from_row).collect()
         }
 
+
+        /// One batch of the audit purge; the caller repeats while batches are full.
+        pub(crate) async fn purge_audit_batch(tx: &mut Connection, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
+            let deleted = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)",
+            )
+            .bind($to(cutoff))
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?;
+            Ok(deleted.rows_affected())
+        }
     };
 }
 
