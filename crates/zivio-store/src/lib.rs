@@ -84,6 +84,38 @@ pub struct AuditCursor {
     pub id: i64,
 }
 
+/// An event stored under a producer's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedEvent {
+    pub key: String,
+    pub id: String,
+    pub fingerprint: Vec<u8>,
+    pub accepted_at: OffsetDateTime,
+}
+
+/// A new event with its fan-out: the distinct payload bodies and, per receiving webhook, the
+/// index of its body. Stored in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub occurred_at: OffsetDateTime,
+    pub accepted_at: OffsetDateTime,
+    pub key: Option<String>,
+    pub fingerprint: [u8; 32],
+    pub resource_id: String,
+    pub payloads: Vec<Vec<u8>>,
+    pub deliveries: Vec<(WebhookId, usize)>,
+}
+
+/// A delivery of an event to a webhook, with the body it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedDelivery {
+    pub webhook_id: WebhookId,
+    pub state: String,
+    pub body: Vec<u8>,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -223,6 +255,33 @@ pub trait Store: Send + Sync + 'static {
         id: &WebhookId,
         audit: &AuditEntry,
     ) -> StoreResult<bool>;
+
+    // --- Events ----------------------------------------------------------------------------
+
+    /// The tenant's events stored under any of these producer keys.
+    async fn events_by_key(
+        &self,
+        tenant: &TenantId,
+        keys: &[String],
+    ) -> StoreResult<Vec<KeyedEvent>>;
+
+    /// Stores events, their distinct payloads and their queued deliveries in one transaction.
+    /// Deliveries are queued only to webhooks that are still enabled at commit. A producer key
+    /// accepted before `key_cutoff` is free again; one taken meanwhile is a `Conflict` and
+    /// nothing is stored.
+    async fn publish_events(
+        &self,
+        tenant: &TenantId,
+        events: &[NewEvent],
+        key_cutoff: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// The deliveries of one event, by webhook id.
+    async fn deliveries_of_event(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+    ) -> StoreResult<Vec<QueuedDelivery>>;
 
     // --- Audit log -------------------------------------------------------------------------
 

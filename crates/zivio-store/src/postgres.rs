@@ -21,6 +21,14 @@ mod directory {
         time::OffsetDateTime
     );
 }
+mod events {
+    crate::common::event_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime
+    );
+}
 mod webhooks {
     crate::common::webhook_queries!(
         sqlx::Postgres,

@@ -16,6 +16,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 mod directory {
     crate::common::directory_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }
+mod events {
+    crate::common::event_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
+}
 mod webhooks {
     crate::common::webhook_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }

@@ -11,7 +11,7 @@ use zivio_core::directory::{ApiKey, BootstrapSeed, Placement, Role, Tenant, User
 use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
-use zivio_store::{AuditCursor, StoreError};
+use zivio_store::{AuditCursor, NewEvent, StoreError};
 use zivio_store::{Backend, ConnectOptions, KeyCheck, Store};
 
 const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
@@ -71,6 +71,8 @@ contract!(
     audit_entries_page_newest_first_and_outlive_webhooks,
     sign_in_links_are_stored_for_existing_users,
     audit_purge_removes_only_old_entries,
+    published_events_store_each_payload_once_and_queue_enabled_webhooks,
+    producer_keys_are_unique_per_tenant_until_their_cutoff,
 );
 
 async fn migrations_run_twice_harmlessly(database: &TestDatabase, backend: Backend) {
@@ -713,5 +715,149 @@ async fn audit_purge_removes_only_old_entries(database: &TestDatabase, _: Backen
             .await
             .unwrap(),
         0
+    );
+}
+
+fn new_event(id: &str, key: Option<&str>, deliveries: Vec<(WebhookId, usize)>) -> NewEvent {
+    NewEvent {
+        id: id.to_owned(),
+        event_type: "invoice.paid".into(),
+        occurred_at: NOW,
+        accepted_at: NOW,
+        key: key.map(str::to_owned),
+        fingerprint: [1; 32],
+        resource_id: "12345".into(),
+        payloads: vec![b"{\"full\":true}".to_vec(), b"{\"shaped\":true}".to_vec()],
+        deliveries,
+    }
+}
+
+async fn published_events_store_each_payload_once_and_queue_enabled_webhooks(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let hooks: Vec<Webhook> = (1..=3).map(|n| webhook(&acme, n)).collect();
+    for hook in &hooks {
+        store
+            .create_webhook(hook, 10, &audit(&acme, NOW, AuditAction::WebhookCreated))
+            .await
+            .unwrap();
+    }
+    let mut disabled = hooks[2].clone();
+    disabled.disabled = Some(Disabled {
+        reason: DisabledReason::Manual,
+        by: None,
+        at: NOW,
+    });
+    store
+        .update_webhook(&disabled, &audit(&acme, NOW, AuditAction::WebhookDisabled))
+        .await
+        .unwrap();
+
+    let event = new_event(
+        "evt_1",
+        None,
+        vec![
+            (hooks[0].id.clone(), 0),
+            (hooks[1].id.clone(), 1),
+            (hooks[2].id.clone(), 0),
+        ],
+    );
+    store.publish_events(&acme, &[event], NOW).await.unwrap();
+    let queued = store.deliveries_of_event(&acme, "evt_1").await.unwrap();
+    let mut expected = vec![
+        (hooks[0].id.clone(), b"{\"full\":true}".to_vec()),
+        (hooks[1].id.clone(), b"{\"shaped\":true}".to_vec()),
+    ];
+    expected.sort();
+    let found: Vec<(WebhookId, Vec<u8>)> = queued
+        .iter()
+        .map(|d| (d.webhook_id.clone(), d.body.clone()))
+        .collect();
+    assert_eq!(found, expected, "the disabled webhook gets nothing");
+    assert!(queued.iter().all(|d| d.state == "pending"));
+    assert!(
+        store
+            .deliveries_of_event(&tenant_id("globex"), "evt_1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn producer_keys_are_unique_per_tenant_until_their_cutoff(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let globex = tenant_with_user(&store, "globex").await;
+    let cutoff = NOW - time::Duration::days(30);
+    store
+        .publish_events(&acme, &[new_event("evt_1", Some("k1"), vec![])], cutoff)
+        .await
+        .unwrap();
+    let found = store
+        .events_by_key(&acme, &["k1".into(), "k2".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].id.as_str(), found[0].fingerprint.as_slice()),
+        ("evt_1", [1u8; 32].as_slice())
+    );
+    assert!(
+        store
+            .events_by_key(&globex, &["k1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let error = store
+        .publish_events(
+            &acme,
+            &[
+                new_event("evt_2", None, vec![]),
+                new_event("evt_3", Some("k1"), vec![]),
+            ],
+            cutoff,
+        )
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::Conflict { .. })),
+        "{error:?}"
+    );
+    assert!(
+        store
+            .deliveries_of_event(&acme, "evt_2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store.events_by_key(&acme, &["k1".into()]).await.unwrap()[0].id == "evt_1",
+        "nothing of the batch was stored"
+    );
+
+    store
+        .publish_events(&globex, &[new_event("evt_4", Some("k1"), vec![])], cutoff)
+        .await
+        .unwrap();
+    // Once the first acceptance is older than the cutoff, the key is free again.
+    let later_cutoff = NOW + time::Duration::seconds(1);
+    store
+        .publish_events(
+            &acme,
+            &[new_event("evt_5", Some("k1"), vec![])],
+            later_cutoff,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.events_by_key(&acme, &["k1".into()]).await.unwrap()[0].id,
+        "evt_5"
     );
 }

@@ -7,9 +7,11 @@
 //! `close_pools()`; `store_impl!` builds the whole `Store` implementation on them.
 
 pub(crate) mod directory;
+pub(crate) mod events;
 pub(crate) mod store_impl;
 pub(crate) mod webhooks;
 
 pub(crate) use directory::directory_queries;
+pub(crate) use events::event_queries;
 pub(crate) use store_impl::store_impl;
 pub(crate) use webhooks::webhook_queries;

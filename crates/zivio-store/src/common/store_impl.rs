@@ -279,6 +279,35 @@ macro_rules! store_impl {
                 Ok(deleted)
             }
 
+            async fn events_by_key(
+                &self,
+                tenant: &id::TenantId,
+                keys: &[String],
+            ) -> $crate::StoreResult<Vec<$crate::KeyedEvent>> {
+                events::events_by_key(self.reader(), tenant, keys).await
+            }
+
+            async fn publish_events(
+                &self,
+                tenant: &id::TenantId,
+                batch: &[$crate::NewEvent],
+                key_cutoff: Instant,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                for event in batch {
+                    events::insert_event(&mut tx, tenant, event, key_cutoff).await?;
+                }
+                Ok(tx.commit().await?)
+            }
+
+            async fn deliveries_of_event(
+                &self,
+                tenant: &id::TenantId,
+                event_id: &str,
+            ) -> $crate::StoreResult<Vec<$crate::QueuedDelivery>> {
+                events::deliveries_of_event(self.reader(), tenant, event_id).await
+            }
+
             async fn audit_entries(
                 &self,
                 tenant: &id::TenantId,

@@ -1,0 +1,133 @@
+//! Events as receivers get them (PRODUCT.md §5): `evt_` ids, unique and time-sortable, and the
+//! compact envelope `{"id","type","occurred_at","api_version":"v4","data"}` whose bytes are
+//! stored once and are exactly what is signed and sent.
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::webhook::time_ordered_hex;
+
+/// A new event id: `evt_` and a UUIDv7 in hex, from the time and 10 random bytes.
+pub fn new_event_id(unix_millis: u64, random: [u8; 10]) -> String {
+    format!("evt_{}", time_ordered_hex(unix_millis, random))
+}
+
+/// A test event id: `evt_test_...`, fresh each time.
+pub fn new_test_event_id(unix_millis: u64, random: [u8; 10]) -> String {
+    format!("evt_test_{}", time_ordered_hex(unix_millis, random))
+}
+
+/// RFC 3339 in UTC (`2026-03-14T09:30:00Z`, fractions only when present).
+pub fn format_time(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("UTC times format as RFC 3339")
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    occurred_at: String,
+    api_version: &'static str,
+    data: &'a Value,
+}
+
+/// The compact JSON body of one event for one access profile.
+pub fn envelope(id: &str, event_type: &str, occurred_at: OffsetDateTime, data: &Value) -> Vec<u8> {
+    serde_json::to_vec(&Envelope {
+        id,
+        event_type,
+        occurred_at: format_time(occurred_at),
+        api_version: "v4",
+        data,
+    })
+    .expect("JSON values serialise")
+}
+
+/// A digest of what a producer published, independent of key order in its JSON: tells a
+/// repeated idempotency key (same event) from a conflicting one.
+pub fn fingerprint(published: &Value) -> [u8; 32] {
+    let mut canonical = String::new();
+    write_canonical(published, &mut canonical);
+    Sha256::digest(canonical.as_bytes()).into()
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn envelope_is_compact_and_ordered() {
+        let body = envelope(
+            "evt_1",
+            "invoice.paid",
+            datetime!(2026-03-14 09:30 +02:00),
+            &json!({"id": "12345", "b": 1, "a": 2}),
+        );
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"id":"evt_1","type":"invoice.paid","occurred_at":"2026-03-14T07:30:00Z","api_version":"v4","data":{"id":"12345","b":1,"a":2}}"#
+        );
+    }
+
+    #[test]
+    fn ids_are_prefixed_and_time_ordered() {
+        let early = new_event_id(1_000, [9; 10]);
+        let late = new_event_id(2_000, [0; 10]);
+        assert!(early.starts_with("evt_") && early < late);
+        assert!(new_test_event_id(1, [0; 10]).starts_with("evt_test_"));
+    }
+
+    #[test]
+    fn fingerprints_ignore_key_order_but_not_values() {
+        let a = fingerprint(
+            &json!({"type": "x", "resource": {"id": "1", "data": {"a": 1, "b": [1, 2]}}}),
+        );
+        let b = fingerprint(
+            &json!({"resource": {"data": {"b": [1, 2], "a": 1}, "id": "1"}, "type": "x"}),
+        );
+        let c = fingerprint(
+            &json!({"resource": {"data": {"b": [2, 1], "a": 1}, "id": "1"}, "type": "x"}),
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
