@@ -17,6 +17,7 @@ pub mod audit;
 pub mod caller;
 pub mod directory;
 pub mod error;
+pub mod events;
 pub mod retention;
 pub mod webhooks;
 
@@ -69,6 +70,8 @@ pub struct Settings {
     pub sign_in_link_ttl: Duration,
     /// Base of sign-in links.
     pub public_url: Url,
+    /// How long events are kept; producer keys are remembered as long.
+    pub retention: Duration,
 }
 
 /// Everything the use cases work with.

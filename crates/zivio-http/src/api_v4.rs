@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_secret))
         .routes(routes!(disable_webhook))
         .routes(routes!(enable_webhook))
+        .routes(routes!(preview_payload))
         .routes(routes!(list_audit_log))
 }
 
@@ -236,6 +237,28 @@ async fn enable_webhook(
 ) -> ApiResult<Json<WebhookBody>> {
     let webhook = webhooks::enable(&state.services, &caller, &id).await?;
     Ok(Json(WebhookBody { webhook }))
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    event_type: Option<String>,
+}
+
+/// The catalog example of an event type, shaped as this webhook's owner would receive it;
+/// needs access that covers the owner's.
+#[utoipa::path(get, path = "/v4/webhooks/{id}/preview", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`"), ("event_type" = String, Query, description = "An event type of the catalog")),
+    responses((status = 200, body = zivio_app::webhooks::Preview),
+              (status = 400, description = "Missing or unknown event type", body = Problem, content_type = "application/problem+json"), V4Errors))]
+async fn preview_payload(
+    State(state): State<AppState>,
+    ApiCaller(caller): ApiCaller,
+    Path(id): Path<String>,
+    Query(query): Query<PreviewQuery>,
+) -> ApiResult<Json<zivio_app::webhooks::Preview>> {
+    let preview =
+        webhooks::preview(&state.services, &caller, &id, query.event_type.as_deref()).await?;
+    Ok(Json(preview))
 }
 
 #[derive(Deserialize)]

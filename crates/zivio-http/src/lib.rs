@@ -29,7 +29,7 @@ pub mod problem;
 pub use metrics::Metrics;
 use problem::Problem;
 
-/// Request bodies above this are refused with 413 (platform event batches get more, later).
+/// Request bodies above this are refused with 413 (platform event batches get 16 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -103,7 +103,8 @@ fn finish(router: Router<AppState>, state: &AppState) -> Router {
                 ))
                 .layer(middleware::from_fn(problem_for_bare_errors))
                 .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
-                .layer(RequestBodyLimitLayer::new(DEFAULT_BODY_LIMIT)),
+                // The hard cap; routes that take more (event batches) raise the default.
+                .layer(RequestBodyLimitLayer::new(platform::BATCH_BODY_LIMIT)),
         )
         .with_state(state.clone())
 }

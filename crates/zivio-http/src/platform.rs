@@ -2,6 +2,7 @@
 //! keys and sign-in links. Handlers extract, call the use case, and map the answer.
 
 use axum::Json;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zivio_app::directory::{self, UserInput};
+use zivio_app::events::{self, EventInput};
 use zivio_core::directory::Placement;
 
 use crate::AppState;
@@ -26,6 +28,118 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(issue_api_key, list_api_keys))
         .routes(routes!(revoke_api_key))
         .routes(routes!(issue_sign_in_link))
+        .routes(routes!(publish_event))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(publish_batch))
+                .layer(DefaultBodyLimit::max(BATCH_BODY_LIMIT)),
+        )
+}
+
+/// Event batches may be larger than other bodies.
+pub const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// An event as the platform publishes it.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEventRequest {
+    /// Producer idempotency key: the same key with the same event returns the same id.
+    key: Option<String>,
+    /// An event type of the catalog.
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    event_type: String,
+    /// RFC 3339; defaults to now.
+    occurred_at: Option<String>,
+    resource: ResourceRequest,
+}
+
+/// The resource the event is about: its placement and owners decide who may see it and are
+/// never part of a payload; `data` is its full v4 representation.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRequest {
+    id: String,
+    #[serde(default)]
+    placement: PlacementRequest,
+    #[serde(default)]
+    owner_ids: Vec<String>,
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatchRequest {
+    /// 1 to 1,000 events; nothing of a refused batch is stored.
+    events: Vec<PublishEventRequest>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct PublishedEvent {
+    id: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct PublishedBatch {
+    /// In the order of the request.
+    ids: Vec<String>,
+}
+
+impl From<PublishEventRequest> for EventInput {
+    fn from(request: PublishEventRequest) -> Self {
+        EventInput {
+            key: request.key,
+            event_type: request.event_type,
+            occurred_at: request.occurred_at,
+            resource_id: request.resource.id,
+            placement: request.resource.placement.into(),
+            owner_ids: request.resource.owner_ids,
+            data: request.resource.data,
+        }
+    }
+}
+
+impl From<PlacementRequest> for Placement {
+    fn from(request: PlacementRequest) -> Self {
+        Placement {
+            business_unit: request.business_unit,
+            division: request.division,
+            department: request.department,
+        }
+    }
+}
+
+/// Publishes one event; 202 once it and its fan-out are durably stored.
+#[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/events", tag = "platform", security(("platform_key" = [])),
+    params(("tenant_id" = String, Path)), request_body = PublishEventRequest,
+    responses((status = 202, body = PublishedEvent), (status = 409, description = "The producer key was used for a different event", body = Problem, content_type = "application/problem+json"), PlatformErrors, BodyErrors))]
+async fn publish_event(
+    State(state): State<AppState>,
+    _: PlatformCaller,
+    Path(tenant): Path<String>,
+    ValidJson(body): ValidJson<PublishEventRequest>,
+) -> ApiResult<(StatusCode, Json<PublishedEvent>)> {
+    let mut ids = events::publish(&state.services, &tenant, vec![body.into()], false).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PublishedEvent { id: ids.remove(0) }),
+    ))
+}
+
+/// Publishes up to 1,000 events atomically; 202 once all are durably stored.
+#[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/events/batch", tag = "platform", security(("platform_key" = [])),
+    params(("tenant_id" = String, Path)), request_body = PublishBatchRequest,
+    responses((status = 202, body = PublishedBatch), (status = 409, description = "A producer key was used for a different event", body = Problem, content_type = "application/problem+json"), PlatformErrors, BodyErrors))]
+async fn publish_batch(
+    State(state): State<AppState>,
+    _: PlatformCaller,
+    Path(tenant): Path<String>,
+    ValidJson(body): ValidJson<PublishBatchRequest>,
+) -> ApiResult<(StatusCode, Json<PublishedBatch>)> {
+    let inputs = body.events.into_iter().map(EventInput::from).collect();
+    let ids = events::publish(&state.services, &tenant, inputs, true).await?;
+    Ok((StatusCode::ACCEPTED, Json(PublishedBatch { ids })))
 }
 
 /// `201`: a new API key, shown once.
@@ -148,11 +262,7 @@ async fn put_user(
         email: body.email,
         name: body.name,
         active: body.active,
-        placement: Placement {
-            business_unit: body.placement.business_unit,
-            division: body.placement.division,
-            department: body.placement.department,
-        },
+        placement: body.placement.into(),
         roles: body.roles,
     };
     directory::put_user(&state.services, &tenant, &user, input).await?;

@@ -61,6 +61,7 @@ impl App {
             settings: Settings {
                 max_webhooks_per_tenant: config.max_webhooks_per_tenant,
                 sign_in_link_ttl: SIGN_IN_LINK_TTL,
+                retention: config.retention,
                 public_url,
             },
         };

@@ -4,6 +4,7 @@
 mod support;
 
 mod directory;
+mod events;
 mod operations;
 mod postgres;
 mod startup;

@@ -64,6 +64,20 @@ impl Api {
         })
     }
 
+    /// The service's database, opened beside it (to look at what was queued).
+    pub async fn store(&self) -> std::sync::Arc<dyn zivio_store::Store> {
+        let url = match &self._database {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("zivio.db").display()),
+        };
+        zivio_store::connect(&zivio_store::ConnectOptions {
+            url,
+            max_connections: 2,
+        })
+        .await
+        .expect("open the database")
+    }
+
     pub async fn send(
         &self,
         method: Method,

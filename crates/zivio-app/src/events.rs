@@ -1,0 +1,338 @@
+//! Publishing events (PRODUCT.md §3, §5): validate, deduplicate by producer key, fan out to the
+//! webhooks whose subscription matches and whose active owner may see the resource, shape one
+//! payload per distinct access profile, and store everything in one transaction. A 202 is only
+//! answered after that commit.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zivio_core::access::{Access, ResourceMeta};
+use zivio_core::directory::Placement;
+use zivio_core::event::{envelope, fingerprint, new_event_id};
+use zivio_core::ids::{TenantId, UserId};
+use zivio_core::shaping::{ShapeProfile, shape};
+use zivio_core::subscription::EventFilter;
+use zivio_core::webhook::WebhookId;
+use zivio_store::{NewEvent, StoreError};
+
+use crate::{AppError, AppResult, FieldError, Services, random, unix_millis};
+
+/// At most this many events in one batch.
+pub const MAX_BATCH: usize = 1_000;
+const MAX_KEY_LENGTH: usize = 255;
+
+/// One event as the platform publishes it.
+#[derive(Debug, Clone)]
+pub struct EventInput {
+    pub key: Option<String>,
+    pub event_type: String,
+    pub occurred_at: Option<String>,
+    pub resource_id: String,
+    pub placement: Placement,
+    pub owner_ids: Vec<String>,
+    pub data: Value,
+}
+
+/// A validated event, ready for fan-out.
+struct Accepted {
+    key: Option<String>,
+    event_type: String,
+    collection: String,
+    occurred_at: OffsetDateTime,
+    resource_id: String,
+    meta: ResourceMeta,
+    data: Value,
+    fingerprint: [u8; 32],
+}
+
+/// Publishes one event (`batch` false) or a batch; returns the event ids in input order.
+/// Nothing of a refused batch is stored.
+pub async fn publish(
+    services: &Services,
+    tenant: &str,
+    inputs: Vec<EventInput>,
+    batch: bool,
+) -> AppResult<Vec<String>> {
+    let tenant = TenantId::parse(tenant).map_err(|_| AppError::NotFound("tenant"))?;
+    if batch && (inputs.is_empty() || inputs.len() > MAX_BATCH) {
+        return Err(AppError::invalid(
+            "events",
+            format!("must hold 1 to {MAX_BATCH} events"),
+        ));
+    }
+    let now = services.now();
+    let field = |index: usize, name: &str| {
+        if batch {
+            format!("events[{index}].{name}")
+        } else {
+            name.to_owned()
+        }
+    };
+    let mut errors = Vec::new();
+    let accepted: Vec<Option<Accepted>> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| {
+            validate(services, input, now, &mut errors, |name| field(index, name))
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let accepted: Vec<Accepted> = accepted
+        .into_iter()
+        .map(|event| event.expect("no errors"))
+        .collect();
+    if services.store.tenant(&tenant).await?.is_none() {
+        return Err(AppError::NotFound("tenant"));
+    }
+    // A concurrent publish may take a key between our check and our commit: look again once.
+    match store_new(services, &tenant, &accepted, now).await {
+        Err(AppError::Conflict(_)) => store_new(services, &tenant, &accepted, now).await,
+        other => other,
+    }
+}
+
+fn validate(
+    services: &Services,
+    input: EventInput,
+    now: OffsetDateTime,
+    errors: &mut Vec<FieldError>,
+    field: impl Fn(&str) -> String,
+) -> Option<Accepted> {
+    let before = errors.len();
+    let mut fail = |name: &str, message: &str| errors.push(FieldError::new(field(name), message));
+    let collection = services
+        .catalog
+        .collection_of_type(&input.event_type)
+        .map(|c| c.name.clone());
+    if services.catalog.event_type(&input.event_type).is_none() {
+        fail(
+            "type",
+            &format!("`{}` is not an event type of the catalog", input.event_type),
+        );
+    }
+    if let Some(key) = &input.key
+        && (key.is_empty()
+            || key.chars().count() > MAX_KEY_LENGTH
+            || key.chars().any(char::is_control))
+    {
+        fail(
+            "key",
+            "must be 1 to 255 characters without control characters",
+        );
+    }
+    let occurred_at = match &input.occurred_at {
+        None => now,
+        Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
+            Ok(at) => at.to_offset(time::UtcOffset::UTC),
+            Err(_) => {
+                fail(
+                    "occurred_at",
+                    "must be an RFC 3339 time such as 2026-03-14T09:30:00Z",
+                );
+                now
+            }
+        },
+    };
+    if input.resource_id.is_empty() || input.resource_id.chars().count() > MAX_KEY_LENGTH {
+        fail("resource.id", "must be 1 to 255 characters");
+    }
+    for (name, level) in [
+        (
+            "resource.placement.business_unit",
+            &input.placement.business_unit,
+        ),
+        ("resource.placement.division", &input.placement.division),
+        ("resource.placement.department", &input.placement.department),
+    ] {
+        if level.as_ref().is_some_and(String::is_empty) {
+            fail(name, "must be null or a non-empty string");
+        }
+    }
+    if let Some(index) = input.owner_ids.iter().position(String::is_empty) {
+        fail(&format!("resource.owner_ids[{index}]"), "must not be empty");
+    }
+    if !input.data.is_object() {
+        fail("resource.data", "must be an object");
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let published = json!({
+        "type": input.event_type,
+        "occurred_at": input.occurred_at,
+        "resource": {
+            "id": input.resource_id,
+            "placement": [&input.placement.business_unit, &input.placement.division, &input.placement.department],
+            "owner_ids": input.owner_ids,
+            "data": input.data,
+        },
+    });
+    Some(Accepted {
+        key: input.key,
+        fingerprint: fingerprint(&published),
+        collection: collection.expect("catalog types have a collection"),
+        event_type: input.event_type,
+        occurred_at: truncate_to_millis(occurred_at),
+        resource_id: input.resource_id,
+        meta: ResourceMeta {
+            placement: input.placement,
+            owner_ids: input.owner_ids,
+        },
+        data: input.data,
+    })
+}
+
+/// Resolves producer keys (earlier events and repeats inside the batch), fans out the rest
+/// and stores them.
+async fn store_new(
+    services: &Services,
+    tenant: &TenantId,
+    events: &[Accepted],
+    now: OffsetDateTime,
+) -> AppResult<Vec<String>> {
+    let retention =
+        time::Duration::try_from(services.settings.retention).unwrap_or(time::Duration::MAX);
+    let cutoff = now
+        .checked_sub(retention)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let keys: Vec<String> = events
+        .iter()
+        .filter_map(|event| event.key.clone())
+        .collect();
+    let mut known: HashMap<String, (String, Vec<u8>)> = services
+        .store
+        .events_by_key(tenant, &keys)
+        .await?
+        .into_iter()
+        .filter(|event| event.accepted_at >= cutoff)
+        .map(|event| (event.key, (event.id, event.fingerprint)))
+        .collect();
+    let fanout = Fanout::load(services, tenant).await?;
+    let mut ids = Vec::with_capacity(events.len());
+    let mut new = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        if let Some(key) = &event.key
+            && let Some((id, stored)) = known.get(key)
+        {
+            if stored.as_slice() != event.fingerprint.as_slice() {
+                return Err(AppError::Conflict(format!(
+                    "Event {index} reuses producer key `{key}` of event {id} with different content."
+                )));
+            }
+            ids.push(id.clone());
+            continue;
+        }
+        let id = new_event_id(unix_millis(now), random());
+        if let Some(key) = &event.key {
+            known.insert(key.clone(), (id.clone(), event.fingerprint.to_vec()));
+        }
+        new.push(fanout.event(services, &id, event, now));
+        ids.push(id);
+    }
+    if !new.is_empty() {
+        services
+            .store
+            .publish_events(tenant, &new, cutoff)
+            .await
+            .map_err(|error| match error {
+                StoreError::Conflict { .. } => {
+                    AppError::Conflict("A producer key was taken concurrently.".to_owned())
+                }
+                other => other.into(),
+            })?;
+    }
+    Ok(ids)
+}
+
+/// The tenant's enabled webhooks with their parsed subscriptions and their active owners'
+/// access, loaded once per publish.
+struct Fanout {
+    webhooks: Vec<(WebhookId, UserId, Vec<EventFilter>)>,
+    owners: BTreeMap<UserId, Access>,
+}
+
+impl Fanout {
+    async fn load(services: &Services, tenant: &TenantId) -> AppResult<Self> {
+        let mut webhooks = Vec::new();
+        let mut owners = BTreeMap::new();
+        for webhook in services.store.webhooks(tenant).await? {
+            if !webhook.is_enabled() {
+                continue;
+            }
+            if !owners.contains_key(&webhook.owner)
+                && let Some((user, roles)) = services
+                    .store
+                    .user_with_roles(tenant, &webhook.owner)
+                    .await?
+                && user.active
+            {
+                owners.insert(webhook.owner.clone(), Access::of(&user, &roles));
+            }
+            let filters = webhook
+                .events
+                .iter()
+                .map(|text| EventFilter::from_canonical(text, services.catalog))
+                .collect();
+            webhooks.push((webhook.id, webhook.owner, filters));
+        }
+        Ok(Self { webhooks, owners })
+    }
+
+    /// The event with one payload per distinct access profile among the receiving webhooks.
+    fn event(
+        &self,
+        services: &Services,
+        id: &str,
+        event: &Accepted,
+        now: OffsetDateTime,
+    ) -> NewEvent {
+        let mut payloads = Vec::new();
+        let mut by_profile: HashMap<ShapeProfile, usize> = HashMap::new();
+        let mut profiles: HashMap<&UserId, ShapeProfile> = HashMap::new();
+        let mut deliveries = Vec::new();
+        for (webhook, owner, filters) in &self.webhooks {
+            if !filters
+                .iter()
+                .any(|filter| filter.matches(&event.event_type))
+            {
+                continue;
+            }
+            // Inactive owners are absent: they receive nothing.
+            let Some(access) = self.owners.get(owner) else {
+                continue;
+            };
+            if !access.can_read(&event.collection, &event.meta) {
+                continue;
+            }
+            let profile = profiles
+                .entry(owner)
+                .or_insert_with(|| ShapeProfile::of(access, services.catalog, &event.collection))
+                .clone();
+            let index = *by_profile.entry(profile).or_insert_with_key(|profile| {
+                let data = shape(services.catalog, &event.collection, &event.data, profile);
+                payloads.push(envelope(id, &event.event_type, event.occurred_at, &data));
+                payloads.len() - 1
+            });
+            deliveries.push((webhook.clone(), index));
+        }
+        NewEvent {
+            id: id.to_owned(),
+            event_type: event.event_type.clone(),
+            occurred_at: event.occurred_at,
+            accepted_at: now,
+            key: event.key.clone(),
+            fingerprint: event.fingerprint,
+            resource_id: event.resource_id.clone(),
+            payloads,
+            deliveries,
+        }
+    }
+}
+
+fn truncate_to_millis(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_millisecond(at.millisecond()).unwrap_or(at)
+}
