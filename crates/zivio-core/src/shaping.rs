@@ -151,7 +151,7 @@ fn each_at(value: &mut Value, steps: &[Step], visit: &mut dyn FnMut(&mut Value))
 /// The value itself, or each element when the step goes through an array.
 fn descend(child: &mut Value, each: bool, visit: &mut dyn FnMut(&mut Value)) {
     match child {
-        Value::Array(items) if each => items.iter_mut().for_each(|item| visit(item)),
+        Value::Array(items) if each => items.iter_mut().for_each(visit),
         Value::Array(_) => {}
         other => visit(other),
     }
