@@ -22,11 +22,9 @@ pub async fn authenticate_api_key(
 ) -> AppResult<Caller> {
     const REFUSED: &str = "The API key is not valid for this tenant.";
     let tenant = TenantId::parse(tenant).map_err(|_| AppError::Unauthenticated(REFUSED))?;
-    let holder = services
-        .store
-        .api_key_holder(&digest(key), services.now())
-        .await?;
-    let Some((key_tenant, user)) = holder else {
+    let key_digest = digest(key);
+    let holder = services.store.api_key_holder(&key_digest).await?;
+    let Some((key_tenant, user, last_used)) = holder else {
         return Err(AppError::Unauthenticated(REFUSED));
     };
     if key_tenant != tenant {
@@ -45,6 +43,11 @@ pub async fn authenticate_api_key(
                 .to_owned(),
         ));
     }
+    // Only successful uses count, and at most one write a minute per key.
+    let now = services.now();
+    if last_used.is_none_or(|at| now - at > time::Duration::minutes(1)) {
+        services.store.touch_api_key(&key_digest, now).await?;
+    }
     Ok(Caller {
         tenant,
         user,
@@ -54,7 +57,9 @@ pub async fn authenticate_api_key(
 
 /// The access of a webhook's owner and whether they are active. Coverage counts the owner's
 /// roles even while they are inactive (`Access` keeps them; only its own checks need
-/// activity). A deleted owner has no access left.
+/// activity). A deleted owner counts as having had every access: nobody but an all-access
+/// admin covers them, so their webhook's URL and data stay guarded (and a later user with the
+/// same id cannot inherit a redirected webhook).
 pub async fn owner_access(
     services: &Services,
     tenant: &TenantId,
@@ -62,16 +67,6 @@ pub async fn owner_access(
 ) -> AppResult<(Access, bool)> {
     Ok(match services.store.user_with_roles(tenant, owner).await? {
         Some((user, roles)) => (Access::of(&user, &roles), user.active),
-        None => {
-            let ghost = zivio_core::directory::User {
-                id: owner.clone(),
-                email: String::new(),
-                name: String::new(),
-                active: false,
-                placement: Default::default(),
-                roles: Vec::new(),
-            };
-            (Access::of(&ghost, &[]), false)
-        }
+        None => (Access::deleted_user(owner), false),
     })
 }

@@ -47,16 +47,28 @@ pub struct IssuedKey {
     pub key: String,
 }
 
-pub fn tenant_id(text: &str) -> AppResult<TenantId> {
+// Ids in paths: one that cannot be valid cannot name anything that exists (404), except
+// where the request would create it (422 naming the field).
+
+fn new_tenant_id(text: &str) -> AppResult<TenantId> {
     TenantId::parse(text).map_err(|error| AppError::invalid("tenant_id", error.to_string()))
 }
 
-pub fn user_id(text: &str) -> AppResult<UserId> {
+fn new_user_id(text: &str) -> AppResult<UserId> {
     UserId::parse(text).map_err(|error| AppError::invalid("user_id", error.to_string()))
 }
 
+/// A tenant id that must name an existing tenant.
+pub fn existing_tenant(text: &str) -> AppResult<TenantId> {
+    TenantId::parse(text).map_err(|_| AppError::NotFound("tenant"))
+}
+
+fn existing_user(text: &str) -> AppResult<UserId> {
+    UserId::parse(text).map_err(|_| AppError::NotFound("user"))
+}
+
 pub async fn put_tenant(services: &Services, tenant: &str, name: &str) -> AppResult<()> {
-    let id = tenant_id(tenant)?;
+    let id = new_tenant_id(tenant)?;
     let name = bounded_text("name", name)?;
     services
         .store
@@ -66,7 +78,7 @@ pub async fn put_tenant(services: &Services, tenant: &str, name: &str) -> AppRes
 }
 
 pub async fn delete_tenant(services: &Services, tenant: &str) -> AppResult<()> {
-    let id = tenant_id(tenant)?;
+    let id = existing_tenant(tenant)?;
     found(services.store.delete_tenant(&id).await?, "tenant")
 }
 
@@ -77,7 +89,7 @@ pub async fn put_role(
     role: &str,
     permissions: &[String],
 ) -> AppResult<()> {
-    let tenant = tenant_id(tenant)?;
+    let tenant = existing_tenant(tenant)?;
     let name =
         RoleName::parse(role).map_err(|error| AppError::invalid("role", error.to_string()))?;
     let errors: Vec<FieldError> = permissions
@@ -104,7 +116,7 @@ pub async fn put_role(
 }
 
 pub async fn delete_role(services: &Services, tenant: &str, role: &str) -> AppResult<()> {
-    let tenant = tenant_id(tenant)?;
+    let tenant = existing_tenant(tenant)?;
     let name = RoleName::parse(role).map_err(|_| AppError::NotFound("role"))?;
     found(services.store.delete_role(&tenant, &name).await?, "role")
 }
@@ -115,8 +127,8 @@ pub async fn put_user(
     user: &str,
     input: UserInput,
 ) -> AppResult<()> {
-    let tenant = tenant_id(tenant)?;
-    let id = user_id(user)?;
+    let tenant = existing_tenant(tenant)?;
+    let id = new_user_id(user)?;
     let mut errors = Vec::new();
     let email = input.email.trim().to_owned();
     let valid_email = email.len() <= 254
@@ -184,8 +196,8 @@ pub async fn put_user(
 }
 
 pub async fn delete_user(services: &Services, tenant: &str, user: &str) -> AppResult<()> {
-    let tenant = tenant_id(tenant)?;
-    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let tenant = existing_tenant(tenant)?;
+    let user = existing_user(user)?;
     found(services.store.delete_user(&tenant, &user).await?, "user")
 }
 
@@ -195,8 +207,8 @@ pub async fn set_password(
     user: &str,
     password: String,
 ) -> AppResult<()> {
-    let tenant = tenant_id(tenant)?;
-    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let tenant = existing_tenant(tenant)?;
+    let user = existing_user(user)?;
     let length = password.chars().count();
     if length < password::MIN_LENGTH || password.len() > MAX_PASSWORD_LENGTH {
         return Err(AppError::invalid(
@@ -242,8 +254,8 @@ pub async fn issue_api_key(services: &Services, tenant: &str, user: &str) -> App
 }
 
 pub async fn api_keys(services: &Services, tenant: &str, user: &str) -> AppResult<Vec<ApiKeyView>> {
-    let tenant = tenant_id(tenant)?;
-    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let tenant = existing_tenant(tenant)?;
+    let user = existing_user(user)?;
     if services.store.user(&tenant, &user).await?.is_none() {
         return Err(AppError::NotFound("user"));
     }
@@ -265,8 +277,8 @@ pub async fn revoke_api_key(
     user: &str,
     key: &str,
 ) -> AppResult<()> {
-    let tenant = tenant_id(tenant)?;
-    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let tenant = existing_tenant(tenant)?;
+    let user = existing_user(user)?;
     let audit = AuditEntry::new(
         &tenant,
         services.now(),
@@ -314,8 +326,8 @@ async fn active_user(
     tenant: &str,
     user: &str,
 ) -> AppResult<(TenantId, UserId)> {
-    let tenant = tenant_id(tenant)?;
-    let user = UserId::parse(user).map_err(|_| AppError::NotFound("user"))?;
+    let tenant = existing_tenant(tenant)?;
+    let user = existing_user(user)?;
     match services.store.user(&tenant, &user).await? {
         None => Err(AppError::NotFound("user")),
         Some(record) if !record.active => {

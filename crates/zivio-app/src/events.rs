@@ -55,7 +55,7 @@ pub async fn publish(
     inputs: Vec<EventInput>,
     batch: bool,
 ) -> AppResult<Vec<String>> {
-    let tenant = TenantId::parse(tenant).map_err(|_| AppError::NotFound("tenant"))?;
+    let tenant = crate::directory::existing_tenant(tenant)?;
     if batch && (inputs.is_empty() || inputs.len() > MAX_BATCH) {
         return Err(AppError::invalid(
             "events",

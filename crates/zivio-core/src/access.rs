@@ -56,6 +56,24 @@ impl Access {
         access
     }
 
+    /// The stand-in for a user who no longer exists: inactive, and holding every permission,
+    /// so that only an all-access admin covers them.
+    pub fn deleted_user(id: &UserId) -> Access {
+        let everything = Role {
+            name: crate::ids::RoleName::parse("deleted-user").expect("valid literal"),
+            permissions: Permission::all().iter().map(ToString::to_string).collect(),
+        };
+        let user = User {
+            id: id.clone(),
+            email: String::new(),
+            name: String::new(),
+            active: false,
+            placement: Placement::default(),
+            roles: vec![everything.name.clone()],
+        };
+        Access::of(&user, &[everything])
+    }
+
     pub fn user(&self) -> &UserId {
         &self.user
     }
@@ -305,6 +323,20 @@ mod tests {
             active.covers(&user),
             "an inactive owner's roles still count and are covered"
         );
+    }
+
+    #[test]
+    fn only_all_access_admins_cover_a_deleted_owner() {
+        let gone = Access::deleted_user(&UserId::parse("gone").unwrap());
+        let all: Vec<String> = Permission::all().iter().map(ToString::to_string).collect();
+        assert!(access("admin", true, Placement::default(), &all).covers(&gone));
+        let almost: Vec<&String> = all
+            .iter()
+            .filter(|p| *p != "users:fields:contact")
+            .collect();
+        let almost: Vec<&str> = almost.iter().map(|p| p.as_str()).collect();
+        assert!(!access("junior", true, Placement::default(), &almost).covers(&gone));
+        assert!(!gone.can_manage_webhooks() && !gone.can_read_any("invoices"));
     }
 
     #[test]

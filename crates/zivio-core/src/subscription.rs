@@ -105,14 +105,21 @@ fn is_word(text: &str) -> bool {
 }
 
 /// Parses a webhook's subscription list: at least one filter, duplicates removed, canonical
-/// order. Errors carry the index of the offending entry.
+/// order. Every offending entry is reported with its index.
 pub fn parse_all(
     texts: &[String],
     catalog: &Catalog,
-) -> Result<Vec<EventFilter>, (usize, FilterError)> {
+) -> Result<Vec<EventFilter>, Vec<(usize, FilterError)>> {
     let mut filters = Vec::with_capacity(texts.len());
+    let mut errors = Vec::new();
     for (index, text) in texts.iter().enumerate() {
-        filters.push(EventFilter::parse(text, catalog).map_err(|error| (index, error))?);
+        match EventFilter::parse(text, catalog) {
+            Ok(filter) => filters.push(filter),
+            Err(error) => errors.push((index, error)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     filters.sort();
     filters.dedup();
@@ -199,8 +206,12 @@ mod tests {
         ];
         let parsed = parse_all(&list, catalog).unwrap();
         assert_eq!(parsed.len(), 2);
-        let bad = ["*".to_owned(), "nope".to_owned()];
-        assert_eq!(parse_all(&bad, catalog).unwrap_err().0, 1);
+        let bad = ["nope".to_owned(), "*".to_owned(), "webhook.test".to_owned()];
+        let errors = parse_all(&bad, catalog).unwrap_err();
+        assert_eq!(
+            errors.iter().map(|(index, _)| *index).collect::<Vec<_>>(),
+            [0, 2]
+        );
     }
 
     #[test]

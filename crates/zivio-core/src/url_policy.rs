@@ -35,6 +35,13 @@ pub enum UrlError {
     NoHost,
     #[error("{host} resolves to no address")]
     Unresolvable { host: String },
+    #[error("{address} is a {reason} address; webhooks may only reach public addresses")]
+    ForbiddenAddress {
+        address: IpAddr,
+        reason: &'static str,
+    },
+    #[error("port 0 cannot be connected to")]
+    PortZero,
     #[error(
         "{host} resolves to {address}, a {reason} address; webhooks may only reach public addresses"
     )]
@@ -67,6 +74,13 @@ impl UrlPolicy {
             return Err(UrlError::TooLong);
         }
         let url = Url::parse(text.trim()).map_err(|_| UrlError::Invalid)?;
+        // Normalisation (percent-encoding, punycode) can lengthen a URL: check what is stored.
+        if url.as_str().len() > MAX_URL_LENGTH {
+            return Err(UrlError::TooLong);
+        }
+        if url.port() == Some(0) {
+            return Err(UrlError::PortZero);
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_http => {}
@@ -78,8 +92,10 @@ impl UrlPolicy {
             return Err(UrlError::Credentials);
         }
         let parsed = WebhookUrl { url };
-        if let Destination::Address(address) = parsed.destination()? {
-            self.vet(&parsed.host(), &[address])?;
+        if let Destination::Address(address) = parsed.destination()?
+            && let Some(reason) = self.refusal(address)
+        {
+            return Err(UrlError::ForbiddenAddress { address, reason });
         }
         Ok(parsed)
     }
@@ -104,11 +120,15 @@ impl UrlPolicy {
         Ok(())
     }
 
-    /// Why `address` may not be reached, or `None` if it may.
+    /// Why `address` may not be reached, or `None` if it may. An exempt range covers its
+    /// addresses and their IPv4-mapped forms (the same socket), nothing else.
     pub fn refusal(&self, address: IpAddr) -> Option<&'static str> {
-        let embedded = embedded_ipv4(address).map(IpAddr::V4);
+        let mapped = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
         let exempt = |ip: IpAddr| self.allowed_private.iter().any(|net| net.contains(&ip));
-        if exempt(address) || embedded.is_some_and(exempt) {
+        if exempt(address) || mapped.is_some_and(exempt) {
             return None;
         }
         non_public_reason(address)
@@ -433,13 +453,24 @@ mod tests {
             "https://[64:ff9b::a9fe:a9fe]/",
         ] {
             let err = p.parse(text).unwrap_err();
-            assert!(matches!(err, UrlError::Forbidden { .. }), "{text}: {err:?}");
+            assert!(
+                matches!(err, UrlError::ForbiddenAddress { .. }),
+                "{text}: {err:?}"
+            );
         }
         let err = p.parse("https://0x7f.1/").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "127.0.0.1 resolves to 127.0.0.1, a loopback address; webhooks may only reach public addresses"
+            "127.0.0.1 is a loopback address; webhooks may only reach public addresses"
         );
+        assert_eq!(
+            p.parse("https://93.184.216.34:0/").unwrap_err(),
+            UrlError::PortZero
+        );
+        // Percent-encoding lengthens what is stored: the limit applies to that.
+        let encoded = format!("https://hooks.example.com/{}", "é".repeat(500));
+        assert!(encoded.chars().count() < MAX_URL_LENGTH);
+        assert_eq!(p.parse(&encoded).unwrap_err(), UrlError::TooLong);
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct Webhook {
     pub disabled: Option<Disabled>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// The stored version this copy was read at; an update succeeds only on that version.
+    pub version: i64,
 }
 
 impl Webhook {

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zivio_app::webhooks::{self, NewWebhook, WebhookChanges, WebhookView, WithSecret};
@@ -28,6 +29,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enable_webhook))
         .routes(routes!(preview_payload))
         .routes(routes!(list_audit_log))
+        // Answers show URLs and audit data, and X-API-Key is not a header shared caches know
+        // to be private: never let anything store them.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        ))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -55,7 +55,9 @@ impl FromRequestParts<AppState> for PlatformCaller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key);
         match presented {
             Some(key) if state.platform_keys.accepts(key.trim()) => Ok(PlatformCaller),
             _ => {
@@ -100,10 +102,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
             .await
             .map_err(IntoResponse::into_response)?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(&mut deserializer) {
-            Ok(value) => Ok(ValidJson(value)),
-            Err(error) => Err(json_problem(&error).into_response()),
-        }
+        let value = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|error| json_problem(&error).into_response())?;
+        // Anything after the value (`{...}garbage`) makes the body malformed too.
+        deserializer.end().map_err(|error| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("The body is not valid JSON: {error}."),
+            )
+            .into_response()
+        })?;
+        Ok(ValidJson(value))
     }
 }
 

@@ -11,6 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -102,6 +103,8 @@ fn finish(router: Router<AppState>, state: &AppState) -> Router {
                     metrics::track,
                 ))
                 .layer(middleware::from_fn(problem_for_bare_errors))
+                // A panicking handler answers 500 (as problem JSON), never a dropped connection.
+                .layer(CatchPanicLayer::new())
                 .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
                 // The hard cap; routes that take more (event batches) raise the default.
                 .layer(RequestBodyLimitLayer::new(platform::BATCH_BODY_LIMIT)),

@@ -211,13 +211,14 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> StoreResult<bool>;
 
-    /// Who holds the key with this digest; marks it used (at most once a minute, to spare
-    /// writes).
+    /// Who holds the key with this digest, and when it was last used.
     async fn api_key_holder(
         &self,
         digest: &[u8],
-        now: OffsetDateTime,
-    ) -> StoreResult<Option<(TenantId, UserId)>>;
+    ) -> StoreResult<Option<(TenantId, UserId, Option<OffsetDateTime>)>>;
+
+    /// Records that the key with this digest was used now.
+    async fn touch_api_key(&self, digest: &[u8], now: OffsetDateTime) -> StoreResult<()>;
 
     /// Stores a single-use sign-in link (only its token's digest) and the audit entry.
     async fn create_sign_in_link(
@@ -244,8 +245,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn webhook(&self, tenant: &TenantId, id: &WebhookId) -> StoreResult<Option<Webhook>>;
 
-    /// Replaces the webhook's mutable fields. When it is disabled, queued deliveries are
-    /// cancelled in the same transaction. `NotFound` when it does not exist.
+    /// Replaces the webhook's mutable fields if it is still at `webhook.version` (`Conflict`
+    /// otherwise: someone changed it since it was read). When it is disabled, queued
+    /// deliveries are cancelled in the same transaction. `NotFound` when it does not exist.
     async fn update_webhook(&self, webhook: &Webhook, audit: &AuditEntry) -> StoreResult<()>;
 
     /// Deletes the webhook and its history; the audit entry stays.

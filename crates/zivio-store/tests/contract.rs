@@ -261,6 +261,7 @@ fn webhook(tenant: &TenantId, n: u64) -> Webhook {
         disabled: None,
         created_at: NOW + time::Duration::seconds(n as i64),
         updated_at: NOW + time::Duration::seconds(n as i64),
+        version: 0,
     }
 }
 
@@ -411,10 +412,11 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase
 
     let used = NOW + time::Duration::minutes(5);
     assert_eq!(
-        store.api_key_holder(&[7; 32], used).await.unwrap(),
-        Some((t.clone(), user_id("u1")))
+        store.api_key_holder(&[7; 32]).await.unwrap(),
+        Some((t.clone(), user_id("u1"), None))
     );
-    assert_eq!(store.api_key_holder(&[8; 32], used).await.unwrap(), None);
+    assert_eq!(store.api_key_holder(&[8; 32]).await.unwrap(), None);
+    store.touch_api_key(&[7; 32], used).await.unwrap();
     let listed = store.api_keys(&t, &user_id("u1")).await.unwrap();
     assert_eq!(listed[0].last_used_at, Some(used));
 
@@ -432,7 +434,7 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase
             .await
             .unwrap()
     );
-    assert_eq!(store.api_key_holder(&[7; 32], used).await.unwrap(), None);
+    assert_eq!(store.api_key_holder(&[7; 32]).await.unwrap(), None);
     let actions: Vec<String> = store
         .audit_entries(&t, None, 10)
         .await
@@ -463,7 +465,7 @@ async fn deleting_a_user_removes_their_keys(database: &TestDatabase, _: Backend)
         .await
         .unwrap();
     assert!(store.delete_user(&t, &user_id("u1")).await.unwrap());
-    assert_eq!(store.api_key_holder(&[7; 32], NOW).await.unwrap(), None);
+    assert_eq!(store.api_key_holder(&[7; 32]).await.unwrap(), None);
     let orphan = ApiKey {
         id: "key_2".into(),
         ..key
@@ -525,6 +527,20 @@ async fn webhooks_round_trip_and_stay_in_their_tenant(database: &TestDatabase, _
         .update_webhook(&disabled, &audit(&acme, NOW, AuditAction::WebhookDisabled))
         .await
         .unwrap();
+    disabled.version = 1;
+    assert_eq!(
+        store.webhook(&acme, &first.id).await.unwrap(),
+        Some(disabled.clone())
+    );
+
+    // A copy read before that update is stale: writing it back would undo the disable.
+    let mut stale = first.clone();
+    stale.name = "Stale rename".into();
+    let error = store
+        .update_webhook(&stale, &audit(&acme, NOW, AuditAction::WebhookUpdated))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error:?}");
     assert_eq!(
         store.webhook(&acme, &first.id).await.unwrap(),
         Some(disabled.clone())
@@ -607,6 +623,7 @@ async fn audit_entries_page_newest_first_and_outlive_webhooks(database: &TestDat
     store.create_webhook(&hook, 10, &created).await.unwrap();
     // Two entries at the same instant: the id keeps their order.
     let later = NOW + time::Duration::seconds(1);
+    let mut hook = hook;
     for action in [AuditAction::WebhookUpdated, AuditAction::WebhookDisabled] {
         store
             .update_webhook(
@@ -615,6 +632,7 @@ async fn audit_entries_page_newest_first_and_outlive_webhooks(database: &TestDat
             )
             .await
             .unwrap();
+        hook.version += 1;
     }
     store
         .delete_webhook(

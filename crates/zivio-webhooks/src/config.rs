@@ -405,7 +405,13 @@ fn read_database(read: &mut Reader<'_>, data_dir: &std::path::Path) -> Option<Da
 }
 
 fn parse_public_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|_| format!("`{raw}` is not an absolute URL"))?;
+    let mut url = Url::parse(raw).map_err(|_| format!("`{raw}` is not an absolute URL"))?;
+    // A base under a path prefix (`https://corp.example/zivio`) must end with `/`, or joining
+    // `admin/...` onto it would drop the prefix.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("`{raw}` must start with https:// (or http://)"));
     }

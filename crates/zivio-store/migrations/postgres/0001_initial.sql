@@ -92,6 +92,8 @@ CREATE TABLE webhooks (
     disabled_reason   TEXT CHECK (disabled_reason IN ('manual', 'auto')),
     disabled_by       TEXT,
     disabled_at       TIMESTAMPTZ,
+    -- Bumped by every update: concurrent edits are detected, never silently merged.
+    version           BIGINT NOT NULL DEFAULT 0,
     failing_since     TIMESTAMPTZ,
     created_at        TIMESTAMPTZ NOT NULL,
     updated_at        TIMESTAMPTZ NOT NULL
@@ -170,7 +172,7 @@ CREATE TABLE audit_log (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     tenant_id  TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     at         TIMESTAMPTZ NOT NULL,
-    actor_id   TEXT,
+    actor_id   TEXT NOT NULL,
     action     TEXT NOT NULL,
     webhook_id TEXT,
     changes    TEXT NOT NULL

@@ -92,6 +92,8 @@ CREATE TABLE webhooks (
     disabled_reason   TEXT CHECK (disabled_reason IN ('manual', 'auto')),
     disabled_by       TEXT,
     disabled_at       INTEGER,
+    -- Bumped by every update: concurrent edits are detected, never silently merged.
+    version           INTEGER NOT NULL DEFAULT 0,
     failing_since     INTEGER,
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL
@@ -170,7 +172,7 @@ CREATE TABLE audit_log (
     id         INTEGER PRIMARY KEY,
     tenant_id  TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     at         INTEGER NOT NULL,
-    actor_id   TEXT,
+    actor_id   TEXT NOT NULL,
     action     TEXT NOT NULL,
     webhook_id TEXT,
     changes    TEXT NOT NULL

@@ -192,17 +192,12 @@ macro_rules! store_impl {
             async fn api_key_holder(
                 &self,
                 digest: &[u8],
-                now: Instant,
-            ) -> $crate::StoreResult<Option<(id::TenantId, id::UserId)>> {
-                let Some((tenant, user, last_used)) =
-                    directory::api_key_holder(self.reader(), digest).await?
-                else {
-                    return Ok(None);
-                };
-                if last_used.is_none_or(|at| now - at > time::Duration::minutes(1)) {
-                    directory::touch_api_key(self.writer(), digest, now).await?;
-                }
-                Ok(Some((tenant, user)))
+            ) -> $crate::StoreResult<Option<(id::TenantId, id::UserId, Option<Instant>)>> {
+                directory::api_key_holder(self.reader(), digest).await
+            }
+
+            async fn touch_api_key(&self, digest: &[u8], now: Instant) -> $crate::StoreResult<()> {
+                directory::touch_api_key(self.writer(), digest, now).await
             }
 
             async fn create_sign_in_link(

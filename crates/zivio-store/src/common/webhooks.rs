@@ -16,7 +16,7 @@ macro_rules! webhook_queries {
 
         const WEBHOOK_COLUMNS: &str = "id, tenant_id, owner_id, name, url, description, events,
             secret_ciphertext, secret_key_id, secret_hint, disabled_reason, disabled_by, disabled_at,
-            created_at, updated_at";
+            created_at, updated_at, version";
 
         fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
             let events: String = row.get("events");
@@ -52,6 +52,7 @@ macro_rules! webhook_queries {
                 disabled,
                 created_at: $from(row.get::<$t, _>("created_at")),
                 updated_at: $from(row.get::<$t, _>("updated_at")),
+                version: row.get("version"),
             })
         }
 
@@ -117,8 +118,9 @@ macro_rules! webhook_queries {
             let updated = sqlx::query(
                 "UPDATE webhooks SET name = $3, url = $4, description = $5, events = $6,
                      secret_ciphertext = $7, secret_key_id = $8, secret_hint = $9, enabled = $10,
-                     disabled_reason = $11, disabled_by = $12, disabled_at = $13, updated_at = $14
-                 WHERE tenant_id = $1 AND id = $2",
+                     disabled_reason = $11, disabled_by = $12, disabled_at = $13, updated_at = $14,
+                     version = version + 1
+                 WHERE tenant_id = $1 AND id = $2 AND version = $15",
             )
             .bind(webhook.tenant.as_str())
             .bind(webhook.id.as_str())
@@ -134,16 +136,27 @@ macro_rules! webhook_queries {
             .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
             .bind(disabled.map(|d| $to(d.at)))
             .bind($to(webhook.updated_at))
+            .bind(webhook.version)
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() == 0 {
-                return Err(StoreError::NotFound { what: "webhook" });
+                let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $1 AND id = $2)")
+                    .bind(webhook.tenant.as_str())
+                    .bind(webhook.id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                return Err(if exists {
+                    StoreError::Conflict { what: "the webhook was changed concurrently" }
+                } else {
+                    StoreError::NotFound { what: "webhook" }
+                });
             }
             if !webhook.is_enabled() {
-                // Disabling cancels queued work; an attempt already in flight may finish.
+                // Disabling cancels queued work, leased or not; an attempt already in flight may
+                // finish, but its result cannot revive a cancelled delivery.
                 sqlx::query(
                     "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL
-                     WHERE webhook_id = $1 AND state = 'pending' AND lease_owner IS NULL",
+                     WHERE webhook_id = $1 AND state = 'pending'",
                 )
                 .bind(webhook.id.as_str())
                 .execute(&mut *tx)

@@ -83,10 +83,30 @@ async fn errors_are_problem_json() {
     let not_allowed = client.delete(service.url("/healthz")).send().await.unwrap();
     assert_eq!(not_allowed.headers()["allow"], "GET,HEAD");
     problem(not_allowed, 405).await;
+    // Every endpoint: at most 16 MiB (the size of an event batch), refused before reading.
+    // (Announced, not sent: the service answers before reading a byte of it.)
+    let mut stream = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    let request = format!(
+        "POST /healthz HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        service.addr,
+        16 * 1024 * 1024 + 1
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0; 64];
+    let read = tokio::io::AsyncReadExt::read(&mut stream, &mut head)
+        .await
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..read]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    // JSON endpoints other than event batches: at most 1 MiB.
+    let platform_key = std::fs::read_to_string(dir.path().join("platform.key")).unwrap();
     let too_large = client
-        .post(service.url("/healthz"))
+        .put(service.url("/platform/v4/tenants/acme"))
+        .bearer_auth(platform_key.trim())
         .header("content-type", "application/json")
-        .body(vec![b' '; 1024 * 1024 + 1])
+        .body(format!(r#"{{"name": "{}"}}"#, "a".repeat(1024 * 1024)))
         .send()
         .await
         .unwrap();
@@ -172,6 +192,9 @@ async fn the_openapi_document_describes_every_endpoint() {
             "post",
             "/platform/v4/tenants/{tenant_id}/users/{user_id}/sign-in-links",
         ),
+        ("post", "/platform/v4/tenants/{tenant_id}/events"),
+        ("post", "/platform/v4/tenants/{tenant_id}/events/batch"),
+        ("get", "/v4/webhooks/{id}/preview"),
     ];
     let paths = document["paths"].as_object().unwrap();
     let operations: usize = paths

@@ -184,6 +184,21 @@ async fn webhook_fields_are_validated(backend: Backend) {
     let mut missing = webhook_body("ERP");
     missing.as_object_mut().unwrap().remove("url");
     assert_eq!(field_of(&create(missing).await), ["url"]);
+    let garbage = api
+        .client
+        .post(api.service.url("/v4/webhooks"))
+        .header("x-api-key", &key)
+        .header("zivio-tenant-id", "acme")
+        .header("content-type", "application/json")
+        .body(format!("{}trailing", webhook_body("ERP")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        garbage.status(),
+        400,
+        "trailing garbage makes the body malformed"
+    );
     let many = create(json!({"name": "", "url": "http://x.example", "events": []})).await;
     assert_eq!(field_of(&many), ["name", "events", "url"]);
 
@@ -655,7 +670,7 @@ async fn the_audit_log_records_changes_and_pages(backend: Backend) {
     );
     assert_eq!(
         updated["changes"]["url"],
-        json!({"from": "https://93.184.216.34", "to": "https://93.184.216.35"})
+        json!({"from": "https://93.184.216.34", "to": "https://93.184.216.35", "path_or_query_changed": true})
     );
     assert!(
         !all.text.contains("s3cr3t-path-token") && !all.text.contains("zzz"),
