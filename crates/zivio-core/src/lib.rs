@@ -16,6 +16,7 @@ pub mod permission;
 pub mod retry;
 pub mod secret;
 pub mod shaping;
+pub mod signing;
 pub mod subscription;
 pub mod url_policy;
 pub mod webhook;

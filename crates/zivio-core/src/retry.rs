@@ -75,6 +75,46 @@ impl RetrySchedule {
     }
 }
 
+impl RetrySchedule {
+    /// When to try again after failed attempt `attempt` (1-based), or `None` when it was the
+    /// last. `jitter` in `-1.0..=1.0` moves the step by up to ±10%. A receiver's `Retry-After`
+    /// (on 429 or 503) is honoured, clamped between this step's delay and the largest step; it
+    /// never adds attempts.
+    pub fn next_delay(
+        &self,
+        attempt: u32,
+        jitter: f64,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        let step = self.delay_after(attempt)?;
+        if let Some(asked) = retry_after {
+            return Some(asked.clamp(step, self.largest_delay().max(step)));
+        }
+        let factor = 1.0 + 0.1 * jitter.clamp(-1.0, 1.0);
+        Some(step.mul_f64(factor))
+    }
+}
+
+/// What an attempt's outcome means for its delivery (PRODUCT.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// A temporary failure: try again on the schedule.
+    Retry,
+    /// A permanent failure: stop.
+    GiveUp,
+}
+
+/// 2xx delivers; 408, 429 and 5xx are temporary; a 3xx is not followed and, like every other
+/// 4xx, permanent.
+pub fn verdict_for_status(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 429 | 500..=599 => Verdict::Retry,
+        _ => Verdict::GiveUp,
+    }
+}
+
 impl Default for RetrySchedule {
     fn default() -> Self {
         Self::parse(DEFAULT_SCHEDULE).expect("the default schedule is valid")
@@ -101,6 +141,69 @@ mod tests {
         assert_eq!(schedule.delay_after(1), Some(Duration::from_secs(5)));
         assert_eq!(schedule.delay_after(2), Some(Duration::from_secs(300)));
         assert_eq!(schedule.delay_after(3), None);
+    }
+
+    #[test]
+    fn statuses_map_to_verdicts() {
+        for status in [200, 201, 204, 299] {
+            assert_eq!(verdict_for_status(status), Verdict::Delivered, "{status}");
+        }
+        for status in [408, 429, 500, 502, 503, 504, 599] {
+            assert_eq!(verdict_for_status(status), Verdict::Retry, "{status}");
+        }
+        for status in [301, 302, 307, 400, 401, 403, 404, 410, 422] {
+            assert_eq!(verdict_for_status(status), Verdict::GiveUp, "{status}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_attempts_run_out() {
+        let schedule = RetrySchedule::parse("10s,100s").unwrap();
+        assert_eq!(
+            schedule.next_delay(1, 0.0, None),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            schedule.next_delay(1, 1.0, None),
+            Some(Duration::from_secs(11))
+        );
+        assert_eq!(
+            schedule.next_delay(1, -1.0, None),
+            Some(Duration::from_secs(9))
+        );
+        assert_eq!(
+            schedule.next_delay(2, 5.0, None),
+            Some(Duration::from_secs(110)),
+            "clamped jitter"
+        );
+        assert_eq!(
+            schedule.next_delay(3, 0.0, None),
+            None,
+            "three attempts in all"
+        );
+        assert_eq!(
+            schedule.next_delay(3, 0.0, Some(Duration::from_secs(5))),
+            None,
+            "Retry-After adds none"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_clamped_between_the_step_and_the_largest_step() {
+        let schedule = RetrySchedule::parse("10s,100s,50s").unwrap();
+        let after =
+            |attempt, secs| schedule.next_delay(attempt, 0.7, Some(Duration::from_secs(secs)));
+        assert_eq!(
+            after(1, 1),
+            Some(Duration::from_secs(10)),
+            "never sooner than the step"
+        );
+        assert_eq!(after(1, 60), Some(Duration::from_secs(60)));
+        assert_eq!(
+            after(1, 86_400),
+            Some(Duration::from_secs(100)),
+            "never later than the largest step"
+        );
     }
 
     #[test]

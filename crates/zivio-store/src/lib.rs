@@ -116,6 +116,49 @@ pub struct QueuedDelivery {
     pub body: Vec<u8>,
 }
 
+/// A delivery claimed for one attempt, with everything needed to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub tenant: TenantId,
+    pub webhook_id: WebhookId,
+    pub url: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub event_id: String,
+    pub event_type: String,
+    /// The number of this attempt (1-based).
+    pub attempt: u32,
+    pub body: Vec<u8>,
+}
+
+/// The record of one attempt and what it means for its delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// `dlv_...`
+    pub id: String,
+    pub delivery_id: i64,
+    pub tenant: TenantId,
+    pub webhook_id: WebhookId,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub succeeded: bool,
+    pub request_url: String,
+    /// JSON object of the request headers sent.
+    pub request_headers: String,
+    pub response_status: Option<u16>,
+    /// JSON object of the response headers, when there was a response.
+    pub response_headers: Option<String>,
+    pub response_body: Option<Vec<u8>>,
+    pub response_truncated: bool,
+    pub duration_ms: i64,
+    pub error_kind: Option<String>,
+    pub error_detail: Option<String>,
+    pub created_at: OffsetDateTime,
+    /// When the next attempt is due; `None` ends the delivery (as `succeeded` says).
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -284,6 +327,46 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         event_id: &str,
     ) -> StoreResult<Vec<QueuedDelivery>>;
+
+    // --- Delivery queue ----------------------------------------------------------------------
+
+    /// Leases up to `limit` due deliveries to `lease` until `lease_until` (expired leases count
+    /// as free) and returns them. `lease` must be unique per claim.
+    async fn claim_deliveries(
+        &self,
+        lease: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+
+    /// Records an attempt and moves its delivery on (next due time, or finished), if the
+    /// delivery is still pending under `lease`. A delivery cancelled or deleted meanwhile keeps
+    /// its state (the attempt is still recorded while the delivery exists). Returns whether the
+    /// delivery moved on.
+    async fn record_attempt(&self, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool>;
+
+    /// Gives leased deliveries back to the queue, due at `due` (without counting an attempt).
+    async fn release_deliveries(
+        &self,
+        lease: &str,
+        ids: &[i64],
+        due: OffsetDateTime,
+    ) -> StoreResult<()>;
+
+    /// Frees every lease (a restarted single-instance SQLite service owns them all).
+    async fn release_all_leases(&self) -> StoreResult<u64>;
+
+    /// The earliest due time of pending work, if any.
+    async fn next_due(&self) -> StoreResult<Option<OffsetDateTime>>;
+
+    /// The attempts of one event to one webhook, oldest first.
+    async fn attempts_of(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+        webhook: &WebhookId,
+    ) -> StoreResult<Vec<AttemptRecord>>;
 
     // --- Audit log -------------------------------------------------------------------------
 

@@ -29,6 +29,20 @@ mod events {
         time::OffsetDateTime
     );
 }
+mod queue {
+    // Concurrent claims from other instances skip rows already being claimed.
+    crate::common::queue_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime,
+        "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+     WHERE id IN (SELECT id FROM deliveries
+                  WHERE state = 'pending' AND next_attempt_at <= $2
+                    AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                  ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    );
+}
 mod webhooks {
     crate::common::webhook_queries!(
         sqlx::Postgres,

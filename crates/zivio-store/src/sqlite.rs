@@ -19,6 +19,20 @@ mod directory {
 mod events {
     crate::common::event_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }
+mod queue {
+    // One writer at a time: the claim cannot race another claim.
+    crate::common::queue_queries!(
+        sqlx::Sqlite,
+        super::to_db,
+        super::from_db,
+        i64,
+        "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+     WHERE id IN (SELECT id FROM deliveries
+                  WHERE state = 'pending' AND next_attempt_at <= $2
+                    AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                  ORDER BY next_attempt_at LIMIT $4)"
+    );
+}
 mod webhooks {
     crate::common::webhook_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }

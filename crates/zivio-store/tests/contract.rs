@@ -11,7 +11,7 @@ use zivio_core::directory::{ApiKey, BootstrapSeed, Placement, Role, Tenant, User
 use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
-use zivio_store::{AuditCursor, NewEvent, StoreError};
+use zivio_store::{AttemptRecord, AuditCursor, ClaimedDelivery, NewEvent, StoreError};
 use zivio_store::{Backend, ConnectOptions, KeyCheck, Store};
 
 const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
@@ -73,6 +73,10 @@ contract!(
     audit_purge_removes_only_old_entries,
     published_events_store_each_payload_once_and_queue_enabled_webhooks,
     producer_keys_are_unique_per_tenant_until_their_cutoff,
+    due_deliveries_are_leased_once_until_the_lease_expires,
+    attempts_move_deliveries_on_or_finish_them,
+    cancelled_work_is_never_resumed,
+    concurrent_claims_never_share_a_delivery,
 );
 
 async fn migrations_run_twice_harmlessly(database: &TestDatabase, backend: Backend) {
@@ -878,4 +882,262 @@ async fn producer_keys_are_unique_per_tenant_until_their_cutoff(
         store.events_by_key(&acme, &["k1".into()]).await.unwrap()[0].id,
         "evt_5"
     );
+}
+
+/// A tenant with webhooks 1..=n (all enabled) and one event queued to each.
+async fn queued(store: &Arc<dyn Store>, n: u64) -> (TenantId, Vec<Webhook>) {
+    let acme = tenant_with_user(store, "acme").await;
+    let hooks: Vec<Webhook> = (1..=n).map(|i| webhook(&acme, i)).collect();
+    for hook in &hooks {
+        store
+            .create_webhook(hook, 100, &audit(&acme, NOW, AuditAction::WebhookCreated))
+            .await
+            .unwrap();
+    }
+    let deliveries = hooks.iter().map(|hook| (hook.id.clone(), 0)).collect();
+    store
+        .publish_events(&acme, &[new_event("evt_q", None, deliveries)], NOW)
+        .await
+        .unwrap();
+    (acme, hooks)
+}
+
+fn attempt_of(
+    claimed: &ClaimedDelivery,
+    succeeded: bool,
+    next: Option<OffsetDateTime>,
+) -> AttemptRecord {
+    AttemptRecord {
+        id: format!("dlv_{}_{}", claimed.id, claimed.attempt),
+        delivery_id: claimed.id,
+        tenant: claimed.tenant.clone(),
+        webhook_id: claimed.webhook_id.clone(),
+        event_id: claimed.event_id.clone(),
+        event_type: claimed.event_type.clone(),
+        attempt: claimed.attempt,
+        succeeded,
+        request_url: claimed.url.clone(),
+        request_headers: "{}".into(),
+        response_status: Some(if succeeded { 200 } else { 503 }),
+        response_headers: Some("{}".into()),
+        response_body: Some(b"ok".to_vec()),
+        response_truncated: false,
+        duration_ms: 12,
+        error_kind: (!succeeded).then(|| "http_status".to_owned()),
+        error_detail: None,
+        created_at: NOW,
+        next_attempt_at: next,
+    }
+}
+
+async fn due_deliveries_are_leased_once_until_the_lease_expires(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    queued(&store, 3).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    assert!(
+        store
+            .claim_deliveries("early", NOW - time::Duration::seconds(1), lease_until, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let first = store
+        .claim_deliveries("a:1", NOW, lease_until, 2)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0].attempt, 1);
+    assert_eq!(first[0].body, b"{\"full\":true}");
+    assert_eq!(first[0].event_type, "invoice.paid");
+    assert_eq!(first[0].secret_ciphertext, vec![1, 2, 3, 1]);
+    let second = store
+        .claim_deliveries("b:1", NOW, lease_until, 10)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "leased work is not handed out twice");
+    assert!(
+        store
+            .claim_deliveries("c:1", NOW, lease_until, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let expired = store
+        .claim_deliveries(
+            "c:2",
+            lease_until,
+            lease_until + time::Duration::seconds(30),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.len(),
+        3,
+        "expired leases return the work to the queue"
+    );
+
+    store
+        .release_deliveries("c:2", &[expired[0].id], NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.release_all_leases().await.unwrap(), 2);
+    assert_eq!(store.next_due().await.unwrap(), Some(NOW));
+    assert_eq!(
+        store
+            .claim_deliveries("d:1", NOW, lease_until, 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 2).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    let claimed = store
+        .claim_deliveries("a:1", NOW, lease_until, 10)
+        .await
+        .unwrap();
+    let retry_at = NOW + time::Duration::seconds(5);
+    assert!(
+        store
+            .record_attempt("a:1", &attempt_of(&claimed[0], false, Some(retry_at)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_attempt("a:1", &attempt_of(&claimed[1], true, None))
+            .await
+            .unwrap()
+    );
+    let mut repeat = attempt_of(&claimed[1], true, None);
+    repeat.id = "dlv_repeat".into();
+    assert!(
+        !store.record_attempt("a:1", &repeat).await.unwrap(),
+        "a finished delivery stays finished"
+    );
+    assert!(
+        store
+            .claim_deliveries("a:2", NOW, lease_until, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries("a:3", retry_at, lease_until, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (claimed[0].id, 2));
+    assert!(
+        store
+            .record_attempt("a:3", &attempt_of(&again[0], false, None))
+            .await
+            .unwrap()
+    );
+
+    let history = store
+        .attempts_of(&acme, "evt_q", &claimed[0].webhook_id)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0], attempt_of(&claimed[0], false, Some(retry_at)));
+    assert_eq!(history[1].next_attempt_at, None);
+    let states: Vec<String> = store
+        .deliveries_of_event(&acme, "evt_q")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.state)
+        .collect();
+    let succeeded = usize::from(claimed[1].webhook_id != hooks[0].id);
+    assert_eq!(states[succeeded], "succeeded");
+    assert_eq!(states[1 - succeeded], "failed");
+    assert_eq!(store.next_due().await.unwrap(), None);
+}
+
+async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 2).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    let claimed = store
+        .claim_deliveries("a:1", NOW, lease_until, 10)
+        .await
+        .unwrap();
+    let in_flight = claimed
+        .iter()
+        .find(|c| c.webhook_id == hooks[0].id)
+        .unwrap();
+    let mut disabled = hooks[0].clone();
+    disabled.disabled = Some(Disabled {
+        reason: DisabledReason::Manual,
+        by: None,
+        at: NOW,
+    });
+    store
+        .update_webhook(&disabled, &audit(&acme, NOW, AuditAction::WebhookDisabled))
+        .await
+        .unwrap();
+    let moved = store
+        .record_attempt("a:1", &attempt_of(in_flight, false, Some(NOW)))
+        .await
+        .unwrap();
+    assert!(
+        !moved,
+        "the in-flight attempt finishes but cannot revive the delivery"
+    );
+    let history = store
+        .attempts_of(&acme, "evt_q", &hooks[0].id)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1, "the attempt is still on record");
+    assert_eq!(history[0].next_attempt_at, None);
+
+    // The owner of the other webhook becomes inactive: their pending work is cancelled.
+    store.release_all_leases().await.unwrap();
+    let mut inactive = user("u1", &["admin"]);
+    inactive.active = false;
+    store.upsert_user(&acme, &inactive, NOW).await.unwrap();
+    assert!(
+        store
+            .claim_deliveries(
+                "b:1",
+                NOW + time::Duration::days(1),
+                lease_until + time::Duration::days(1),
+                10
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let states: Vec<String> = store
+        .deliveries_of_event(&acme, "evt_q")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.state)
+        .collect();
+    assert_eq!(states, ["cancelled", "cancelled"]);
+}
+
+async fn concurrent_claims_never_share_a_delivery(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    queued(&store, 30).await;
+    let other = open(database).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    let (a, b) = tokio::join!(
+        store.claim_deliveries("a:1", NOW, lease_until, 20),
+        other.claim_deliveries("b:1", NOW, lease_until, 20)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 30);
+    assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
 }

@@ -140,6 +140,7 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_webhook_pending ON deliveries (webhook_id) WHERE state = 'pending';
+CREATE INDEX deliveries_lease ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE delivery_attempts (
     id                 TEXT PRIMARY KEY,
@@ -156,7 +157,7 @@ CREATE TABLE delivery_attempts (
     response_headers   TEXT,
     response_body      BYTEA,
     response_truncated BOOLEAN NOT NULL DEFAULT FALSE,
-    duration_ms        INTEGER NOT NULL,
+    duration_ms        BIGINT NOT NULL,
     error_kind         TEXT,
     error_detail       TEXT,
     next_attempt_at    TIMESTAMPTZ,

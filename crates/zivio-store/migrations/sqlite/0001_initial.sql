@@ -140,6 +140,7 @@ CREATE TABLE deliveries (
 ) STRICT;
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
 CREATE INDEX deliveries_webhook_pending ON deliveries (webhook_id) WHERE state = 'pending';
+CREATE INDEX deliveries_lease ON deliveries (lease_owner) WHERE lease_owner IS NOT NULL;
 
 CREATE TABLE delivery_attempts (
     id                 TEXT PRIMARY KEY,

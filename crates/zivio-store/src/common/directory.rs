@@ -210,6 +210,9 @@ macro_rules! directory_queries {
             .execute(&mut *tx)
             .await
             .map_err(|error| conflict_on_unique(error, "another user of this tenant has this email"))?;
+            if !user.active {
+                cancel_work_of_owner(tx, tenant, &user.id).await?;
+            }
             sqlx::query("DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant.as_str())
                 .bind(user.id.as_str())
@@ -229,7 +232,23 @@ macro_rules! directory_queries {
             Ok(())
         }
 
+        /// An owner who is inactive or gone stops all sending at once: their webhooks' pending
+        /// work is cancelled (never resumed).
+        async fn cancel_work_of_owner(tx: &mut Connection, tenant: &TenantId, owner: &UserId) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL
+                 WHERE state = 'pending'
+                   AND webhook_id IN (SELECT id FROM webhooks WHERE tenant_id = $1 AND owner_id = $2)",
+            )
+            .bind(tenant.as_str())
+            .bind(owner.as_str())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
         pub(crate) async fn delete_user(tx: &mut Connection, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+            cancel_work_of_owner(tx, tenant, user).await?;
             let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
                 .bind(user.as_str())

@@ -303,6 +303,63 @@ macro_rules! store_impl {
                 events::deliveries_of_event(self.reader(), tenant, event_id).await
             }
 
+            async fn claim_deliveries(
+                &self,
+                lease: &str,
+                now: Instant,
+                lease_until: Instant,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::ClaimedDelivery>> {
+                let mut tx = self.begin_write().await?;
+                let claimed = queue::claim(&mut tx, lease, now, lease_until, limit).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            }
+
+            async fn record_attempt(
+                &self,
+                lease: &str,
+                attempt: &$crate::AttemptRecord,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let moved = queue::record_attempt(&mut tx, lease, attempt).await?;
+                tx.commit().await?;
+                Ok(moved)
+            }
+
+            async fn release_deliveries(
+                &self,
+                lease: &str,
+                ids: &[i64],
+                due: Instant,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                for id in ids {
+                    queue::release(&mut tx, lease, *id, due).await?;
+                }
+                Ok(tx.commit().await?)
+            }
+
+            async fn release_all_leases(&self) -> $crate::StoreResult<u64> {
+                let mut tx = self.begin_write().await?;
+                let released = queue::release_all(&mut tx).await?;
+                tx.commit().await?;
+                Ok(released)
+            }
+
+            async fn next_due(&self) -> $crate::StoreResult<Option<Instant>> {
+                queue::next_due(self.reader()).await
+            }
+
+            async fn attempts_of(
+                &self,
+                tenant: &id::TenantId,
+                event_id: &str,
+                webhook: &wh::WebhookId,
+            ) -> $crate::StoreResult<Vec<$crate::AttemptRecord>> {
+                queue::attempts_of(self.reader(), tenant, event_id, webhook).await
+            }
+
             async fn audit_entries(
                 &self,
                 tenant: &id::TenantId,
