@@ -84,6 +84,8 @@ pub struct Services {
     pub resolver: Arc<dyn Resolver>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    /// Told when new deliveries are queued, so the engine starts at once instead of polling.
+    pub deliveries_queued: Arc<tokio::sync::Notify>,
 }
 
 impl Services {

@@ -37,6 +37,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process (reqwest is built without a default).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let config = match load_config(cli.config.as_deref()) {
         Ok(config) => config,

@@ -10,11 +10,13 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use zivio_app::{Services, Settings, SystemClock, SystemResolver};
+use zivio_app::{Services, Settings, SystemClock, SystemResolver, unix_millis};
 use zivio_core::catalog::Catalog;
 use zivio_core::directory::BootstrapSeed;
 use zivio_core::password;
 use zivio_core::url_policy::UrlPolicy;
+use zivio_core::webhook::time_ordered_hex;
+use zivio_delivery::{Engine, EngineConfig};
 use zivio_http::{AppState, Metrics, Routers};
 use zivio_store::{ConnectOptions, KeyCheck, Store};
 
@@ -27,7 +29,11 @@ const SIGN_IN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(10 
 /// How often retention runs (it also runs at start).
 const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
+/// Deliveries one instance holds at once (sending, or waiting for their webhook's turn).
+const MAX_IN_FLIGHT: usize = 1_024;
+
 pub struct App {
+    engine: Arc<Engine>,
     store: Arc<dyn Store>,
     services: Services,
     audit_retention: std::time::Duration,
@@ -58,6 +64,7 @@ impl App {
             },
             resolver: Arc::new(SystemResolver),
             clock: Arc::new(SystemClock),
+            deliveries_queued: Arc::new(tokio::sync::Notify::new()),
             settings: Settings {
                 max_webhooks_per_tenant: config.max_webhooks_per_tenant,
                 sign_in_link_ttl: SIGN_IN_LINK_TTL,
@@ -65,6 +72,20 @@ impl App {
                 public_url,
             },
         };
+        let engine = Engine::new(
+            services.clone(),
+            EngineConfig {
+                instance: time_ordered_hex(unix_millis(OffsetDateTime::now_utc()), keys::random()),
+                lease: config.lease,
+                request_timeout: config.request_timeout,
+                schedule: config.retry_schedule.clone(),
+                max_in_flight_per_webhook: config.max_in_flight_per_webhook as usize,
+                max_in_flight: MAX_IN_FLIGHT,
+                extra_root_ca: config.extra_root_ca.clone(),
+            },
+            services.deliveries_queued.clone(),
+        )
+        .context("cannot set up the delivery engine")?;
         let state = AppState {
             services: services.clone(),
             platform_keys: keys.platform.clone(),
@@ -76,6 +97,7 @@ impl App {
             None => None,
         };
         Ok(App {
+            engine,
             store,
             services,
             audit_retention: config.audit_retention,
@@ -103,6 +125,7 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         });
+        let delivering = tokio::spawn(self.engine.clone().run(stopped.clone()));
         let maintenance = tokio::spawn(maintain(
             self.services.clone(),
             self.audit_retention,
@@ -122,6 +145,7 @@ impl App {
             _ => public.await?,
         }
         let _ = maintenance.await;
+        let _ = delivering.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod delivery;
 mod directory;
 mod events;
 mod operations;

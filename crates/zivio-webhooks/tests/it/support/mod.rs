@@ -2,4 +2,5 @@
 //! output captured and its logs (JSON lines) parsed to learn the bound address.
 
 pub mod api;
+pub mod receiver;
 pub mod service;

@@ -81,9 +81,19 @@ fn command(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
     command
 }
 
+/// reqwest is built with rustls but without a default crypto provider (the service brings its
+/// own); test clients use ring too.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl Service {
     /// Starts `serve` and waits until it logs that it is listening.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Service {
+        install_crypto_provider();
         let mut child = command(data_dir, env, &["serve"])
             .spawn()
             .expect("spawn the service");

@@ -1,0 +1,299 @@
+//! One attempt: sign at send time, POST the stored bytes, read a bounded response, and say
+//! what happened in the words of PRODUCT.md §6 (error kinds with plain details).
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use zivio_core::keys::SecretsKey;
+use zivio_core::retry::{Verdict, verdict_for_status};
+use zivio_core::secret::SigningSecret;
+use zivio_core::signing::sign;
+use zivio_core::url_policy::UrlPolicy;
+use zivio_store::ClaimedDelivery;
+
+use crate::client::Refused;
+
+/// Responses are kept up to this size; the rest is never read.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+pub const USER_AGENT: &str = "Zivio-Webhooks/1.0";
+
+/// What one attempt did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub request_headers: Map<String, Value>,
+    pub response_status: Option<u16>,
+    pub response_headers: Option<Map<String, Value>>,
+    pub response_body: Option<Vec<u8>>,
+    pub response_truncated: bool,
+    pub duration: Duration,
+    pub error_kind: Option<&'static str>,
+    pub error_detail: Option<String>,
+    /// A receiver's `Retry-After` on 429 or 503.
+    pub retry_after: Option<Duration>,
+}
+
+impl Outcome {
+    fn failed(
+        kind: &'static str,
+        detail: String,
+        request_headers: Map<String, Value>,
+        duration: Duration,
+    ) -> Self {
+        Outcome {
+            verdict: Verdict::Retry,
+            request_headers,
+            response_status: None,
+            response_headers: None,
+            response_body: None,
+            response_truncated: false,
+            duration,
+            error_kind: Some(kind),
+            error_detail: Some(detail),
+            retry_after: None,
+        }
+    }
+}
+
+pub async fn send(
+    client: &reqwest::Client,
+    policy: &UrlPolicy,
+    secrets_key: &SecretsKey,
+    delivery: &ClaimedDelivery,
+    now: OffsetDateTime,
+) -> Outcome {
+    let timestamp = now.unix_timestamp();
+    let mut headers = Map::new();
+    for (name, value) in [
+        ("content-type", "application/json".to_owned()),
+        ("user-agent", USER_AGENT.to_owned()),
+        ("webhook-id", delivery.event_id.clone()),
+        ("webhook-timestamp", timestamp.to_string()),
+    ] {
+        headers.insert(name.to_owned(), Value::String(value));
+    }
+    let secret = match SigningSecret::open(
+        &delivery.secret_ciphertext,
+        secrets_key,
+        delivery.webhook_id.as_str(),
+    ) {
+        Ok(secret) => secret,
+        Err(error) => {
+            return Outcome::failed(
+                "secret",
+                format!("{error}; check ZIVIO_WEBHOOKS_SECRETS_KEY"),
+                headers,
+                Duration::ZERO,
+            );
+        }
+    };
+    // Vetted again at every attempt: literal addresses here, host names in the resolver.
+    let url = match policy.parse(&delivery.url) {
+        Ok(url) => url,
+        Err(error) => {
+            return Outcome::failed(
+                "refused_destination",
+                error.to_string(),
+                headers,
+                Duration::ZERO,
+            );
+        }
+    };
+    let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.body);
+    headers.insert("webhook-signature".to_owned(), Value::String(signature));
+    let mut request_headers = HeaderMap::new();
+    for (name, value) in &headers {
+        let value = value.as_str().unwrap_or_default();
+        if let (Ok(name), Ok(value)) = (
+            name.parse::<reqwest::header::HeaderName>(),
+            HeaderValue::from_str(value),
+        ) {
+            request_headers.insert(name, value);
+        }
+    }
+    let started = Instant::now();
+    let response = client
+        .post(url.url().clone())
+        .headers(request_headers)
+        .body(delivery.body.clone())
+        .send()
+        .await;
+    let mut response = match response {
+        Ok(response) => response,
+        Err(error) => {
+            let (kind, detail) = classify(&error);
+            return Outcome::failed(kind, detail, headers, started.elapsed());
+        }
+    };
+    let status = response.status().as_u16();
+    let response_headers = header_map(response.headers());
+    let retry_after = matches!(status, 429 | 503)
+        .then(|| {
+            response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| retry_after(v, now))
+        })
+        .flatten();
+    let (body, truncated, read_error) = read_bounded(&mut response).await;
+    let duration = started.elapsed();
+    let verdict = verdict_for_status(status);
+    let (error_kind, error_detail) = match (verdict, status) {
+        (Verdict::Delivered, _) => (None, None),
+        (_, 300..=399) => (
+            Some("redirect"),
+            Some(format!(
+                "the receiver answered {status}; redirects are never followed"
+            )),
+        ),
+        _ => (
+            Some("http_status"),
+            Some(format!("the receiver answered {status}")),
+        ),
+    };
+    let error_detail = match read_error {
+        Some(error) if verdict == Verdict::Delivered => {
+            // The status arrived; a failure while reading the body does not undo delivery.
+            tracing::debug!(error = %error, "response body cut short");
+            error_detail
+        }
+        _ => error_detail,
+    };
+    Outcome {
+        verdict,
+        request_headers: headers,
+        response_status: Some(status),
+        response_headers: Some(response_headers),
+        response_body: Some(body),
+        response_truncated: truncated,
+        duration,
+        error_kind,
+        error_detail,
+        retry_after,
+    }
+}
+
+/// Reads at most `MAX_RESPONSE_BODY` bytes; an endless body is cut off, never buffered.
+async fn read_bounded(response: &mut reqwest::Response) -> (Vec<u8>, bool, Option<reqwest::Error>) {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BODY - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    return (body, true, None);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return (body, false, None),
+            Err(error) => return (body, false, Some(error)),
+        }
+    }
+}
+
+fn header_map(headers: &HeaderMap) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        map.entry(name.as_str().to_owned())
+            .and_modify(|existing| {
+                if let Value::String(joined) = existing {
+                    joined.push_str(", ");
+                    joined.push_str(&text);
+                }
+            })
+            .or_insert(Value::String(text.clone()));
+    }
+    map
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(value: &HeaderValue, now: OffsetDateTime) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(text, &format)
+        .ok()?
+        .assume_utc();
+    Some((at - now).try_into().unwrap_or(Duration::ZERO))
+}
+
+/// The error kind and a plain detail for a request that got no response.
+fn classify(error: &reqwest::Error) -> (&'static str, String) {
+    if let Some(refused) = find::<Refused>(error) {
+        return ("refused_destination", refused.to_string());
+    }
+    if let Some(tls) = find::<rustls::Error>(error) {
+        return ("tls", format!("TLS failed: {tls}"));
+    }
+    if error.is_timeout() {
+        return (
+            "timeout",
+            "no complete answer within the request timeout".to_owned(),
+        );
+    }
+    if error.is_connect() {
+        return (
+            "connect",
+            format!("could not connect: {}", root_cause(error)),
+        );
+    }
+    (
+        "connection",
+        format!("the connection failed: {}", root_cause(error)),
+    )
+}
+
+/// The first error of type `T` in a cause chain, looking inside `io::Error`s and boxed errors,
+/// which hide their contents from `source()`.
+fn find<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
+        }
+        let inner: Option<&(dyn std::error::Error + 'static)> = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if let Some(found) = inner.and_then(find::<T>) {
+            return Some(found);
+        }
+        next = cause.source();
+    }
+    None
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let now = time::macros::datetime!(2026-11-27 10:00:00 UTC);
+        let seconds = HeaderValue::from_static("120");
+        assert_eq!(retry_after(&seconds, now), Some(Duration::from_secs(120)));
+        let date = HeaderValue::from_static("Fri, 27 Nov 2026 10:05:00 GMT");
+        assert_eq!(retry_after(&date, now), Some(Duration::from_secs(300)));
+        let past = HeaderValue::from_static("Fri, 27 Nov 2026 09:00:00 GMT");
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after(&HeaderValue::from_static("soon"), now), None);
+    }
+}

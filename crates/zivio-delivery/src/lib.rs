@@ -1,0 +1,304 @@
+//! The delivery engine (PRODUCT.md §5–6): claims due deliveries from the store under a lease,
+//! sends each through the vetting client with a per-webhook bound on requests in flight,
+//! records every attempt and schedules the next one. Nothing is held in memory that the store
+//! does not also know: a crash loses no work, only leases that expire.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use zivio_app::{Services, random, unix_millis};
+use zivio_core::retry::{RetrySchedule, Verdict};
+use zivio_core::webhook::{WebhookId, time_ordered_hex};
+use zivio_store::{AttemptRecord, Backend, ClaimedDelivery, StoreResult};
+
+mod attempt;
+pub mod client;
+
+pub use attempt::{MAX_RESPONSE_BODY, USER_AGENT};
+
+/// At most this many deliveries are claimed at once.
+const CLAIM_BATCH: u32 = 200;
+/// With nothing due, look again at least this often (work published by other instances).
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// A webhook already at its bound gets its extra work back, due again after this.
+const BUSY_WEBHOOK_DELAY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Unique per running instance; part of every lease.
+    pub instance: String,
+    pub lease: Duration,
+    pub request_timeout: Duration,
+    pub schedule: RetrySchedule,
+    pub max_in_flight_per_webhook: usize,
+    /// Deliveries held at once by this instance (sending or waiting for their webhook).
+    pub max_in_flight: usize,
+    pub extra_root_ca: Option<PathBuf>,
+}
+
+/// Per webhook: how many deliveries it may hold (sending plus waiting) and send at once.
+struct WebhookBounds {
+    held: Arc<Semaphore>,
+    sending: Arc<Semaphore>,
+}
+
+pub struct Engine {
+    services: Services,
+    client: reqwest::Client,
+    config: EngineConfig,
+    global: Arc<Semaphore>,
+    webhooks: Mutex<HashMap<WebhookId, Arc<WebhookBounds>>>,
+    claims: AtomicU64,
+    wake: Arc<Notify>,
+}
+
+impl Engine {
+    /// `wake` is notified when new work is stored (publishing) and when capacity frees up.
+    pub fn new(
+        services: Services,
+        config: EngineConfig,
+        wake: Arc<Notify>,
+    ) -> Result<Arc<Self>, client::ClientError> {
+        let client = client::build(
+            services.url_policy.clone(),
+            services.resolver.clone(),
+            config.extra_root_ca.as_deref(),
+            config.request_timeout,
+        )?;
+        Ok(Arc::new(Engine {
+            global: Arc::new(Semaphore::new(config.max_in_flight)),
+            services,
+            client,
+            config,
+            webhooks: Mutex::new(HashMap::new()),
+            claims: AtomicU64::new(0),
+            wake,
+        }))
+    }
+
+    /// Delivers until `stop` turns true, then lets attempts in flight finish (bounded by the
+    /// request timeout) and gives unstarted work back.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.services.store.backend() == Backend::Sqlite {
+            // One instance owns an embedded database: every lease left is from before a crash.
+            match self.services.store.release_all_leases().await {
+                Ok(0) => {}
+                Ok(released) => {
+                    tracing::info!(released, "resumed deliveries leased before a restart")
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not release old leases; they expire on their own")
+                }
+            }
+        }
+        while !*stop.borrow() {
+            let claimed = match self.tick().await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(error = %error, "claiming deliveries failed; retrying");
+                    0
+                }
+            };
+            if claimed == CLAIM_BATCH as usize {
+                continue;
+            }
+            let wait = self.idle_wait().await;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let drain = self.config.request_timeout + Duration::from_secs(5);
+        let all = u32::try_from(self.config.max_in_flight).unwrap_or(u32::MAX);
+        if tokio::time::timeout(drain, self.global.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "attempts still in flight at shutdown; their leases expire and they are retried"
+            );
+        }
+    }
+
+    /// Claims due work up to the free capacity and starts an attempt for each; returns how many
+    /// deliveries were claimed.
+    pub async fn tick(self: &Arc<Self>) -> StoreResult<usize> {
+        let free = u32::try_from(self.global.available_permits())
+            .unwrap_or(u32::MAX)
+            .min(CLAIM_BATCH);
+        if free == 0 {
+            return Ok(0);
+        }
+        let now = self.services.now();
+        let lease = format!(
+            "{}:{}",
+            self.config.instance,
+            self.claims.fetch_add(1, Ordering::Relaxed)
+        );
+        let hold = self
+            .config
+            .lease
+            .max(self.config.request_timeout + Duration::from_secs(5));
+        let lease_until = now + hold;
+        let claimed = self
+            .services
+            .store
+            .claim_deliveries(&lease, now, lease_until, free)
+            .await?;
+        let count = claimed.len();
+        let mut busy = Vec::new();
+        for delivery in claimed {
+            let bounds = self.bounds(&delivery.webhook_id);
+            let (Ok(held), Ok(global)) = (
+                bounds.held.clone().try_acquire_owned(),
+                self.global.clone().try_acquire_owned(),
+            ) else {
+                busy.push(delivery.id);
+                continue;
+            };
+            let engine = self.clone();
+            let lease = lease.clone();
+            tokio::spawn(async move {
+                engine
+                    .deliver(delivery, lease, lease_until, bounds, held, global)
+                    .await
+            });
+        }
+        if !busy.is_empty() {
+            self.services
+                .store
+                .release_deliveries(&lease, &busy, now + BUSY_WEBHOOK_DELAY)
+                .await?;
+        }
+        Ok(count)
+    }
+
+    fn bounds(&self, webhook: &WebhookId) -> Arc<WebhookBounds> {
+        let mut webhooks = self.webhooks.lock().expect("not poisoned");
+        webhooks
+            .entry(webhook.clone())
+            .or_insert_with(|| {
+                let bound = self.config.max_in_flight_per_webhook;
+                Arc::new(WebhookBounds {
+                    held: Arc::new(Semaphore::new(bound * 2)),
+                    sending: Arc::new(Semaphore::new(bound)),
+                })
+            })
+            .clone()
+    }
+
+    async fn idle_wait(&self) -> Duration {
+        let Ok(Some(due)) = self.services.store.next_due().await else {
+            return IDLE_POLL;
+        };
+        let until = due - self.services.now();
+        Duration::try_from(until)
+            .unwrap_or(Duration::ZERO)
+            .min(IDLE_POLL)
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        delivery: ClaimedDelivery,
+        lease: String,
+        lease_until: OffsetDateTime,
+        bounds: Arc<WebhookBounds>,
+        _held: OwnedSemaphorePermit,
+        _global: OwnedSemaphorePermit,
+    ) {
+        // Wait for the webhook's turn, but never so long that the lease could run out during
+        // the attempt: then someone else might send it too.
+        let budget = lease_until
+            - self.services.now()
+            - self.config.request_timeout
+            - Duration::from_secs(2);
+        let budget = Duration::try_from(budget).unwrap_or(Duration::ZERO);
+        let sending = tokio::time::timeout(budget, bounds.sending.clone().acquire_owned()).await;
+        let Ok(Ok(_sending)) = sending else {
+            let due = self.services.now();
+            if let Err(error) = self
+                .services
+                .store
+                .release_deliveries(&lease, &[delivery.id], due)
+                .await
+            {
+                tracing::warn!(error = %error, "could not give a delivery back; its lease expires");
+            }
+            self.wake.notify_one();
+            return;
+        };
+        let now = self.services.now();
+        let outcome = attempt::send(
+            &self.client,
+            &self.services.url_policy,
+            &self.services.secrets_key,
+            &delivery,
+            now,
+        )
+        .await;
+        let record = self.record(&delivery, now, outcome);
+        tracing::debug!(
+            webhook = %delivery.webhook_id,
+            event = %delivery.event_id,
+            attempt = delivery.attempt,
+            status = ?record.response_status,
+            error_kind = ?record.error_kind,
+            "attempt finished"
+        );
+        if let Err(error) = self.services.store.record_attempt(&lease, &record).await {
+            tracing::error!(error = %error, delivery = delivery.id, "could not record an attempt; the delivery is retried after its lease");
+        }
+        self.wake.notify_one();
+    }
+
+    fn record(
+        &self,
+        delivery: &ClaimedDelivery,
+        at: OffsetDateTime,
+        outcome: attempt::Outcome,
+    ) -> AttemptRecord {
+        let next_attempt_at = match outcome.verdict {
+            Verdict::Retry => self
+                .config
+                .schedule
+                .next_delay(delivery.attempt, jitter(), outcome.retry_after)
+                .map(|delay| at + delay),
+            Verdict::Delivered | Verdict::GiveUp => None,
+        };
+        AttemptRecord {
+            id: format!("dlv_{}", time_ordered_hex(unix_millis(at), random())),
+            delivery_id: delivery.id,
+            tenant: delivery.tenant.clone(),
+            webhook_id: delivery.webhook_id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            attempt: delivery.attempt,
+            succeeded: outcome.verdict == Verdict::Delivered,
+            request_url: delivery.url.clone(),
+            request_headers: serde_json::Value::Object(outcome.request_headers).to_string(),
+            response_status: outcome.response_status,
+            response_headers: outcome
+                .response_headers
+                .map(|headers| serde_json::Value::Object(headers).to_string()),
+            response_body: outcome.response_body,
+            response_truncated: outcome.response_truncated,
+            duration_ms: i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX),
+            error_kind: outcome.error_kind.map(str::to_owned),
+            error_detail: outcome.error_detail,
+            created_at: at,
+            next_attempt_at,
+        }
+    }
+}
+
+/// A uniform value in `-1.0..=1.0` for the schedule's jitter.
+fn jitter() -> f64 {
+    let bits = u32::from_le_bytes(random());
+    f64::from(bits) / f64::from(u32::MAX) * 2.0 - 1.0
+}

@@ -1,0 +1,337 @@
+//! The delivery engine end to end: the real binary sends to a real HTTPS receiver on loopback
+//! (trusted through ZIVIO_WEBHOOKS_EXTRA_ROOT_CA), and every request is verified with the
+//! `standardwebhooks` crate, an implementation independent of ours.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use zivio_core::ids::TenantId;
+use zivio_core::webhook::WebhookId;
+
+use crate::support::api::{Api, Backend, on_both_backends};
+use crate::support::receiver::{Receiver, Reply};
+
+on_both_backends!(
+    events_arrive_signed_and_verifiable,
+    temporary_failures_are_retried_under_one_id,
+    permanent_failures_and_redirects_are_not_retried,
+    attempts_stop_when_the_schedule_ends,
+    a_rotated_secret_signs_the_next_retry,
+    disabling_cancels_pending_retries,
+    untrusted_certificates_are_tls_failures_and_retried,
+    a_slow_receiver_does_not_delay_other_webhooks,
+);
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Setup {
+    api: Api,
+    receiver: Receiver,
+    key: String,
+    _receiver_dir: tempfile::TempDir,
+}
+
+/// A service that trusts the receiver's CA and may reach loopback, with a fast schedule.
+async fn setup(backend: Backend, schedule: &str, trust_receiver: bool) -> Option<Setup> {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(receiver_dir.path()).await;
+    let ca = receiver.ca_path.to_str().unwrap().to_owned();
+    let mut env = vec![
+        ("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "127.0.0.0/8"),
+        ("ZIVIO_WEBHOOKS_RETRY_SCHEDULE", schedule),
+    ];
+    if trust_receiver {
+        env.push(("ZIVIO_WEBHOOKS_EXTRA_ROOT_CA", ca.as_str()));
+    }
+    let api = Api::start(backend, &env).await?;
+    let key = api.tenant_with_admin("acme", "u1").await;
+    Some(Setup {
+        api,
+        receiver,
+        key,
+        _receiver_dir: receiver_dir,
+    })
+}
+
+impl Setup {
+    /// A webhook to `path` on the receiver, for every event; returns (id, secret).
+    async fn webhook(&self, path: &str) -> (String, String) {
+        let body = json!({"name": path, "url": self.receiver.url(path), "events": ["*"]});
+        let created = self.api.create_webhook(&self.key, "acme", body).await;
+        (
+            created["webhook"]["id"].as_str().unwrap().to_owned(),
+            created["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn publish(&self) -> String {
+        let data = zivio_core::catalog::Catalog::builtin()
+            .event_type("invoice.paid")
+            .unwrap()
+            .example
+            .clone();
+        let event = json!({"type": "invoice.paid", "resource": {"id": data["id"], "data": data}});
+        let answer = self
+            .api
+            .platform(Method::POST, "acme/events", Some(event))
+            .await;
+        assert_eq!(answer.status, 202, "{}", answer.text);
+        answer.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The recorded attempts, once `count` of them are on record.
+    async fn attempts(
+        &self,
+        event: &str,
+        webhook: &str,
+        count: usize,
+    ) -> Vec<zivio_store::AttemptRecord> {
+        let store = self.api.store().await;
+        let (tenant, webhook) = (
+            TenantId::parse("acme").unwrap(),
+            WebhookId::parse(webhook).unwrap(),
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let attempts = store.attempts_of(&tenant, event, &webhook).await.unwrap();
+            if attempts.len() >= count {
+                return attempts;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} attempts recorded",
+                attempts.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn state_of(&self, event: &str) -> String {
+        let store = self.api.store().await;
+        let deliveries = store
+            .deliveries_of_event(&TenantId::parse("acme").unwrap(), event)
+            .await
+            .unwrap();
+        deliveries[0].state.clone()
+    }
+}
+
+fn verify(secret: &str, request: &crate::support::receiver::Received) {
+    let verifier = standardwebhooks::Webhook::new(secret).unwrap();
+    verifier
+        .verify(&request.body, &request.headers)
+        .expect("a valid Standard Webhooks signature");
+}
+
+async fn events_arrive_signed_and_verifiable(backend: Backend) {
+    let Some(setup) = setup(backend, "100ms", true).await else {
+        return;
+    };
+    let (webhook, secret) = setup.webhook("/erp").await;
+    let event = setup.publish().await;
+    let received = setup.receiver.wait_for("/erp", 1, WAIT).await;
+    let request = &received[0];
+    verify(&secret, request);
+    assert_eq!(request.headers["content-type"], "application/json");
+    assert_eq!(request.headers["user-agent"], "Zivio-Webhooks/1.0");
+    assert_eq!(request.headers["webhook-id"], event.as_str());
+    let body: Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["id"], event.as_str());
+    assert_eq!(body["type"], "invoice.paid");
+    assert_eq!(body["api_version"], "v4");
+
+    let attempts = setup.attempts(&event, &webhook, 1).await;
+    let attempt = &attempts[0];
+    assert!(attempt.id.starts_with("dlv_"));
+    assert!(attempt.succeeded);
+    assert_eq!(attempt.attempt, 1);
+    assert_eq!(attempt.response_status, Some(200));
+    assert_eq!(
+        attempt.response_body.as_deref(),
+        Some(b"{\"received\":true}".as_slice())
+    );
+    assert_eq!(attempt.next_attempt_at, None);
+    assert_eq!(attempt.request_url, setup.receiver.url("/erp"));
+    let sent: Value = serde_json::from_str(&attempt.request_headers).unwrap();
+    assert_eq!(sent["webhook-id"], event.as_str());
+    assert_eq!(setup.state_of(&event).await, "succeeded");
+}
+
+async fn temporary_failures_are_retried_under_one_id(backend: Backend) {
+    let Some(setup) = setup(backend, "100ms,100ms,100ms", true).await else {
+        return;
+    };
+    setup.receiver.script(
+        "/flaky",
+        &[Reply::Status(500), Reply::Status(503), Reply::Status(429)],
+    );
+    let (webhook, secret) = setup.webhook("/flaky").await;
+    let event = setup.publish().await;
+    let received = setup.receiver.wait_for("/flaky", 4, WAIT).await;
+    for request in &received {
+        assert_eq!(
+            request.headers["webhook-id"],
+            event.as_str(),
+            "one id for every retry"
+        );
+        verify(&secret, request);
+    }
+    let attempts = setup.attempts(&event, &webhook, 4).await;
+    let statuses: Vec<Option<u16>> = attempts.iter().map(|a| a.response_status).collect();
+    assert_eq!(statuses, [Some(500), Some(503), Some(429), Some(200)]);
+    assert!(
+        attempts[..3]
+            .iter()
+            .all(|a| a.error_kind.as_deref() == Some("http_status") && a.next_attempt_at.is_some())
+    );
+    assert_eq!(setup.state_of(&event).await, "succeeded");
+}
+
+async fn permanent_failures_and_redirects_are_not_retried(backend: Backend) {
+    let Some(setup) = setup(backend, "100ms,100ms", true).await else {
+        return;
+    };
+    for (path, status, kind) in [
+        ("/gone", 410, "http_status"),
+        ("/bad", 400, "http_status"),
+        ("/moved", 302, "redirect"),
+    ] {
+        setup.receiver.script(path, &[Reply::Status(status)]);
+        let (webhook, _) = setup.webhook(path).await;
+        let event = setup.publish().await;
+        let attempts = setup.attempts(&event, &webhook, 1).await;
+        assert_eq!(attempts[0].error_kind.as_deref(), Some(kind), "{path}");
+        assert_eq!(attempts[0].next_attempt_at, None, "{path}: not retried");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for path in ["/gone", "/bad", "/moved"] {
+        // Each later event reaches every webhook once more; the first got exactly one request.
+        assert!(!setup.receiver.received(path).is_empty());
+    }
+    assert!(
+        setup.receiver.received("/elsewhere").is_empty(),
+        "redirects are never followed"
+    );
+}
+
+async fn attempts_stop_when_the_schedule_ends(backend: Backend) {
+    let Some(setup) = setup(backend, "50ms,50ms", true).await else {
+        return;
+    };
+    setup.receiver.script("/down", &[Reply::Status(500); 10]);
+    let (webhook, _) = setup.webhook("/down").await;
+    let event = setup.publish().await;
+    let attempts = setup.attempts(&event, &webhook, 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        setup.receiver.received("/down").len(),
+        3,
+        "three attempts for two delays"
+    );
+    assert_eq!(attempts[2].next_attempt_at, None);
+    assert_eq!(setup.state_of(&event).await, "failed");
+}
+
+async fn a_rotated_secret_signs_the_next_retry(backend: Backend) {
+    let Some(setup) = setup(backend, "1s", true).await else {
+        return;
+    };
+    setup.receiver.script("/rotating", &[Reply::Status(500)]);
+    let (webhook, old) = setup.webhook("/rotating").await;
+    setup.publish().await;
+    setup.receiver.wait_for("/rotating", 1, WAIT).await;
+    let rotated = setup
+        .api
+        .v4(
+            &setup.key,
+            "acme",
+            Method::POST,
+            &format!("/v4/webhooks/{webhook}/rotate-secret"),
+            None,
+        )
+        .await;
+    let new = rotated.body["secret"].as_str().unwrap();
+    let received = setup.receiver.wait_for("/rotating", 2, WAIT).await;
+    verify(new, &received[1]);
+    let stale = standardwebhooks::Webhook::new(&old).unwrap();
+    assert!(
+        stale
+            .verify(&received[1].body, &received[1].headers)
+            .is_err(),
+        "the old secret no longer signs"
+    );
+}
+
+async fn disabling_cancels_pending_retries(backend: Backend) {
+    let Some(setup) = setup(backend, "1s", true).await else {
+        return;
+    };
+    setup.receiver.script("/paused", &[Reply::Status(500)]);
+    let (webhook, _) = setup.webhook("/paused").await;
+    let event = setup.publish().await;
+    setup.attempts(&event, &webhook, 1).await;
+    let disabled = setup
+        .api
+        .v4(
+            &setup.key,
+            "acme",
+            Method::POST,
+            &format!("/v4/webhooks/{webhook}/disable"),
+            None,
+        )
+        .await;
+    assert_eq!(disabled.status, 200);
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    assert_eq!(
+        setup.receiver.received("/paused").len(),
+        1,
+        "no retry after disabling"
+    );
+    assert_eq!(setup.state_of(&event).await, "cancelled");
+}
+
+async fn untrusted_certificates_are_tls_failures_and_retried(backend: Backend) {
+    let Some(setup) = setup(backend, "1h", false).await else {
+        return;
+    };
+    let (webhook, _) = setup.webhook("/untrusted").await;
+    let event = setup.publish().await;
+    let attempts = setup.attempts(&event, &webhook, 1).await;
+    assert_eq!(
+        attempts[0].error_kind.as_deref(),
+        Some("tls"),
+        "{:?}",
+        attempts[0].error_detail
+    );
+    assert!(attempts[0].error_detail.as_deref().unwrap().contains("TLS"));
+    assert!(attempts[0].next_attempt_at.is_some(), "retried");
+    assert!(
+        setup.receiver.received("/untrusted").is_empty(),
+        "nothing was accepted over an untrusted connection"
+    );
+}
+
+async fn a_slow_receiver_does_not_delay_other_webhooks(backend: Backend) {
+    let Some(setup) = setup(backend, "1h", true).await else {
+        return;
+    };
+    setup
+        .receiver
+        .script("/slow", &[Reply::Delay(Duration::from_secs(5)); 4]);
+    setup.webhook("/slow").await;
+    setup.webhook("/fast").await;
+    let started = tokio::time::Instant::now();
+    for _ in 0..4 {
+        setup.publish().await;
+    }
+    setup
+        .receiver
+        .wait_for("/fast", 4, Duration::from_secs(3))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fast receiver waited for the slow one"
+    );
+    assert!(setup.receiver.received("/slow").len() <= 4);
+}

@@ -1,0 +1,197 @@
+//! A real HTTPS receiver on loopback: a test CA (written out for `ZIVIO_WEBHOOKS_EXTRA_ROOT_CA`),
+//! a leaf for 127.0.0.1 and localhost, HTTP/1.1 and HTTP/2, scripted answers per path, and a
+//! record of every request.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// How to answer one request.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    Status(u16),
+    /// Answer 200 after this long.
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct State {
+    received: Mutex<Vec<Received>>,
+    arrived: Notify,
+    scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    /// The CA that signed the receiver's certificate, as PEM.
+    pub ca_path: PathBuf,
+    state: Arc<State>,
+}
+
+impl Receiver {
+    /// Starts on 127.0.0.1:0 and writes its CA to `dir/receiver-ca.pem`.
+    pub async fn start(dir: &Path) -> Receiver {
+        let (ca_pem, chain, key) = certificates();
+        let ca_path = dir.join("receiver-ca.pem");
+        std::fs::write(&ca_path, ca_pem).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let serving = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, state) = (acceptor.clone(), serving.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service =
+                        hyper::service::service_fn(move |request| answer(state.clone(), request));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            ca_path,
+            state,
+        }
+    }
+
+    /// `https://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    /// The next requests to `path` get these answers, in order; after that, 200.
+    pub fn script(&self, path: &str, replies: &[Reply]) {
+        self.state
+            .scripts
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), replies.iter().copied().collect());
+    }
+
+    pub fn received(&self, path: &str) -> Vec<Received> {
+        self.state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` received `count` requests; panics after `within`.
+    pub async fn wait_for(&self, path: &str, count: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let arrived = self.state.arrived.notified();
+            let received = self.received(path);
+            if received.len() >= count {
+                return received;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "{path}: {} of {count} requests arrived within {within:?}",
+                    self.received(path).len()
+                );
+            }
+        }
+    }
+}
+
+async fn answer(
+    state: Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = request.uri().path().to_owned();
+    let headers = request.headers().clone();
+    let body = request.into_body().collect().await?.to_bytes().to_vec();
+    let reply = state
+        .scripts
+        .lock()
+        .unwrap()
+        .get_mut(&path)
+        .and_then(VecDeque::pop_front);
+    state.received.lock().unwrap().push(Received {
+        path,
+        headers,
+        body,
+    });
+    state.arrived.notify_waiters();
+    let status = match reply {
+        Some(Reply::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            200
+        }
+        Some(Reply::Status(status)) => status,
+        None => 200,
+    };
+    let mut response = Response::builder().status(status);
+    if (300..400).contains(&status) {
+        response = response.header("location", "https://elsewhere.example/");
+    }
+    Ok(response
+        .body(Full::new(Bytes::from_static(b"{\"received\":true}")))
+        .unwrap())
+}
+
+/// A CA and a leaf for localhost and 127.0.0.1 signed by it.
+fn certificates() -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Zivio test receiver CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    (ca_cert.pem(), vec![leaf_cert.der().clone()], key)
+}
