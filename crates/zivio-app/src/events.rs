@@ -244,6 +244,7 @@ async fn store_new(
                 }
                 other => other.into(),
             })?;
+        services.deliveries_queued.notify_one();
     }
     Ok(ids)
 }

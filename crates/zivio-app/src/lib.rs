@@ -18,6 +18,7 @@ pub mod caller;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod retention;
 pub mod webhooks;
 
@@ -84,6 +85,7 @@ pub struct Services {
     pub resolver: Arc<dyn Resolver>,
     pub clock: Arc<dyn Clock>,
     pub settings: Settings,
+    pub metrics: Arc<metrics::Metrics>,
     /// Told when new deliveries are queued, so the engine starts at once instead of polling.
     pub deliveries_queued: Arc<tokio::sync::Notify>,
 }

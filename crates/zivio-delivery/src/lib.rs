@@ -25,8 +25,8 @@ pub use attempt::{MAX_RESPONSE_BODY, USER_AGENT};
 const CLAIM_BATCH: u32 = 200;
 /// With nothing due, look again at least this often (work published by other instances).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// A webhook already at its bound gets its extra work back, due again after this.
-const BUSY_WEBHOOK_DELAY: Duration = Duration::from_millis(250);
+/// How often the queue depth and due lag gauges are refreshed.
+const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -96,7 +96,20 @@ impl Engine {
                 }
             }
         }
+        let listening = {
+            let (store, wake) = (self.services.store.clone(), self.wake.clone());
+            tokio::spawn(async move {
+                if let Err(error) = store.listen_for_work(wake).await {
+                    tracing::warn!(error = %error, "not listening for work from other instances; polling instead");
+                }
+            })
+        };
+        let mut gauges_refreshed: Option<tokio::time::Instant> = None;
         while !*stop.borrow() {
+            if gauges_refreshed.is_none_or(|at| at.elapsed() >= QUEUE_GAUGE_INTERVAL) {
+                self.refresh_queue_gauges().await;
+                gauges_refreshed = Some(tokio::time::Instant::now());
+            }
             let claimed = match self.tick().await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -105,6 +118,7 @@ impl Engine {
                 }
             };
             if claimed == CLAIM_BATCH as usize {
+                // A full batch: there is probably more, and room for it.
                 continue;
             }
             let wait = self.idle_wait().await;
@@ -114,6 +128,7 @@ impl Engine {
                 _ = stop.changed() => {}
             }
         }
+        listening.abort();
         let drain = self.config.request_timeout + Duration::from_secs(5);
         let all = u32::try_from(self.config.max_in_flight).unwrap_or(u32::MAX);
         if tokio::time::timeout(drain, self.global.acquire_many(all))
@@ -126,8 +141,9 @@ impl Engine {
         }
     }
 
-    /// Claims due work up to the free capacity and starts an attempt for each; returns how many
-    /// deliveries were claimed.
+    /// Claims due work up to the free capacity, skipping webhooks already at their bound (their
+    /// work stays free for other instances), and starts an attempt for each; returns how many
+    /// attempts were started.
     pub async fn tick(self: &Arc<Self>) -> StoreResult<usize> {
         let free = u32::try_from(self.global.available_permits())
             .unwrap_or(u32::MAX)
@@ -146,12 +162,13 @@ impl Engine {
             .lease
             .max(self.config.request_timeout + Duration::from_secs(5));
         let lease_until = now + hold;
+        let saturated = self.saturated_webhooks();
         let claimed = self
             .services
             .store
-            .claim_deliveries(&lease, now, lease_until, free)
+            .claim_deliveries(&lease, now, lease_until, free, &saturated)
             .await?;
-        let count = claimed.len();
+        let mut started = 0;
         let mut busy = Vec::new();
         for delivery in claimed {
             let bounds = self.bounds(&delivery.webhook_id);
@@ -169,14 +186,29 @@ impl Engine {
                     .deliver(delivery, lease, lease_until, bounds, held, global)
                     .await
             });
+            started += 1;
         }
         if !busy.is_empty() {
+            // Left as they were: due now, for this instance's next tick or another instance.
             self.services
                 .store
-                .release_deliveries(&lease, &busy, now + BUSY_WEBHOOK_DELAY)
+                .release_deliveries(&lease, &busy)
                 .await?;
         }
-        Ok(count)
+        Ok(started)
+    }
+
+    /// Webhooks holding as much work as they may: the next claim leaves theirs alone.
+    fn saturated_webhooks(&self) -> Vec<WebhookId> {
+        let mut webhooks = self.webhooks.lock().expect("not poisoned");
+        // Forget webhooks that hold nothing, so the map does not grow without bound.
+        let full = self.config.max_in_flight_per_webhook * 2;
+        webhooks.retain(|_, bounds| bounds.held.available_permits() < full);
+        webhooks
+            .iter()
+            .filter(|(_, bounds)| bounds.held.available_permits() == 0)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     fn bounds(&self, webhook: &WebhookId) -> Arc<WebhookBounds> {
@@ -191,6 +223,14 @@ impl Engine {
                 })
             })
             .clone()
+    }
+
+    async fn refresh_queue_gauges(&self) {
+        let store = &self.services.store;
+        if let (Ok(depth), Ok(due)) = (store.pending_deliveries().await, store.next_due().await) {
+            let lag = due.map_or(0.0, |due| (self.services.now() - due).as_seconds_f64());
+            self.services.metrics.set_queue(depth, lag);
+        }
     }
 
     async fn idle_wait(&self) -> Duration {
@@ -221,11 +261,10 @@ impl Engine {
         let budget = Duration::try_from(budget).unwrap_or(Duration::ZERO);
         let sending = tokio::time::timeout(budget, bounds.sending.clone().acquire_owned()).await;
         let Ok(Ok(_sending)) = sending else {
-            let due = self.services.now();
             if let Err(error) = self
                 .services
                 .store
-                .release_deliveries(&lease, &[delivery.id], due)
+                .release_deliveries(&lease, &[delivery.id])
                 .await
             {
                 tracing::warn!(error = %error, "could not give a delivery back; its lease expires");
@@ -234,6 +273,7 @@ impl Engine {
             return;
         };
         let now = self.services.now();
+        let in_flight = self.services.metrics.in_flight();
         let outcome = attempt::send(
             &self.client,
             &self.services.url_policy,
@@ -242,6 +282,17 @@ impl Engine {
             now,
         )
         .await;
+        drop(in_flight);
+        let verdict = match outcome.verdict {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry => "retry",
+            Verdict::GiveUp => "give_up",
+        };
+        self.services.metrics.record_attempt(
+            verdict,
+            outcome.error_kind,
+            outcome.duration.as_secs_f64(),
+        );
         let record = self.record(&delivery, now, outcome);
         tracing::debug!(
             webhook = %delivery.webhook_id,

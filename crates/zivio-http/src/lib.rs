@@ -21,13 +21,12 @@ use zivio_core::keys::PlatformKeys;
 mod api_v4;
 mod error;
 mod extract;
-pub mod metrics;
+mod metrics;
 mod openapi;
 mod ops;
 mod platform;
 pub mod problem;
 
-pub use metrics::Metrics;
 use problem::Problem;
 
 /// Request bodies above this are refused with 413 (platform event batches get 16 MiB).
@@ -40,7 +39,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub services: Services,
     pub platform_keys: PlatformKeys,
-    pub metrics: Arc<Metrics>,
 }
 
 /// The routers to serve: everything on one listener, or the platform API and `/metrics`
@@ -99,7 +97,7 @@ fn finish(router: Router<AppState>, state: &AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(middleware::from_fn_with_state(
-                    state.metrics.clone(),
+                    state.clone(),
                     metrics::track,
                 ))
                 .layer(middleware::from_fn(problem_for_bare_errors))

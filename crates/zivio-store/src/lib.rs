@@ -331,13 +331,15 @@ pub trait Store: Send + Sync + 'static {
     // --- Delivery queue ----------------------------------------------------------------------
 
     /// Leases up to `limit` due deliveries to `lease` until `lease_until` (expired leases count
-    /// as free) and returns them. `lease` must be unique per claim.
+    /// as free) and returns them, skipping the webhooks in `skip` (those the caller cannot take
+    /// more work for). `lease` must be unique per claim.
     async fn claim_deliveries(
         &self,
         lease: &str,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         limit: u32,
+        skip: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
     /// Records an attempt and moves its delivery on (next due time, or finished), if the
@@ -346,19 +348,21 @@ pub trait Store: Send + Sync + 'static {
     /// delivery moved on.
     async fn record_attempt(&self, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool>;
 
-    /// Gives leased deliveries back to the queue, due at `due` (without counting an attempt).
-    async fn release_deliveries(
-        &self,
-        lease: &str,
-        ids: &[i64],
-        due: OffsetDateTime,
-    ) -> StoreResult<()>;
+    /// Gives leased deliveries back to the queue as they were (no attempt counted).
+    async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;
 
     /// Frees every lease (a restarted single-instance SQLite service owns them all).
     async fn release_all_leases(&self) -> StoreResult<u64>;
 
     /// The earliest due time of pending work, if any.
     async fn next_due(&self) -> StoreResult<Option<OffsetDateTime>>;
+
+    /// Calls `wake` whenever another instance stores new work (PostgreSQL `LISTEN`); returns
+    /// at once where there are no other instances (SQLite). Runs until the store closes.
+    async fn listen_for_work(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> StoreResult<()>;
+
+    /// How many deliveries are pending (the queue depth).
+    async fn pending_deliveries(&self) -> StoreResult<i64>;
 
     /// The attempts of one event to one webhook, oldest first.
     async fn attempts_of(

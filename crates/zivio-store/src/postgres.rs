@@ -11,6 +11,9 @@ use time::OffsetDateTime;
 
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
+/// The channel on which instances announce newly queued deliveries.
+const WORK_CHANNEL: &str = "zivio_deliveries";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 mod directory {
@@ -40,6 +43,7 @@ mod queue {
      WHERE id IN (SELECT id FROM deliveries
                   WHERE state = 'pending' AND next_attempt_at <= $2
                     AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                  AND webhook_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
                   ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
     );
 }
@@ -87,6 +91,31 @@ impl PostgresStore {
             .run(&self.pool)
             .await
             .map_err(StoreError::Migration)
+    }
+
+    /// Tells every instance listening that new work was committed (delivered on commit).
+    async fn announce_work(&self, tx: &mut Transaction<'static, Postgres>) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> StoreResult<()> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        loop {
+            // `recv` reconnects by itself after a dropped connection.
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(sqlx::Error::PoolClosed) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(error = %error, "listening for new work failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     async fn close_pools(&self) {

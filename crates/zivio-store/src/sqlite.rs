@@ -30,6 +30,7 @@ mod queue {
      WHERE id IN (SELECT id FROM deliveries
                   WHERE state = 'pending' AND next_attempt_at <= $2
                     AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                  AND webhook_id NOT IN (SELECT value FROM json_each($5))
                   ORDER BY next_attempt_at LIMIT $4)"
     );
 }
@@ -82,6 +83,15 @@ impl SqliteStore {
             .run(&self.writer)
             .await
             .map_err(StoreError::Migration)
+    }
+
+    /// One instance owns an embedded database: in-process wake-ups are all there is.
+    async fn announce_work(&self, _: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn listen(&self, _: std::sync::Arc<tokio::sync::Notify>) -> StoreResult<()> {
+        Ok(())
     }
 
     async fn close_pools(&self) {

@@ -74,6 +74,7 @@ contract!(
     published_events_store_each_payload_once_and_queue_enabled_webhooks,
     producer_keys_are_unique_per_tenant_until_their_cutoff,
     due_deliveries_are_leased_once_until_the_lease_expires,
+    claims_skip_the_webhooks_asked_to,
     attempts_move_deliveries_on_or_finish_them,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
@@ -939,14 +940,20 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
     let lease_until = NOW + time::Duration::seconds(30);
     assert!(
         store
-            .claim_deliveries("early", NOW - time::Duration::seconds(1), lease_until, 10)
+            .claim_deliveries(
+                "early",
+                NOW - time::Duration::seconds(1),
+                lease_until,
+                10,
+                &[]
+            )
             .await
             .unwrap()
             .is_empty(),
         "not due yet"
     );
     let first = store
-        .claim_deliveries("a:1", NOW, lease_until, 2)
+        .claim_deliveries("a:1", NOW, lease_until, 2, &[])
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
@@ -955,13 +962,13 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
     assert_eq!(first[0].event_type, "invoice.paid");
     assert_eq!(first[0].secret_ciphertext, vec![1, 2, 3, 1]);
     let second = store
-        .claim_deliveries("b:1", NOW, lease_until, 10)
+        .claim_deliveries("b:1", NOW, lease_until, 10, &[])
         .await
         .unwrap();
     assert_eq!(second.len(), 1, "leased work is not handed out twice");
     assert!(
         store
-            .claim_deliveries("c:1", NOW, lease_until, 10)
+            .claim_deliveries("c:1", NOW, lease_until, 10, &[])
             .await
             .unwrap()
             .is_empty()
@@ -972,6 +979,7 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
             lease_until,
             lease_until + time::Duration::seconds(30),
             10,
+            &[],
         )
         .await
         .unwrap();
@@ -982,14 +990,14 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
     );
 
     store
-        .release_deliveries("c:2", &[expired[0].id], NOW)
+        .release_deliveries("c:2", &[expired[0].id])
         .await
         .unwrap();
     assert_eq!(store.release_all_leases().await.unwrap(), 2);
     assert_eq!(store.next_due().await.unwrap(), Some(NOW));
     assert_eq!(
         store
-            .claim_deliveries("d:1", NOW, lease_until, 10)
+            .claim_deliveries("d:1", NOW, lease_until, 10, &[])
             .await
             .unwrap()
             .len(),
@@ -997,12 +1005,25 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
     );
 }
 
+async fn claims_skip_the_webhooks_asked_to(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let (_, hooks) = queued(&store, 3).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    let skip = [hooks[0].id.clone(), hooks[2].id.clone()];
+    let claimed = store
+        .claim_deliveries("a:1", NOW, lease_until, 10, &skip)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].webhook_id, hooks[1].id);
+}
+
 async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: Backend) {
     let store = open(database).await;
     let (acme, hooks) = queued(&store, 2).await;
     let lease_until = NOW + time::Duration::seconds(30);
     let claimed = store
-        .claim_deliveries("a:1", NOW, lease_until, 10)
+        .claim_deliveries("a:1", NOW, lease_until, 10, &[])
         .await
         .unwrap();
     let retry_at = NOW + time::Duration::seconds(5);
@@ -1026,13 +1047,13 @@ async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: 
     );
     assert!(
         store
-            .claim_deliveries("a:2", NOW, lease_until, 10)
+            .claim_deliveries("a:2", NOW, lease_until, 10, &[])
             .await
             .unwrap()
             .is_empty()
     );
     let again = store
-        .claim_deliveries("a:3", retry_at, lease_until, 10)
+        .claim_deliveries("a:3", retry_at, lease_until, 10, &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -1069,7 +1090,7 @@ async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
     let (acme, hooks) = queued(&store, 2).await;
     let lease_until = NOW + time::Duration::seconds(30);
     let claimed = store
-        .claim_deliveries("a:1", NOW, lease_until, 10)
+        .claim_deliveries("a:1", NOW, lease_until, 10, &[])
         .await
         .unwrap();
     let in_flight = claimed
@@ -1112,7 +1133,8 @@ async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
                 "b:1",
                 NOW + time::Duration::days(1),
                 lease_until + time::Duration::days(1),
-                10
+                10,
+                &[],
             )
             .await
             .unwrap()
@@ -1134,8 +1156,8 @@ async fn concurrent_claims_never_share_a_delivery(database: &TestDatabase, _: Ba
     let other = open(database).await;
     let lease_until = NOW + time::Duration::seconds(30);
     let (a, b) = tokio::join!(
-        store.claim_deliveries("a:1", NOW, lease_until, 20),
-        other.claim_deliveries("b:1", NOW, lease_until, 20)
+        store.claim_deliveries("a:1", NOW, lease_until, 20, &[]),
+        other.claim_deliveries("b:1", NOW, lease_until, 20, &[])
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 30);

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zivio_app::metrics::Metrics;
 use zivio_app::{Services, Settings, SystemClock, SystemResolver, unix_millis};
 use zivio_core::catalog::Catalog;
 use zivio_core::directory::BootstrapSeed;
@@ -17,7 +18,7 @@ use zivio_core::password;
 use zivio_core::url_policy::UrlPolicy;
 use zivio_core::webhook::time_ordered_hex;
 use zivio_delivery::{Engine, EngineConfig};
-use zivio_http::{AppState, Metrics, Routers};
+use zivio_http::{AppState, Routers};
 use zivio_store::{ConnectOptions, KeyCheck, Store};
 
 use crate::config::Config;
@@ -65,6 +66,7 @@ impl App {
             resolver: Arc::new(SystemResolver),
             clock: Arc::new(SystemClock),
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),
+            metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
             settings: Settings {
                 max_webhooks_per_tenant: config.max_webhooks_per_tenant,
                 sign_in_link_ttl: SIGN_IN_LINK_TTL,
@@ -89,7 +91,6 @@ impl App {
         let state = AppState {
             services: services.clone(),
             platform_keys: keys.platform.clone(),
-            metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         };
         let routers = zivio_http::routers(state, config.platform_listen.is_some());
         let platform = match config.platform_listen {

@@ -24,12 +24,15 @@ macro_rules! queue_queries {
             now: OffsetDateTime,
             lease_until: OffsetDateTime,
             limit: u32,
+            skip: &[WebhookId],
         ) -> StoreResult<Vec<ClaimedDelivery>> {
+            let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
             sqlx::query($claim)
                 .bind(lease)
                 .bind($to(now))
                 .bind($to(lease_until))
                 .bind(i64::from(limit))
+                .bind(serde_json::to_string(&skip).expect("strings serialise"))
                 .execute(&mut *tx)
                 .await?;
             let rows = sqlx::query(
@@ -115,14 +118,13 @@ macro_rules! queue_queries {
             Ok(moved)
         }
 
-        pub(crate) async fn release(tx: &mut Connection, lease: &str, id: i64, due: OffsetDateTime) -> StoreResult<()> {
+        pub(crate) async fn release(tx: &mut Connection, lease: &str, id: i64) -> StoreResult<()> {
             sqlx::query(
-                "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $3
+                "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
             )
             .bind(id)
             .bind(lease)
-            .bind($to(due))
             .execute(&mut *tx)
             .await?;
             Ok(())
@@ -142,6 +144,12 @@ macro_rules! queue_queries {
                 .fetch_one(pool)
                 .await?;
             Ok(due.map($from))
+        }
+
+        pub(crate) async fn pending(pool: &Pool) -> StoreResult<i64> {
+            Ok(sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?)
         }
 
         fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {

@@ -292,6 +292,7 @@ macro_rules! store_impl {
                 for event in batch {
                     events::insert_event(&mut tx, tenant, event, key_cutoff).await?;
                 }
+                self.announce_work(&mut tx).await?;
                 Ok(tx.commit().await?)
             }
 
@@ -309,9 +310,10 @@ macro_rules! store_impl {
                 now: Instant,
                 lease_until: Instant,
                 limit: u32,
+                skip: &[wh::WebhookId],
             ) -> $crate::StoreResult<Vec<$crate::ClaimedDelivery>> {
                 let mut tx = self.begin_write().await?;
-                let claimed = queue::claim(&mut tx, lease, now, lease_until, limit).await?;
+                let claimed = queue::claim(&mut tx, lease, now, lease_until, limit, skip).await?;
                 tx.commit().await?;
                 Ok(claimed)
             }
@@ -331,11 +333,10 @@ macro_rules! store_impl {
                 &self,
                 lease: &str,
                 ids: &[i64],
-                due: Instant,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.begin_write().await?;
                 for id in ids {
-                    queue::release(&mut tx, lease, *id, due).await?;
+                    queue::release(&mut tx, lease, *id).await?;
                 }
                 Ok(tx.commit().await?)
             }
@@ -349,6 +350,17 @@ macro_rules! store_impl {
 
             async fn next_due(&self) -> $crate::StoreResult<Option<Instant>> {
                 queue::next_due(self.reader()).await
+            }
+
+            async fn listen_for_work(
+                &self,
+                wake: std::sync::Arc<tokio::sync::Notify>,
+            ) -> $crate::StoreResult<()> {
+                self.listen(wake).await
+            }
+
+            async fn pending_deliveries(&self) -> $crate::StoreResult<i64> {
+                queue::pending(self.reader()).await
             }
 
             async fn attempts_of(

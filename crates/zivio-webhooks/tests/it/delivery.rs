@@ -21,6 +21,8 @@ on_both_backends!(
     disabling_cancels_pending_retries,
     untrusted_certificates_are_tls_failures_and_retried,
     a_slow_receiver_does_not_delay_other_webhooks,
+    hanging_receivers_time_out_and_are_retried,
+    shaped_payloads_reach_exactly_the_owners_who_may_see_them,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -34,6 +36,15 @@ struct Setup {
 
 /// A service that trusts the receiver's CA and may reach loopback, with a fast schedule.
 async fn setup(backend: Backend, schedule: &str, trust_receiver: bool) -> Option<Setup> {
+    setup_with(backend, schedule, trust_receiver, &[]).await
+}
+
+async fn setup_with(
+    backend: Backend,
+    schedule: &str,
+    trust_receiver: bool,
+    extra: &[(&str, &str)],
+) -> Option<Setup> {
     let receiver_dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(receiver_dir.path()).await;
     let ca = receiver.ca_path.to_str().unwrap().to_owned();
@@ -44,6 +55,7 @@ async fn setup(backend: Backend, schedule: &str, trust_receiver: bool) -> Option
     if trust_receiver {
         env.push(("ZIVIO_WEBHOOKS_EXTRA_ROOT_CA", ca.as_str()));
     }
+    env.extend_from_slice(extra);
     let api = Api::start(backend, &env).await?;
     let key = api.tenant_with_admin("acme", "u1").await;
     Some(Setup {
@@ -334,4 +346,126 @@ async fn a_slow_receiver_does_not_delay_other_webhooks(backend: Backend) {
         "the fast receiver waited for the slow one"
     );
     assert!(setup.receiver.received("/slow").len() <= 4);
+}
+
+async fn hanging_receivers_time_out_and_are_retried(backend: Backend) {
+    let extra = [("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "500ms")];
+    let Some(setup) = setup_with(backend, "100ms", true, &extra).await else {
+        return;
+    };
+    setup
+        .receiver
+        .script("/hangs", &[Reply::Delay(Duration::from_secs(3))]);
+    let (webhook, _) = setup.webhook("/hangs").await;
+    let event = setup.publish().await;
+    let attempts = setup.attempts(&event, &webhook, 2).await;
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("timeout"));
+    assert!(
+        attempts[0].duration_ms < 2_000,
+        "the whole attempt is bounded: {}ms",
+        attempts[0].duration_ms
+    );
+    assert!(attempts[1].succeeded, "retried after the timeout");
+}
+
+/// Owners with different access, each with a webhook at its own path on the receiver.
+async fn shaped_payloads_reach_exactly_the_owners_who_may_see_them(backend: Backend) {
+    let Some(setup) = setup(backend, "1h", true).await else {
+        return;
+    };
+    let api = &setup.api;
+    api.put_role(
+        "acme",
+        "division",
+        &[
+            "webhooks:manage",
+            "invoices:read:division",
+            "users:read:tenant",
+        ],
+    )
+    .await;
+    api.put_role(
+        "acme",
+        "own",
+        &[
+            "webhooks:manage",
+            "invoices:read:own",
+            "invoices:fields:financials",
+        ],
+    )
+    .await;
+    let people = [
+        ("full", "admin", "uk"),
+        ("division", "division", "uk"),
+        ("elsewhere", "division", "de"),
+        ("owner", "own", "fr"),
+        ("sleeper", "admin", "uk"),
+    ];
+    let mut secrets = std::collections::HashMap::new();
+    for (user, role, division) in people {
+        let body = json!({
+            "email": format!("{user}@acme.example.com"), "name": user, "active": true,
+            "placement": {"business_unit": "emea", "division": division, "department": "finance"}, "roles": [role],
+        });
+        assert_eq!(
+            api.platform(Method::PUT, &format!("acme/users/{user}"), Some(body))
+                .await
+                .status,
+            204
+        );
+        let key = api.issue_key("acme", user).await;
+        let path = format!("/{user}");
+        let created = api
+            .create_webhook(
+                &key,
+                "acme",
+                json!({"name": user, "url": setup.receiver.url(&path), "events": ["invoices.*"]}),
+            )
+            .await;
+        secrets.insert(path, created["secret"].as_str().unwrap().to_owned());
+    }
+    api.put_user("acme", "sleeper", false, &["admin"]).await;
+    let data = zivio_core::catalog::Catalog::builtin()
+        .event_type("invoice.paid")
+        .unwrap()
+        .example
+        .clone();
+    let event = json!({"type": "invoice.paid", "resource": {
+        "id": data["id"], "owner_ids": ["owner"], "data": data,
+        "placement": {"business_unit": "emea", "division": "uk", "department": "finance"}}});
+    let answer = api.platform(Method::POST, "acme/events", Some(event)).await;
+    let id = answer.body["id"].as_str().unwrap().to_owned();
+
+    let mut bodies = std::collections::HashMap::new();
+    for path in ["/full", "/division", "/owner"] {
+        let received = setup.receiver.wait_for(path, 1, WAIT).await;
+        verify(&secrets[path], &received[0]);
+        let body: Value = serde_json::from_slice(&received[0].body).unwrap();
+        assert_eq!(body["id"], id.as_str());
+        bodies.insert(path, body["data"].clone());
+    }
+    assert_eq!(
+        bodies["/full"], data,
+        "every permission: exactly what was published"
+    );
+    let division = &bodies["/division"];
+    assert!(
+        division.get("total").is_none() && division["invoice_items"][0].get("unit_cost").is_none()
+    );
+    assert!(
+        division["approved_by"]["first_name"].is_string()
+            && division["approved_by"].get("email").is_none()
+    );
+    let own = &bodies["/owner"];
+    assert_eq!(own["total"], data["total"]);
+    assert_eq!(own["approved_by"], json!({"id": data["approved_by"]["id"]}));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        setup.receiver.received("/elsewhere").is_empty(),
+        "another division sees nothing"
+    );
+    assert!(
+        setup.receiver.received("/sleeper").is_empty(),
+        "an inactive owner receives nothing"
+    );
 }

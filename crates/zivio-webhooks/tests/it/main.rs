@@ -3,6 +3,7 @@
 
 mod support;
 
+mod crash;
 mod delivery;
 mod directory;
 mod events;

@@ -19,6 +19,7 @@ pub struct Api {
     pub service: Service,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
     _database: Option<TestDatabase>,
 }
 
@@ -56,12 +57,37 @@ impl Api {
         }
         vars.extend_from_slice(env);
         let service = Service::start(dir.path(), &vars).await;
+        let env = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Some(Api {
             service,
             client: reqwest::Client::new(),
             dir,
+            env,
             _database: database,
         })
+    }
+
+    fn vars(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Kills the service with SIGKILL and starts it again on the same data and keys.
+    pub async fn kill_and_restart(&mut self) {
+        self.service.kill().await;
+        self.service = Service::start(self.dir.path(), &self.vars()).await;
+    }
+
+    /// Another instance on the same database (PostgreSQL), with its own data directory.
+    pub async fn another_instance(&self, name: &str) -> Service {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Service::start(&dir, &self.vars()).await
     }
 
     /// The service's database, opened beside it (to look at what was queued).

@@ -141,6 +141,12 @@ impl Service {
         self.output.logs()
     }
 
+    /// Kills the process outright (SIGKILL: no shutdown work at all) and waits for it.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub async fn terminate(mut self) -> ExitStatus {
         let pid = self.child.id().expect("running").to_string();
