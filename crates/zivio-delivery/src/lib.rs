@@ -41,6 +41,20 @@ pub struct EngineConfig {
     pub extra_root_ca: Option<PathBuf>,
 }
 
+/// The lease a claim holds its deliveries under.
+struct Lease {
+    token: String,
+    until: OffsetDateTime,
+}
+
+/// What a claimed delivery holds while it waits and is sent: its place in the instance's and
+/// its webhook's bounds (released on drop).
+struct Permits {
+    bounds: Arc<WebhookBounds>,
+    _held: OwnedSemaphorePermit,
+    _global: OwnedSemaphorePermit,
+}
+
 /// Per webhook: how many deliveries it may hold (sending plus waiting) and send at once.
 struct WebhookBounds {
     held: Arc<Semaphore>,
@@ -110,7 +124,7 @@ impl Engine {
                 self.refresh_queue_gauges().await;
                 gauges_refreshed = Some(tokio::time::Instant::now());
             }
-            let claimed = match self.tick().await {
+            let claimed = match self.tick(&stop).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(error = %error, "claiming deliveries failed; retrying");
@@ -144,7 +158,7 @@ impl Engine {
     /// Claims due work up to the free capacity, skipping webhooks already at their bound (their
     /// work stays free for other instances), and starts an attempt for each; returns how many
     /// attempts were started.
-    pub async fn tick(self: &Arc<Self>) -> StoreResult<usize> {
+    pub async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> StoreResult<usize> {
         let free = u32::try_from(self.global.available_permits())
             .unwrap_or(u32::MAX)
             .min(CLAIM_BATCH);
@@ -181,11 +195,17 @@ impl Engine {
             };
             let engine = self.clone();
             let lease = lease.clone();
-            tokio::spawn(async move {
-                engine
-                    .deliver(delivery, lease, lease_until, bounds, held, global)
-                    .await
-            });
+            let stop = stop.clone();
+            let lease = Lease {
+                token: lease,
+                until: lease_until,
+            };
+            let permits = Permits {
+                bounds,
+                _held: held,
+                _global: global,
+            };
+            tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
             started += 1;
         }
         if !busy.is_empty() {
@@ -246,12 +266,15 @@ impl Engine {
     async fn deliver(
         self: Arc<Self>,
         delivery: ClaimedDelivery,
-        lease: String,
-        lease_until: OffsetDateTime,
-        bounds: Arc<WebhookBounds>,
-        _held: OwnedSemaphorePermit,
-        _global: OwnedSemaphorePermit,
+        lease: Lease,
+        permits: Permits,
+        mut stop: watch::Receiver<bool>,
     ) {
+        let Lease {
+            token: lease,
+            until: lease_until,
+        } = lease;
+        let bounds = &permits.bounds;
         // Wait for the webhook's turn, but never so long that the lease could run out during
         // the attempt: then someone else might send it too.
         let budget = lease_until
@@ -259,8 +282,12 @@ impl Engine {
             - self.config.request_timeout
             - Duration::from_secs(2);
         let budget = Duration::try_from(budget).unwrap_or(Duration::ZERO);
-        let sending = tokio::time::timeout(budget, bounds.sending.clone().acquire_owned()).await;
-        let Ok(Ok(_sending)) = sending else {
+        // Shutting down gives waiting work back at once rather than leaving it to its lease.
+        let sending = tokio::select! {
+            permit = tokio::time::timeout(budget, bounds.sending.clone().acquire_owned()) => permit.ok().and_then(Result::ok),
+            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+        };
+        let Some(_sending) = sending else {
             if let Err(error) = self
                 .services
                 .store

@@ -89,8 +89,10 @@ fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while starting must still shut down cleanly.
+    let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     let app = startup::App::build(config).await?;
-    app.run(shutdown_signal()).await
+    app.run(shutdown).await
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -100,12 +102,15 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT now; the future resolves when either arrives.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("received SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
-    }
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("received SIGTERM"),
+            _ = interrupt.recv() => tracing::info!("received SIGINT"),
+        }
+    })
 }

@@ -131,3 +131,33 @@ async fn two_postgres_instances_share_the_work_without_double_sends() {
         assert!(delivered > 0.0, "both instances deliver: {url}");
     }
 }
+
+#[tokio::test]
+async fn a_dying_instance_hands_its_work_to_another_after_the_lease() {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(receiver_dir.path()).await;
+    let Some((mut api, key)) = start(Backend::Postgres, &receiver).await else {
+        return;
+    };
+    let survivor = api.another_instance("survivor").await;
+    receiver.script(
+        "/slow",
+        &[crate::support::receiver::Reply::Delay(Duration::from_millis(300)); 100],
+    );
+    api.create_webhook(
+        &key,
+        "acme",
+        json!({"name": "slow", "url": receiver.url("/slow"), "events": ["*"]}),
+    )
+    .await;
+    let ids: HashSet<String> = publish(&api, 200).await.into_iter().collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    api.service.kill().await;
+    let requests = all_arrive(&receiver, "/slow", &ids).await;
+    // Attempts in flight at the kill may repeat: at most one per-webhook bound per instance.
+    assert!(
+        requests <= 200 + 2 * 16,
+        "{requests} requests for 200 events"
+    );
+    drop(survivor);
+}
