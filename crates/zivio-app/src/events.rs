@@ -89,10 +89,14 @@ pub async fn publish(
         return Err(AppError::NotFound("tenant"));
     }
     // A concurrent publish may take a key between our check and our commit: look again once.
-    match store_new(services, &tenant, &accepted, now).await {
-        Err(AppError::Conflict(_)) => store_new(services, &tenant, &accepted, now).await,
-        other => other,
+    if let Some(ids) = store_new(services, &tenant, &accepted, now).await? {
+        return Ok(ids);
     }
+    store_new(services, &tenant, &accepted, now)
+        .await?
+        .ok_or_else(|| {
+            AppError::Conflict("A producer key is being used concurrently; retry.".to_owned())
+        })
 }
 
 fn validate(
@@ -187,13 +191,13 @@ fn validate(
 }
 
 /// Resolves producer keys (earlier events and repeats inside the batch), fans out the rest
-/// and stores them.
+/// and stores them. `None`: a key was taken by a concurrent publish before the commit.
 async fn store_new(
     services: &Services,
     tenant: &TenantId,
     events: &[Accepted],
     now: OffsetDateTime,
-) -> AppResult<Vec<String>> {
+) -> AppResult<Option<Vec<String>>> {
     let retention =
         time::Duration::try_from(services.settings.retention).unwrap_or(time::Duration::MAX);
     let cutoff = now
@@ -234,19 +238,16 @@ async fn store_new(
         ids.push(id);
     }
     if !new.is_empty() {
-        services
-            .store
-            .publish_events(tenant, &new, cutoff)
-            .await
-            .map_err(|error| match error {
-                StoreError::Conflict { .. } => {
-                    AppError::Conflict("A producer key was taken concurrently.".to_owned())
-                }
-                other => other.into(),
-            })?;
-        services.deliveries_queued.notify_one();
+        match services.store.publish_events(tenant, &new, cutoff).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => return Ok(None),
+            Err(other) => return Err(other.into()),
+        }
+        if new.iter().any(|event| !event.deliveries.is_empty()) {
+            services.deliveries_queued.notify_one();
+        }
     }
-    Ok(ids)
+    Ok(Some(ids))
 }
 
 /// The tenant's enabled webhooks with their parsed subscriptions and their active owners'

@@ -383,6 +383,7 @@ pub async fn preview(
     let webhook = find(services, caller, id).await?;
     require_cover(services, caller, &webhook, "preview payloads of").await?;
     let (owner, active) = owner_access(services, &caller.tenant, &webhook.owner).await?;
+    let owner = owner.as_if_active();
     if !owner.can_read_any(&collection.name) {
         return Ok(Preview {
             event_type: event_type.to_owned(),

@@ -97,6 +97,15 @@ impl Access {
                 .is_some_and(|scopes| !scopes.is_empty())
     }
 
+    /// The same roles' access for an active user: what an inactive owner's webhooks would
+    /// receive were they active again (payload previews).
+    pub fn as_if_active(&self) -> Access {
+        Access {
+            active: true,
+            ..self.clone()
+        }
+    }
+
     /// Whether the user may see a resource of `collection` with this placement and owners.
     pub fn can_read(&self, collection: &str, resource: &ResourceMeta) -> bool {
         if !self.active {

@@ -130,7 +130,7 @@ fn remove_at(value: &mut Value, steps: &[Step]) {
         return;
     }
     if let Some(child) = object.get_mut(&step.key) {
-        descend(child, step.each, &mut |next| remove_at(next, rest));
+        descend(child, &mut |next| remove_at(next, rest));
     }
 }
 
@@ -144,15 +144,16 @@ fn each_at(value: &mut Value, steps: &[Step], visit: &mut dyn FnMut(&mut Value))
         .as_object_mut()
         .and_then(|object| object.get_mut(&step.key))
     {
-        descend(child, step.each, &mut |next| each_at(next, rest, visit));
+        descend(child, &mut |next| each_at(next, rest, visit));
     }
 }
 
-/// The value itself, or each element when the step goes through an array.
-fn descend(child: &mut Value, each: bool, visit: &mut dyn FnMut(&mut Value)) {
+/// The value itself, or each element of an array. Arrays are entered whether or not the
+/// catalog marks the step with `[]`: data shaped differently from the declaration must fail
+/// closed (fields still removed), never open.
+fn descend(child: &mut Value, visit: &mut dyn FnMut(&mut Value)) {
     match child {
-        Value::Array(items) if each => items.iter_mut().for_each(visit),
-        Value::Array(_) => {}
+        Value::Array(items) => items.iter_mut().for_each(visit),
         other => visit(other),
     }
 }
@@ -271,6 +272,30 @@ mod tests {
         assert_eq!(
             shaped["owners"]["supplier"],
             json!({"id": data["owners"]["supplier"]["id"]})
+        );
+    }
+
+    #[test]
+    fn arrays_where_objects_were_declared_are_still_shaped() {
+        let mut data = example("purchase_order.issued");
+        let job = data["owners"]["job"].clone();
+        data["owners"]["job"] = json!([job.clone(), job]);
+        let profile = ShapeProfile::of(
+            &access(&["purchase_orders:read:tenant"]),
+            catalog(),
+            "purchase_orders",
+        );
+        let shaped = shape(catalog(), "purchase_orders", &data, &profile);
+        for job in shaped["owners"]["job"].as_array().unwrap() {
+            assert_eq!(job.as_object().unwrap().len(), 1, "shrunk to its id: {job}");
+        }
+        let mut invoice = example("invoice.paid");
+        invoice["total"] = json!(["1.00", "2.00"]);
+        let profile = ShapeProfile::of(&access(&["invoices:read:tenant"]), catalog(), "invoices");
+        assert!(
+            shape(catalog(), "invoices", &invoice, &profile)
+                .get("total")
+                .is_none()
         );
     }
 

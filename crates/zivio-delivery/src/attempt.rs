@@ -6,14 +6,15 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+use zivio_app::Resolver;
 use zivio_core::keys::SecretsKey;
 use zivio_core::retry::{Verdict, verdict_for_status};
 use zivio_core::secret::SigningSecret;
 use zivio_core::signing::sign;
-use zivio_core::url_policy::UrlPolicy;
+use zivio_core::url_policy::{Destination, UrlPolicy};
 use zivio_store::ClaimedDelivery;
 
-use crate::client::Refused;
+use crate::client::{Refused, Unresolved, resolve_vetted};
 
 /// Responses are kept up to this size; the rest is never read.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -57,13 +58,21 @@ impl Outcome {
     }
 }
 
-pub async fn send(
-    client: &reqwest::Client,
-    policy: &UrlPolicy,
-    secrets_key: &SecretsKey,
-    delivery: &ClaimedDelivery,
-    now: OffsetDateTime,
-) -> Outcome {
+/// Where and how an attempt may go.
+pub struct Route<'a> {
+    pub client: &'a reqwest::Client,
+    pub policy: &'a UrlPolicy,
+    pub resolver: &'a dyn Resolver,
+    pub secrets_key: &'a SecretsKey,
+}
+
+pub async fn send(route: &Route<'_>, delivery: &ClaimedDelivery, now: OffsetDateTime) -> Outcome {
+    let Route {
+        client,
+        policy,
+        resolver,
+        secrets_key,
+    } = *route;
     let timestamp = now.unix_timestamp();
     let mut headers = Map::new();
     for (name, value) in [
@@ -89,7 +98,9 @@ pub async fn send(
             );
         }
     };
-    // Vetted again at every attempt: literal addresses here, host names in the resolver.
+    // Vetted again at every attempt, even when a pooled connection would skip the resolver:
+    // literal addresses by the policy, host names by resolving them now (and again by the
+    // client's resolver on every new connection).
     let url = match policy.parse(&delivery.url) {
         Ok(url) => url,
         Err(error) => {
@@ -101,6 +112,16 @@ pub async fn send(
             );
         }
     };
+    if let Ok(Destination::Name(host)) = url.destination()
+        && let Err(error) = resolve_vetted(resolver, policy, &host).await
+    {
+        let kind = if error.is::<Unresolved>() {
+            "dns"
+        } else {
+            "refused_destination"
+        };
+        return Outcome::failed(kind, error.to_string(), headers, Duration::ZERO);
+    }
     let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.body);
     headers.insert("webhook-signature".to_owned(), Value::String(signature));
     let mut request_headers = HeaderMap::new();
@@ -153,14 +174,10 @@ pub async fn send(
             Some(format!("the receiver answered {status}")),
         ),
     };
-    let error_detail = match read_error {
-        Some(error) if verdict == Verdict::Delivered => {
-            // The status arrived; a failure while reading the body does not undo delivery.
-            tracing::debug!(error = %error, "response body cut short");
-            error_detail
-        }
-        _ => error_detail,
-    };
+    if let Some(error) = read_error {
+        // The status arrived; a failure while reading the body does not change the outcome.
+        tracing::debug!(error = %error, "response body cut short");
+    }
     Outcome {
         verdict,
         request_headers: headers,
@@ -229,6 +246,9 @@ fn retry_after(value: &HeaderValue, now: OffsetDateTime) -> Option<Duration> {
 fn classify(error: &reqwest::Error) -> (&'static str, String) {
     if let Some(refused) = find::<Refused>(error) {
         return ("refused_destination", refused.to_string());
+    }
+    if let Some(unresolved) = find::<Unresolved>(error) {
+        return ("dns", unresolved.to_string());
     }
     if let Some(tls) = find::<rustls::Error>(error) {
         return ("tls", format!("TLS failed: {tls}"));

@@ -32,6 +32,33 @@ pub enum ClientError {
 #[error("{0}")]
 pub struct Refused(pub UrlError);
 
+/// A host name that could not be resolved, found again in a failed request's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} could not be resolved: {source}")]
+pub struct Unresolved {
+    pub host: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Resolves `host` and vets every address: the check made at every attempt and every new
+/// connection.
+pub async fn resolve_vetted(
+    resolver: &dyn Resolver,
+    policy: &UrlPolicy,
+    host: &str,
+) -> Result<Vec<std::net::IpAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let addresses = resolver
+        .resolve(host, 0)
+        .await
+        .map_err(|source| Unresolved {
+            host: host.to_owned(),
+            source,
+        })?;
+    policy.vet(host, &addresses).map_err(Refused)?;
+    Ok(addresses)
+}
+
 pub fn build(
     policy: UrlPolicy,
     resolver: Arc<dyn Resolver>,
@@ -89,8 +116,7 @@ impl Resolve for VettingResolver {
         let resolver = self.resolver.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addresses = resolver.resolve(&host, 0).await.unwrap_or_default();
-            policy.vet(&host, &addresses).map_err(Refused)?;
+            let addresses = resolve_vetted(resolver.as_ref(), &policy, &host).await?;
             let addrs: Addrs = Box::new(addresses.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })

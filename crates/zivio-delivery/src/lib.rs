@@ -25,6 +25,8 @@ pub use attempt::{MAX_RESPONSE_BODY, USER_AGENT};
 const CLAIM_BATCH: u32 = 200;
 /// With nothing due, look again at least this often (work published by other instances).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The shortest pause between claims when the last one started nothing.
+const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// How often the queue depth and due lag gauges are refreshed.
 const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -124,18 +126,20 @@ impl Engine {
                 self.refresh_queue_gauges().await;
                 gauges_refreshed = Some(tokio::time::Instant::now());
             }
-            let claimed = match self.tick(&stop).await {
-                Ok(claimed) => claimed,
+            let started = match self.tick(&stop).await {
+                Ok(started) => started,
                 Err(error) => {
                     tracing::warn!(error = %error, "claiming deliveries failed; retrying");
                     0
                 }
             };
-            if claimed == CLAIM_BATCH as usize {
+            if started == CLAIM_BATCH as usize {
                 // A full batch: there is probably more, and room for it.
                 continue;
             }
-            let wait = self.idle_wait().await;
+            // Work that is due but cannot be taken now (busy webhooks, no capacity) must not make
+            // this loop spin: finished attempts wake it.
+            let wait = self.idle_wait().await.max(MIN_IDLE_WAIT);
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
@@ -158,7 +162,7 @@ impl Engine {
     /// Claims due work up to the free capacity, skipping webhooks already at their bound (their
     /// work stays free for other instances), and starts an attempt for each; returns how many
     /// attempts were started.
-    pub async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> StoreResult<usize> {
+    async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> StoreResult<usize> {
         let free = u32::try_from(self.global.available_permits())
             .unwrap_or(u32::MAX)
             .min(CLAIM_BATCH);
@@ -299,16 +303,28 @@ impl Engine {
             self.wake.notify_one();
             return;
         };
+        // The freshest URL and secret, and a last check that the webhook may still send.
+        let mut delivery = delivery;
+        match self.services.store.begin_attempt(&lease, delivery.id).await {
+            Ok(Some((url, secret))) => {
+                delivery.url = url;
+                delivery.secret_ciphertext = secret;
+            }
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(error = %error, "could not check a delivery before sending; its lease expires");
+                return;
+            }
+        }
         let now = self.services.now();
         let in_flight = self.services.metrics.in_flight();
-        let outcome = attempt::send(
-            &self.client,
-            &self.services.url_policy,
-            &self.services.secrets_key,
-            &delivery,
-            now,
-        )
-        .await;
+        let route = attempt::Route {
+            client: &self.client,
+            policy: &self.services.url_policy,
+            resolver: self.services.resolver.as_ref(),
+            secrets_key: &self.services.secrets_key,
+        };
+        let outcome = attempt::send(&route, &delivery, now).await;
         drop(in_flight);
         let verdict = match outcome.verdict {
             Verdict::Delivered => "delivered",
@@ -329,10 +345,28 @@ impl Engine {
             error_kind = ?record.error_kind,
             "attempt finished"
         );
-        if let Err(error) = self.services.store.record_attempt(&lease, &record).await {
-            tracing::error!(error = %error, delivery = delivery.id, "could not record an attempt; the delivery is retried after its lease");
-        }
+        self.save(&lease, &record).await;
         self.wake.notify_one();
+    }
+
+    /// Records the attempt, retrying briefly: an unrecorded attempt is repeated after its lease.
+    async fn save(&self, lease: &str, record: &AttemptRecord) {
+        for pause in [
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+            Duration::from_secs(2),
+        ] {
+            match self.services.store.record_attempt(lease, record).await {
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::warn!(error = %error, delivery = record.delivery_id, "recording an attempt failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+        if let Err(error) = self.services.store.record_attempt(lease, record).await {
+            tracing::error!(error = %error, delivery = record.delivery_id, "could not record an attempt; it is repeated after its lease");
+        }
     }
 
     fn record(

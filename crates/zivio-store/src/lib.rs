@@ -348,13 +348,23 @@ pub trait Store: Send + Sync + 'static {
     /// delivery moved on.
     async fn record_attempt(&self, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool>;
 
+    /// Checks, just before sending, that the delivery is still leased to `lease` and pending,
+    /// and returns the webhook's current URL and sealed secret (a rotation or URL change since
+    /// the claim applies). A webhook disabled meanwhile, or one whose owner is inactive or gone,
+    /// has the delivery cancelled instead: `None`, send nothing.
+    async fn begin_attempt(
+        &self,
+        lease: &str,
+        delivery: i64,
+    ) -> StoreResult<Option<(String, Vec<u8>)>>;
+
     /// Gives leased deliveries back to the queue as they were (no attempt counted).
     async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;
 
     /// Frees every lease (a restarted single-instance SQLite service owns them all).
     async fn release_all_leases(&self) -> StoreResult<u64>;
 
-    /// The earliest due time of pending work, if any.
+    /// When pending work next becomes claimable (due, or its lease expiring), if any.
     async fn next_due(&self) -> StoreResult<Option<OffsetDateTime>>;
 
     /// Calls `wake` whenever another instance stores new work (PostgreSQL `LISTEN`); returns

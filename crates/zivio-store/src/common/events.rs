@@ -84,12 +84,15 @@ macro_rules! event_queries {
                 let payload_id = *payload_ids
                     .get(*payload)
                     .ok_or_else(|| StoreError::Corrupt(format!("payload index {payload} out of range")))?;
-                // A webhook disabled or deleted since the fan-out was computed gets nothing.
+                // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
+                // computed gets nothing (the engine checks again before sending).
                 sqlx::query(
                     "INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state, attempts,
                                              next_attempt_at, created_at)
                      SELECT $1, $2, $3, $4, 'pending', 0, $5, $5
-                     WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $2 AND tenant_id = $1 AND enabled)",
+                     WHERE EXISTS (SELECT 1 FROM webhooks w
+                                   JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
+                                   WHERE w.id = $2 AND w.tenant_id = $1 AND w.enabled AND u.active)",
                 )
                 .bind(tenant.as_str())
                 .bind(webhook.as_str())

@@ -118,6 +118,39 @@ macro_rules! queue_queries {
             Ok(moved)
         }
 
+        /// The webhook's current URL and secret, and whether it may still send (enabled, owner
+        /// active); `None` when the delivery is no longer pending under this lease.
+        pub(crate) async fn current_target(pool: &Pool, lease: &str, delivery: i64) -> StoreResult<Option<(String, Vec<u8>, bool)>> {
+            let row = sqlx::query(
+                "SELECT w.url, w.secret_ciphertext, w.enabled, u.active AS owner_active
+                 FROM deliveries d
+                 JOIN webhooks w ON w.id = d.webhook_id
+                 LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
+                 WHERE d.id = $1 AND d.lease_owner = $2 AND d.state = 'pending'",
+            )
+            .bind(delivery)
+            .bind(lease)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|row| {
+                let may_send = row.get::<bool, _>("enabled") && row.get::<Option<bool>, _>("owner_active").unwrap_or(false);
+                (row.get("url"), row.get("secret_ciphertext"), may_send)
+            }))
+        }
+
+        pub(crate) async fn cancel(tx: &mut Connection, lease: &str, delivery: i64) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
+                     lease_expires_at = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+            )
+            .bind(delivery)
+            .bind(lease)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
         pub(crate) async fn release(tx: &mut Connection, lease: &str, id: i64) -> StoreResult<()> {
             sqlx::query(
                 "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
@@ -140,7 +173,10 @@ macro_rules! queue_queries {
         }
 
         pub(crate) async fn next_due(pool: &Pool) -> StoreResult<Option<OffsetDateTime>> {
-            let due: Option<$t> = sqlx::query_scalar("SELECT min(next_attempt_at) FROM deliveries WHERE state = 'pending'")
+            let due: Option<$t> = sqlx::query_scalar(
+                "SELECT min(CASE WHEN lease_owner IS NULL THEN next_attempt_at ELSE lease_expires_at END)
+                 FROM deliveries WHERE state = 'pending'",
+            )
                 .fetch_one(pool)
                 .await?;
             Ok(due.map($from))

@@ -329,6 +329,23 @@ macro_rules! store_impl {
                 Ok(moved)
             }
 
+            async fn begin_attempt(
+                &self,
+                lease: &str,
+                delivery: i64,
+            ) -> $crate::StoreResult<Option<(String, Vec<u8>)>> {
+                match queue::current_target(self.reader(), lease, delivery).await? {
+                    Some((url, secret, true)) => Ok(Some((url, secret))),
+                    Some((_, _, false)) => {
+                        let mut tx = self.begin_write().await?;
+                        queue::cancel(&mut tx, lease, delivery).await?;
+                        tx.commit().await?;
+                        Ok(None)
+                    }
+                    None => Ok(None),
+                }
+            }
+
             async fn release_deliveries(
                 &self,
                 lease: &str,

@@ -232,7 +232,8 @@ impl Api {
     }
 }
 
-/// A valid webhook body pointing at a public address (nothing is sent in these tests).
+/// A valid webhook body pointing at a public address. Only for tests that publish nothing: the
+/// engine would send to it.
 pub fn webhook_body(name: &str) -> Value {
     json!({
         "name": name,
