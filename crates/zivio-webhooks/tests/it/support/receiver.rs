@@ -34,6 +34,8 @@ pub enum Reply {
     Status(u16),
     /// Answer 200 after this long.
     Delay(Duration),
+    /// Answer 200 with a body of this many bytes.
+    Large(usize),
 }
 
 #[derive(Default)]
@@ -154,9 +156,14 @@ async fn answer(
         body,
     });
     state.arrived.notify_waiters();
+    let mut body = Bytes::from_static(b"{\"received\":true}");
     let status = match reply {
         Some(Reply::Delay(delay)) => {
             tokio::time::sleep(delay).await;
+            200
+        }
+        Some(Reply::Large(size)) => {
+            body = Bytes::from(vec![b'x'; size]);
             200
         }
         Some(Reply::Status(status)) => status,
@@ -166,9 +173,7 @@ async fn answer(
     if (300..400).contains(&status) {
         response = response.header("location", "https://elsewhere.example/");
     }
-    Ok(response
-        .body(Full::new(Bytes::from_static(b"{\"received\":true}")))
-        .unwrap())
+    Ok(response.body(Full::new(body)).unwrap())
 }
 
 /// A CA and a leaf for localhost and 127.0.0.1 signed by it.
