@@ -25,6 +25,7 @@ on_both_backends!(
     shaped_payloads_reach_exactly_the_owners_who_may_see_them,
     an_owner_deactivated_between_retries_gets_nothing_more,
     large_responses_are_cut_at_64_kib,
+    sigterm_lets_attempts_in_flight_finish,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -505,4 +506,31 @@ async fn large_responses_are_cut_at_64_kib(backend: Backend) {
     assert!(attempts[0].succeeded);
     assert!(attempts[0].response_truncated);
     assert_eq!(attempts[0].response_body.as_ref().unwrap().len(), 64 * 1024);
+}
+
+async fn sigterm_lets_attempts_in_flight_finish(backend: Backend) {
+    let Some(setup) = setup(backend, "1h", true).await else {
+        return;
+    };
+    setup
+        .receiver
+        .script("/steady", &[Reply::Delay(Duration::from_millis(1_500))]);
+    let (webhook, _) = setup.webhook("/steady").await;
+    let event = setup.publish().await;
+    setup.receiver.wait_for("/steady", 1, WAIT).await;
+    let Setup { api, .. } = setup;
+    let store = api.store().await;
+    let crate::support::api::Api { service, .. } = api;
+    assert!(service.terminate().await.success(), "SIGTERM exits 0");
+    let tenant = TenantId::parse("acme").unwrap();
+    let attempts = store
+        .attempts_of(&tenant, &event, &WebhookId::parse(&webhook).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the attempt in flight finished and was recorded"
+    );
+    assert!(attempts[0].succeeded);
 }
