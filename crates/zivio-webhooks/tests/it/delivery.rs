@@ -26,6 +26,7 @@ on_both_backends!(
     an_owner_deactivated_between_retries_gets_nothing_more,
     large_responses_are_cut_at_64_kib,
     sigterm_lets_attempts_in_flight_finish,
+    destinations_are_vetted_again_at_every_attempt,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -533,4 +534,54 @@ async fn sigterm_lets_attempts_in_flight_finish(backend: Backend) {
         "the attempt in flight finished and was recorded"
     );
     assert!(attempts[0].succeeded);
+}
+
+/// localhost resolves to 127.0.0.1. It is allowed when the webhook is created and first sent
+/// to; then the operator narrows the exemption to 127.0.0.2, and the retry must be refused at
+/// send time, after resolving again, without a byte reaching the receiver.
+async fn destinations_are_vetted_again_at_every_attempt(backend: Backend) {
+    let extra = [("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "127.0.0.1/32")];
+    let Some(mut setup) = setup_with(backend, "3s,1h", true, &extra).await else {
+        return;
+    };
+    setup.receiver.script("/named", &[Reply::Status(503)]);
+    let url = format!("https://localhost:{}/named", setup.receiver.addr.port());
+    let created = setup
+        .api
+        .create_webhook(
+            &setup.key,
+            "acme",
+            json!({"name": "named", "url": url, "events": ["*"]}),
+        )
+        .await;
+    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let event = setup.publish().await;
+    setup.attempts(&event, &webhook, 1).await;
+    setup
+        .api
+        .restart_with(&[("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "127.0.0.2/32")])
+        .await;
+    let attempts = setup.attempts(&event, &webhook, 2).await;
+    assert_eq!(
+        attempts[1].error_kind.as_deref(),
+        Some("refused_destination"),
+        "{:?}",
+        attempts[1].error_detail
+    );
+    assert!(
+        attempts[1]
+            .error_detail
+            .as_deref()
+            .unwrap()
+            .contains("127.0.0.1")
+    );
+    assert!(
+        attempts[1].next_attempt_at.is_some(),
+        "a refused destination is a temporary failure"
+    );
+    assert_eq!(
+        setup.receiver.received("/named").len(),
+        1,
+        "nothing was sent to the refused address"
+    );
 }

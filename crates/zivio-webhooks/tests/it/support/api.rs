@@ -79,6 +79,15 @@ impl Api {
 
     /// Kills the service with SIGKILL and starts it again on the same data and keys.
     pub async fn kill_and_restart(&mut self) {
+        self.restart_with(&[]).await;
+    }
+
+    /// Kills the service and starts it again with some variables changed.
+    pub async fn restart_with(&mut self, changes: &[(&str, &str)]) {
+        for (name, value) in changes {
+            self.env.retain(|(key, _)| key != name);
+            self.env.push(((*name).to_owned(), (*value).to_owned()));
+        }
         self.service.kill().await;
         self.service = Service::start(self.dir.path(), &self.vars()).await;
     }
