@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub struct EngineConfig {
     pub request_timeout: Duration,
     pub schedule: RetrySchedule,
     pub max_in_flight_per_webhook: usize,
-    /// Deliveries held at once by this instance (sending or waiting for their webhook).
+    /// Requests this instance sends at once, over all webhooks.
     pub max_in_flight: usize,
     pub extra_root_ca: Option<PathBuf>,
 }
@@ -49,18 +49,35 @@ struct Lease {
     until: OffsetDateTime,
 }
 
-/// What a claimed delivery holds while it waits and is sent: its place in the instance's and
-/// its webhook's bounds (released on drop).
+/// What a claimed delivery holds from claim to record: its place among its webhook's held work
+/// (released on drop).
 struct Permits {
     bounds: Arc<WebhookBounds>,
     _held: OwnedSemaphorePermit,
-    _global: OwnedSemaphorePermit,
 }
 
 /// Per webhook: how many deliveries it may hold (sending plus waiting) and send at once.
 struct WebhookBounds {
     held: Arc<Semaphore>,
     sending: Arc<Semaphore>,
+    /// While the webhook's last attempt timed out, only one request at a time probes it, so
+    /// hanging receivers cannot take the instance's capacity from everyone else.
+    slow: AtomicBool,
+    probe: Arc<Semaphore>,
+}
+
+impl WebhookBounds {
+    /// A slow webhook holds at most two deliveries (one probing, one waiting), so its retries
+    /// cannot crowd other webhooks' work out of the claims.
+    fn may_hold_more(&self, full: usize) -> bool {
+        let held = full - self.held.available_permits();
+        let cap = if self.slow.load(Ordering::Relaxed) {
+            2
+        } else {
+            full
+        };
+        held < cap
+    }
 }
 
 pub struct Engine {
@@ -190,10 +207,12 @@ impl Engine {
         let mut busy = Vec::new();
         for delivery in claimed {
             let bounds = self.bounds(&delivery.webhook_id);
-            let (Ok(held), Ok(global)) = (
-                bounds.held.clone().try_acquire_owned(),
-                self.global.clone().try_acquire_owned(),
-            ) else {
+            let full = self.config.max_in_flight_per_webhook * 2;
+            let held = bounds
+                .may_hold_more(full)
+                .then(|| bounds.held.clone().try_acquire_owned().ok())
+                .flatten();
+            let Some(held) = held else {
                 busy.push(delivery.id);
                 continue;
             };
@@ -207,7 +226,6 @@ impl Engine {
             let permits = Permits {
                 bounds,
                 _held: held,
-                _global: global,
             };
             tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
             started += 1;
@@ -225,12 +243,14 @@ impl Engine {
     /// Webhooks holding as much work as they may: the next claim leaves theirs alone.
     fn saturated_webhooks(&self) -> Vec<WebhookId> {
         let mut webhooks = self.webhooks.lock().expect("not poisoned");
-        // Forget webhooks that hold nothing, so the map does not grow without bound.
         let full = self.config.max_in_flight_per_webhook * 2;
-        webhooks.retain(|_, bounds| bounds.held.available_permits() < full);
+        // Forget webhooks that hold nothing and are not slow, so the map stays small.
+        webhooks.retain(|_, bounds| {
+            bounds.held.available_permits() < full || bounds.slow.load(Ordering::Relaxed)
+        });
         webhooks
             .iter()
-            .filter(|(_, bounds)| bounds.held.available_permits() == 0)
+            .filter(|(_, bounds)| !bounds.may_hold_more(full))
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -244,6 +264,8 @@ impl Engine {
                 Arc::new(WebhookBounds {
                     held: Arc::new(Semaphore::new(bound * 2)),
                     sending: Arc::new(Semaphore::new(bound)),
+                    slow: AtomicBool::new(false),
+                    probe: Arc::new(Semaphore::new(1)),
                 })
             })
             .clone()
@@ -279,19 +301,16 @@ impl Engine {
             until: lease_until,
         } = lease;
         let bounds = &permits.bounds;
-        // Wait for the webhook's turn, but never so long that the lease could run out during
-        // the attempt: then someone else might send it too.
+        // Wait for the webhook's turn and the instance's capacity, but never so long that the
+        // lease could run out during the attempt: then someone else might send it too.
         let budget = lease_until
             - self.services.now()
             - self.config.request_timeout
             - Duration::from_secs(2);
-        let budget = Duration::try_from(budget).unwrap_or(Duration::ZERO);
-        // Shutting down gives waiting work back at once rather than leaving it to its lease.
-        let sending = tokio::select! {
-            permit = tokio::time::timeout(budget, bounds.sending.clone().acquire_owned()) => permit.ok().and_then(Result::ok),
-            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
-        };
-        let Some(_sending) = sending else {
+        let deadline =
+            tokio::time::Instant::now() + Duration::try_from(budget).unwrap_or(Duration::ZERO);
+        let Some(_turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
+            // Shutting down or out of time: give the work back rather than leave it to its lease.
             if let Err(error) = self
                 .services
                 .store
@@ -331,6 +350,9 @@ impl Engine {
             Verdict::Retry => "retry",
             Verdict::GiveUp => "give_up",
         };
+        bounds
+            .slow
+            .store(outcome.error_kind == Some("timeout"), Ordering::Relaxed);
         self.services.metrics.record_attempt(
             verdict,
             outcome.error_kind,
@@ -347,6 +369,36 @@ impl Engine {
         );
         self.save(&lease, &record).await;
         self.wake.notify_one();
+    }
+
+    /// The permits an attempt sends under: a slot of its webhook, the probe slot while the
+    /// webhook is slow, and one of the instance's. `None` at the deadline or at shutdown.
+    async fn wait_turn(
+        &self,
+        bounds: &WebhookBounds,
+        deadline: tokio::time::Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
+        let waiting = async {
+            let sending = bounds.sending.clone().acquire_owned().await.ok()?;
+            loop {
+                let slow = bounds.slow.load(Ordering::Relaxed);
+                let probe = match slow {
+                    true => Some(bounds.probe.clone().acquire_owned().await.ok()?),
+                    false => None,
+                };
+                let global = self.global.clone().acquire_owned().await.ok()?;
+                // Became slow while waiting for capacity: queue for the probe slot instead.
+                if !slow && bounds.slow.load(Ordering::Relaxed) {
+                    continue;
+                }
+                return Some([Some(sending), probe, Some(global)]);
+            }
+        };
+        tokio::select! {
+            permits = tokio::time::timeout_at(deadline, waiting) => permits.ok().flatten(),
+            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+        }
     }
 
     /// Records the attempt, retrying briefly: an unrecorded attempt is repeated after its lease.

@@ -41,6 +41,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("LEASE", Some("30s")),
     ("MAX_WEBHOOKS_PER_TENANT", Some("100")),
     ("MAX_IN_FLIGHT_PER_WEBHOOK", Some("16")),
+    ("MAX_IN_FLIGHT", Some("1024")),
     ("AUDIT_RETENTION", Some("365d")),
     ("BOOTSTRAP", None),
 ];
@@ -92,6 +93,8 @@ pub struct Config {
     pub lease: Duration,
     pub max_webhooks_per_tenant: u32,
     pub max_in_flight_per_webhook: u32,
+    /// Deliveries one instance sends at once, over all webhooks.
+    pub max_in_flight: u32,
     pub audit_retention: Duration,
     pub bootstrap: bool,
 }
@@ -263,6 +266,7 @@ impl Config {
         let lease = read.duration("LEASE");
         let max_webhooks_per_tenant = read.positive("MAX_WEBHOOKS_PER_TENANT");
         let max_in_flight_per_webhook = read.positive("MAX_IN_FLIGHT_PER_WEBHOOK");
+        let max_in_flight = read.positive("MAX_IN_FLIGHT");
         let audit_retention = read.duration("AUDIT_RETENTION");
         let bootstrap = read.flag("BOOTSTRAP").unwrap_or(embedded);
         if database
@@ -311,6 +315,7 @@ impl Config {
             lease: lease.expect("checked"),
             max_webhooks_per_tenant: max_webhooks_per_tenant.expect("checked"),
             max_in_flight_per_webhook: max_in_flight_per_webhook.expect("checked"),
+            max_in_flight: max_in_flight.expect("checked"),
             audit_retention: audit_retention.expect("checked"),
             bootstrap,
         };
@@ -347,6 +352,7 @@ impl Config {
             lease = %duration::format(self.lease),
             max_webhooks_per_tenant = self.max_webhooks_per_tenant,
             max_in_flight_per_webhook = self.max_in_flight_per_webhook,
+            max_in_flight = self.max_in_flight,
             "configuration"
         );
     }
@@ -564,6 +570,7 @@ mod tests {
             ("ZIVIO_WEBHOOKS_LEASE", "1m"),
             ("ZIVIO_WEBHOOKS_MAX_WEBHOOKS_PER_TENANT", "5"),
             ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK", "2"),
+            ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT", "64"),
             ("ZIVIO_WEBHOOKS_AUDIT_RETENTION", "90d"),
             ("ZIVIO_WEBHOOKS_BOOTSTRAP", "false"),
         ]))
@@ -592,6 +599,7 @@ mod tests {
         assert_eq!(config.lease, Duration::from_secs(60));
         assert_eq!(config.max_webhooks_per_tenant, 5);
         assert_eq!(config.max_in_flight_per_webhook, 2);
+        assert_eq!(config.max_in_flight, 64);
         assert_eq!(config.audit_retention, Duration::from_secs(90 * 86_400));
         assert!(!config.bootstrap);
         assert_eq!(

@@ -30,9 +30,6 @@ const SIGN_IN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(10 
 /// How often retention runs (it also runs at start).
 const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
-/// Deliveries one instance holds at once (sending, or waiting for their webhook's turn).
-const MAX_IN_FLIGHT: usize = 1_024;
-
 pub struct App {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
@@ -82,7 +79,7 @@ impl App {
                 request_timeout: config.request_timeout,
                 schedule: config.retry_schedule.clone(),
                 max_in_flight_per_webhook: config.max_in_flight_per_webhook as usize,
-                max_in_flight: MAX_IN_FLIGHT,
+                max_in_flight: config.max_in_flight as usize,
                 extra_root_ca: config.extra_root_ca.clone(),
             },
             services.deliveries_queued.clone(),

@@ -27,6 +27,7 @@ on_both_backends!(
     large_responses_are_cut_at_64_kib,
     sigterm_lets_attempts_in_flight_finish,
     destinations_are_vetted_again_at_every_attempt,
+    hanging_receivers_cannot_take_all_capacity,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -583,5 +584,40 @@ async fn destinations_are_vetted_again_at_every_attempt(backend: Backend) {
         setup.receiver.received("/named").len(),
         1,
         "nothing was sent to the refused address"
+    );
+}
+
+/// Three hanging receivers and one healthy one share an instance that may send four requests
+/// at once: once the hanging ones have timed out they get one request each, and the healthy one
+/// keeps getting its events.
+async fn hanging_receivers_cannot_take_all_capacity(backend: Backend) {
+    let extra = [
+        ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "1s"),
+        ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT", "4"),
+        ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK", "4"),
+    ];
+    let Some(setup) = setup_with(backend, "100ms,100ms,100ms,100ms,100ms", true, &extra).await
+    else {
+        return;
+    };
+    for path in ["/hang-1", "/hang-2", "/hang-3"] {
+        setup
+            .receiver
+            .script(path, &[Reply::Delay(Duration::from_secs(30)); 200]);
+        setup.webhook(path).await;
+    }
+    setup.webhook("/healthy").await;
+    let started = tokio::time::Instant::now();
+    for _ in 0..8 {
+        setup.publish().await;
+    }
+    setup
+        .receiver
+        .wait_for("/healthy", 8, Duration::from_secs(20))
+        .await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the healthy receiver waited {took:?} behind hanging ones"
     );
 }
