@@ -28,6 +28,7 @@ on_both_backends!(
     sigterm_lets_attempts_in_flight_finish,
     destinations_are_vetted_again_at_every_attempt,
     hanging_receivers_cannot_take_all_capacity,
+    retry_after_is_honoured_within_the_schedule,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -619,5 +620,33 @@ async fn hanging_receivers_cannot_take_all_capacity(backend: Backend) {
     assert!(
         took < Duration::from_secs(4),
         "the healthy receiver waited {took:?} behind hanging ones"
+    );
+}
+
+/// A 429 asking for 3 s gets its retry then (not after the 100 ms step), and a 503 asking for a
+/// day gets it after the largest step (20 s), never later.
+async fn retry_after_is_honoured_within_the_schedule(backend: Backend) {
+    let Some(setup) = setup(backend, "100ms,20s,1s", true).await else {
+        return;
+    };
+    setup.receiver.script(
+        "/busy",
+        &[Reply::RetryAfter(429, 3), Reply::RetryAfter(503, 86_400)],
+    );
+    let (webhook, _) = setup.webhook("/busy").await;
+    let event = setup.publish().await;
+    let attempts = setup.attempts(&event, &webhook, 2).await;
+    let wait = |attempt: &zivio_store::AttemptRecord| {
+        (attempt.next_attempt_at.unwrap() - attempt.created_at).as_seconds_f64()
+    };
+    assert!(
+        (2.9..3.1).contains(&wait(&attempts[0])),
+        "{}s",
+        wait(&attempts[0])
+    );
+    assert!(
+        (19.9..20.1).contains(&wait(&attempts[1])),
+        "{}s",
+        wait(&attempts[1])
     );
 }

@@ -36,6 +36,8 @@ pub enum Reply {
     Delay(Duration),
     /// Answer 200 with a body of this many bytes.
     Large(usize),
+    /// Answer with this status and `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
 }
 
 #[derive(Default)]
@@ -167,9 +169,13 @@ async fn answer(
             200
         }
         Some(Reply::Status(status)) => status,
+        Some(Reply::RetryAfter(status, _)) => status,
         None => 200,
     };
     let mut response = Response::builder().status(status);
+    if let Some(Reply::RetryAfter(_, seconds)) = reply {
+        response = response.header("retry-after", seconds.to_string());
+    }
     if (300..400).contains(&status) {
         response = response.header("location", "https://elsewhere.example/");
     }
