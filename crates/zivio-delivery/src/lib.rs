@@ -27,6 +27,9 @@ const CLAIM_BATCH: u32 = 200;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The shortest pause between claims when the last one started nothing.
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
+/// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
+/// recording the result.
+const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
 /// How often the queue depth and due lag gauges are refreshed.
 const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -67,12 +70,12 @@ struct WebhookBounds {
 }
 
 impl WebhookBounds {
-    /// A slow webhook holds at most two deliveries (one probing, one waiting), so its retries
-    /// cannot crowd other webhooks' work out of the claims.
+    /// A slow webhook holds one delivery at a time (its probe), so its retries cannot crowd other
+    /// webhooks' work out of the claims.
     fn may_hold_more(&self, full: usize) -> bool {
         let held = full - self.held.available_permits();
         let cap = if self.slow.load(Ordering::Relaxed) {
-            2
+            1
         } else {
             full
         };
@@ -156,7 +159,10 @@ impl Engine {
             }
             // Work that is due but cannot be taken now (busy webhooks, no capacity) must not make
             // this loop spin: finished attempts wake it.
-            let wait = self.idle_wait().await.max(MIN_IDLE_WAIT);
+            let wait = match self.idle_wait().await {
+                due_now if due_now.is_zero() && started == 0 => IDLE_POLL,
+                wait => wait.max(MIN_IDLE_WAIT),
+            };
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
@@ -198,10 +204,12 @@ impl Engine {
             .max(self.config.request_timeout + Duration::from_secs(5));
         let lease_until = now + hold;
         let saturated = self.saturated_webhooks();
+        let per_webhook =
+            u32::try_from(self.config.max_in_flight_per_webhook * 2).unwrap_or(u32::MAX);
         let claimed = self
             .services
             .store
-            .claim_deliveries(&lease, now, lease_until, free, &saturated)
+            .claim_deliveries(&lease, now, lease_until, free, per_webhook, &saturated)
             .await?;
         let mut started = 0;
         let mut busy = Vec::new();
@@ -322,9 +330,18 @@ impl Engine {
             self.wake.notify_one();
             return;
         };
-        // The freshest URL and secret, and a last check that the webhook may still send.
+        // The freshest URL and secret, and a last check that the webhook may still send. The
+        // lease is extended to cover the whole attempt (resolving, sending, recording); a lease
+        // that expired meanwhile means someone else may have it: send nothing.
         let mut delivery = delivery;
-        match self.services.store.begin_attempt(&lease, delivery.id).await {
+        let now = self.services.now();
+        let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
+        match self
+            .services
+            .store
+            .begin_attempt(&lease, delivery.id, now, attempt_until)
+            .await
+        {
             Ok(Some((url, secret))) => {
                 delivery.url = url;
                 delivery.secret_ciphertext = secret;
@@ -350,9 +367,10 @@ impl Engine {
             Verdict::Retry => "retry",
             Verdict::GiveUp => "give_up",
         };
-        bounds
-            .slow
-            .store(outcome.error_kind == Some("timeout"), Ordering::Relaxed);
+        // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
+        let timed_out = outcome.error_kind == Some("timeout")
+            || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
+        bounds.slow.store(timed_out, Ordering::Relaxed);
         self.services.metrics.record_attempt(
             verdict,
             outcome.error_kind,
@@ -368,6 +386,9 @@ impl Engine {
             "attempt finished"
         );
         self.save(&lease, &record).await;
+        // Free the capacity before waking the loop, so that its next claim can use it.
+        drop(_turn);
+        drop(permits);
         self.wake.notify_one();
     }
 
@@ -432,7 +453,7 @@ impl Engine {
                 .config
                 .schedule
                 .next_delay(delivery.attempt, jitter(), outcome.retry_after)
-                .map(|delay| at + delay),
+                .map(|delay| self.services.now() + delay),
             Verdict::Delivered | Verdict::GiveUp => None,
         };
         AttemptRecord {

@@ -331,14 +331,16 @@ pub trait Store: Send + Sync + 'static {
     // --- Delivery queue ----------------------------------------------------------------------
 
     /// Leases up to `limit` due deliveries to `lease` until `lease_until` (expired leases count
-    /// as free) and returns them, skipping the webhooks in `skip` (those the caller cannot take
-    /// more work for). `lease` must be unique per claim.
+    /// as free), oldest first but at most `per_webhook` of any one webhook (a backlog cannot
+    /// crowd the others out), skipping the webhooks in `skip` (those the caller cannot take more
+    /// work for). `lease` must be unique per claim.
     async fn claim_deliveries(
         &self,
         lease: &str,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         limit: u32,
+        per_webhook: u32,
         skip: &[WebhookId],
     ) -> StoreResult<Vec<ClaimedDelivery>>;
 
@@ -348,14 +350,18 @@ pub trait Store: Send + Sync + 'static {
     /// delivery moved on.
     async fn record_attempt(&self, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool>;
 
-    /// Checks, just before sending, that the delivery is still leased to `lease` and pending,
-    /// and returns the webhook's current URL and sealed secret (a rotation or URL change since
-    /// the claim applies). A webhook disabled meanwhile, or one whose owner is inactive or gone,
-    /// has the delivery cancelled instead: `None`, send nothing.
+    /// Just before sending: extends the lease to `lease_until` if it is still held and not
+    /// expired at `now` (so the attempt cannot outlive it), and returns the webhook's current URL
+    /// and sealed secret (a rotation or URL change since the claim applies). A lease lost or
+    /// expired, or a delivery no longer pending: `None`. A webhook disabled meanwhile, or one
+    /// whose owner is inactive or gone, has the delivery cancelled: `None` too. `None` means send
+    /// nothing.
     async fn begin_attempt(
         &self,
         lease: &str,
         delivery: i64,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
     ) -> StoreResult<Option<(String, Vec<u8>)>>;
 
     /// Gives leased deliveries back to the queue as they were (no attempt counted).

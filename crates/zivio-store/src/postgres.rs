@@ -33,18 +33,26 @@ mod events {
     );
 }
 mod queue {
-    // Concurrent claims from other instances skip rows already being claimed.
+    // Per webhook (so a backlog cannot crowd out the others), oldest first; concurrent claims
+    // from other instances skip rows already being claimed.
     crate::common::queue_queries!(
         sqlx::Postgres,
         super::to_db,
         super::from_db,
         time::OffsetDateTime,
         "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
-     WHERE id IN (SELECT id FROM deliveries
-                  WHERE state = 'pending' AND next_attempt_at <= $2
-                    AND (lease_owner IS NULL OR lease_expires_at <= $2)
-                  AND webhook_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
-                  ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)"
+     WHERE id IN (SELECT due.id
+                  FROM (SELECT DISTINCT webhook_id FROM deliveries
+                        WHERE state = 'pending' AND next_attempt_at <= $2
+                          AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                          AND webhook_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))) hooks
+                  CROSS JOIN LATERAL (
+                      SELECT id FROM deliveries
+                      WHERE webhook_id = hooks.webhook_id AND state = 'pending' AND next_attempt_at <= $2
+                        AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                      ORDER BY next_attempt_at LIMIT $6
+                      FOR UPDATE SKIP LOCKED) due
+                  LIMIT $4)"
     );
 }
 mod webhooks {

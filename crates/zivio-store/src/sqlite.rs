@@ -27,10 +27,14 @@ mod queue {
         super::from_db,
         i64,
         "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
-     WHERE id IN (SELECT id FROM deliveries
-                  WHERE state = 'pending' AND next_attempt_at <= $2
-                    AND (lease_owner IS NULL OR lease_expires_at <= $2)
-                  AND webhook_id NOT IN (SELECT value FROM json_each($5))
+     WHERE id IN (SELECT id FROM (
+                      SELECT id, next_attempt_at,
+                             ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at) AS place
+                      FROM deliveries
+                      WHERE state = 'pending' AND next_attempt_at <= $2
+                        AND (lease_owner IS NULL OR lease_expires_at <= $2)
+                        AND webhook_id NOT IN (SELECT value FROM json_each($5)))
+                  WHERE place <= $6
                   ORDER BY next_attempt_at LIMIT $4)"
     );
 }

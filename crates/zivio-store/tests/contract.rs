@@ -75,6 +75,7 @@ contract!(
     producer_keys_are_unique_per_tenant_until_their_cutoff,
     due_deliveries_are_leased_once_until_the_lease_expires,
     claims_skip_the_webhooks_asked_to,
+    claims_take_at_most_so_many_of_one_webhook,
     attempts_move_deliveries_on_or_finish_them,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
@@ -945,6 +946,7 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
                 NOW - time::Duration::seconds(1),
                 lease_until,
                 10,
+                100,
                 &[]
             )
             .await
@@ -953,7 +955,7 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
         "not due yet"
     );
     let first = store
-        .claim_deliveries("a:1", NOW, lease_until, 2, &[])
+        .claim_deliveries("a:1", NOW, lease_until, 2, 100, &[])
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
@@ -962,13 +964,13 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
     assert_eq!(first[0].event_type, "invoice.paid");
     assert_eq!(first[0].secret_ciphertext, vec![1, 2, 3, 1]);
     let second = store
-        .claim_deliveries("b:1", NOW, lease_until, 10, &[])
+        .claim_deliveries("b:1", NOW, lease_until, 10, 100, &[])
         .await
         .unwrap();
     assert_eq!(second.len(), 1, "leased work is not handed out twice");
     assert!(
         store
-            .claim_deliveries("c:1", NOW, lease_until, 10, &[])
+            .claim_deliveries("c:1", NOW, lease_until, 10, 100, &[])
             .await
             .unwrap()
             .is_empty()
@@ -979,6 +981,7 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
             lease_until,
             lease_until + time::Duration::seconds(30),
             10,
+            100,
             &[],
         )
         .await
@@ -997,11 +1000,40 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
     assert_eq!(store.next_due().await.unwrap(), Some(NOW));
     assert_eq!(
         store
-            .claim_deliveries("d:1", NOW, lease_until, 10, &[])
+            .claim_deliveries("d:1", NOW, lease_until, 10, 100, &[])
             .await
             .unwrap()
             .len(),
         3
+    );
+}
+
+async fn claims_take_at_most_so_many_of_one_webhook(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 2).await;
+    // A backlog of three more events for the first webhook, older than everything else.
+    for n in 0..3 {
+        let mut event = new_event(
+            &format!("evt_backlog_{n}"),
+            None,
+            vec![(hooks[0].id.clone(), 0)],
+        );
+        event.accepted_at = NOW - time::Duration::minutes(10 - n);
+        store.publish_events(&acme, &[event], NOW).await.unwrap();
+    }
+    let lease_until = NOW + time::Duration::seconds(30);
+    let claimed = store
+        .claim_deliveries("a:1", NOW, lease_until, 3, 2, &[])
+        .await
+        .unwrap();
+    let first = claimed
+        .iter()
+        .filter(|c| c.webhook_id == hooks[0].id)
+        .count();
+    assert_eq!(first, 2, "at most two of the backlogged webhook");
+    assert!(
+        claimed.iter().any(|c| c.webhook_id == hooks[1].id),
+        "the other webhook is not crowded out"
     );
 }
 
@@ -1011,7 +1043,7 @@ async fn claims_skip_the_webhooks_asked_to(database: &TestDatabase, _: Backend) 
     let lease_until = NOW + time::Duration::seconds(30);
     let skip = [hooks[0].id.clone(), hooks[2].id.clone()];
     let claimed = store
-        .claim_deliveries("a:1", NOW, lease_until, 10, &skip)
+        .claim_deliveries("a:1", NOW, lease_until, 10, 100, &skip)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -1023,7 +1055,7 @@ async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: 
     let (acme, hooks) = queued(&store, 2).await;
     let lease_until = NOW + time::Duration::seconds(30);
     let claimed = store
-        .claim_deliveries("a:1", NOW, lease_until, 10, &[])
+        .claim_deliveries("a:1", NOW, lease_until, 10, 100, &[])
         .await
         .unwrap();
     let retry_at = NOW + time::Duration::seconds(5);
@@ -1047,13 +1079,13 @@ async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: 
     );
     assert!(
         store
-            .claim_deliveries("a:2", NOW, lease_until, 10, &[])
+            .claim_deliveries("a:2", NOW, lease_until, 10, 100, &[])
             .await
             .unwrap()
             .is_empty()
     );
     let again = store
-        .claim_deliveries("a:3", retry_at, lease_until, 10, &[])
+        .claim_deliveries("a:3", retry_at, lease_until, 10, 100, &[])
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -1090,7 +1122,7 @@ async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
     let (acme, hooks) = queued(&store, 2).await;
     let lease_until = NOW + time::Duration::seconds(30);
     let claimed = store
-        .claim_deliveries("a:1", NOW, lease_until, 10, &[])
+        .claim_deliveries("a:1", NOW, lease_until, 10, 100, &[])
         .await
         .unwrap();
     let in_flight = claimed
@@ -1134,7 +1166,8 @@ async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
                 NOW + time::Duration::days(1),
                 lease_until + time::Duration::days(1),
                 10,
-                &[],
+                100,
+                &[]
             )
             .await
             .unwrap()
@@ -1156,8 +1189,8 @@ async fn concurrent_claims_never_share_a_delivery(database: &TestDatabase, _: Ba
     let other = open(database).await;
     let lease_until = NOW + time::Duration::seconds(30);
     let (a, b) = tokio::join!(
-        store.claim_deliveries("a:1", NOW, lease_until, 20, &[]),
-        other.claim_deliveries("b:1", NOW, lease_until, 20, &[])
+        store.claim_deliveries("a:1", NOW, lease_until, 20, 100, &[]),
+        other.claim_deliveries("b:1", NOW, lease_until, 20, 100, &[])
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 30);

@@ -24,6 +24,7 @@ macro_rules! queue_queries {
             now: OffsetDateTime,
             lease_until: OffsetDateTime,
             limit: u32,
+            per_webhook: u32,
             skip: &[WebhookId],
         ) -> StoreResult<Vec<ClaimedDelivery>> {
             let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
@@ -33,6 +34,7 @@ macro_rules! queue_queries {
                 .bind($to(lease_until))
                 .bind(i64::from(limit))
                 .bind(serde_json::to_string(&skip).expect("strings serialise"))
+                .bind(i64::from(per_webhook))
                 .execute(&mut *tx)
                 .await?;
             let rows = sqlx::query(
@@ -136,6 +138,27 @@ macro_rules! queue_queries {
                 let may_send = row.get::<bool, _>("enabled") && row.get::<Option<bool>, _>("owner_active").unwrap_or(false);
                 (row.get("url"), row.get("secret_ciphertext"), may_send)
             }))
+        }
+
+        /// Extends a live lease; `false` when it was lost or has expired.
+        pub(crate) async fn renew(
+            tx: &mut Connection,
+            lease: &str,
+            delivery: i64,
+            now: OffsetDateTime,
+            lease_until: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            let renewed = sqlx::query(
+                "UPDATE deliveries SET lease_expires_at = $4
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND lease_expires_at > $3",
+            )
+            .bind(delivery)
+            .bind(lease)
+            .bind($to(now))
+            .bind($to(lease_until))
+            .execute(&mut *tx)
+            .await?;
+            Ok(renewed.rows_affected() == 1)
         }
 
         pub(crate) async fn cancel(tx: &mut Connection, lease: &str, delivery: i64) -> StoreResult<()> {

@@ -310,10 +310,13 @@ macro_rules! store_impl {
                 now: Instant,
                 lease_until: Instant,
                 limit: u32,
+                per_webhook: u32,
                 skip: &[wh::WebhookId],
             ) -> $crate::StoreResult<Vec<$crate::ClaimedDelivery>> {
                 let mut tx = self.begin_write().await?;
-                let claimed = queue::claim(&mut tx, lease, now, lease_until, limit, skip).await?;
+                let claimed =
+                    queue::claim(&mut tx, lease, now, lease_until, limit, per_webhook, skip)
+                        .await?;
                 tx.commit().await?;
                 Ok(claimed)
             }
@@ -333,7 +336,15 @@ macro_rules! store_impl {
                 &self,
                 lease: &str,
                 delivery: i64,
+                now: Instant,
+                lease_until: Instant,
             ) -> $crate::StoreResult<Option<(String, Vec<u8>)>> {
+                let mut tx = self.begin_write().await?;
+                let renewed = queue::renew(&mut tx, lease, delivery, now, lease_until).await?;
+                tx.commit().await?;
+                if !renewed {
+                    return Ok(None);
+                }
                 match queue::current_target(self.reader(), lease, delivery).await? {
                     Some((url, secret, true)) => Ok(Some((url, secret))),
                     Some((_, _, false)) => {
