@@ -25,6 +25,8 @@ pub use attempt::{MAX_RESPONSE_BODY, USER_AGENT};
 const CLAIM_BATCH: u32 = 200;
 /// With nothing due, look again at least this often (work published by other instances).
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Delivery tasks (waiting or sending) one instance runs at most.
+const MAX_TASKS: u32 = 1 << 16;
 /// The shortest pause between claims when the last one started nothing.
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
@@ -57,6 +59,8 @@ struct Lease {
 struct Permits {
     bounds: Arc<WebhookBounds>,
     _held: OwnedSemaphorePermit,
+    /// Counts the task until it ends, so that shutdown can wait for every one.
+    _task: OwnedSemaphorePermit,
 }
 
 /// Per webhook: how many deliveries it may hold (sending plus waiting) and send at once.
@@ -88,6 +92,8 @@ pub struct Engine {
     client: reqwest::Client,
     config: EngineConfig,
     global: Arc<Semaphore>,
+    /// One permit per running delivery task (waiting or sending).
+    tasks: Arc<Semaphore>,
     webhooks: Mutex<HashMap<WebhookId, Arc<WebhookBounds>>>,
     claims: AtomicU64,
     wake: Arc<Notify>,
@@ -108,6 +114,7 @@ impl Engine {
         )?;
         Ok(Arc::new(Engine {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
+            tasks: Arc::new(Semaphore::new(MAX_TASKS as usize)),
             services,
             client,
             config,
@@ -171,8 +178,8 @@ impl Engine {
         }
         listening.abort();
         let drain = self.config.request_timeout + Duration::from_secs(5);
-        let all = u32::try_from(self.config.max_in_flight).unwrap_or(u32::MAX);
-        if tokio::time::timeout(drain, self.global.acquire_many(all))
+        // Every task ends: sends finish, waiting ones give their work back.
+        if tokio::time::timeout(drain, self.tasks.acquire_many(MAX_TASKS))
             .await
             .is_err()
         {
@@ -231,9 +238,14 @@ impl Engine {
                 token: lease,
                 until: lease_until,
             };
+            let Ok(task) = self.tasks.clone().try_acquire_owned() else {
+                busy.push(delivery.id);
+                continue;
+            };
             let permits = Permits {
                 bounds,
                 _held: held,
+                _task: task,
             };
             tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
             started += 1;

@@ -76,6 +76,7 @@ contract!(
     due_deliveries_are_leased_once_until_the_lease_expires,
     claims_skip_the_webhooks_asked_to,
     claims_take_at_most_so_many_of_one_webhook,
+    a_corrupt_queued_row_fails_alone,
     attempts_move_deliveries_on_or_finish_them,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
@@ -1195,4 +1196,48 @@ async fn concurrent_claims_never_share_a_delivery(database: &TestDatabase, _: Ba
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.len() + b.len(), 30);
     assert!(a.iter().all(|x| b.iter().all(|y| x.id != y.id)));
+}
+
+async fn a_corrupt_queued_row_fails_alone(database: &TestDatabase, backend: Backend) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 2).await;
+    // Damage one row behind the store's back, as a bad migration or manual edit might.
+    let damage = "UPDATE deliveries SET tenant_id = 'not a tenant id!' WHERE webhook_id = $1";
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
+            sqlx::query(damage)
+                .bind(hooks[0].id.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+            sqlx::query(damage)
+                .bind(hooks[0].id.as_str())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    }
+    let lease_until = NOW + time::Duration::seconds(30);
+    let claimed = store
+        .claim_deliveries("a:1", NOW, lease_until, 10, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the readable delivery still goes out");
+    assert_eq!(claimed[0].webhook_id, hooks[1].id);
+    let states: Vec<String> = store
+        .deliveries_of_event(&acme, "evt_q")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.state)
+        .collect();
+    assert_eq!(
+        states,
+        ["pending"],
+        "only the readable delivery is left in the tenant's queue"
+    );
 }

@@ -50,10 +50,12 @@ macro_rules! queue_queries {
             .bind(lease)
             .fetch_all(&mut *tx)
             .await?;
-            rows.into_iter()
-                .map(|row| {
-                    Ok(ClaimedDelivery {
-                        id: row.get("id"),
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in rows {
+                let id: i64 = row.get("id");
+                let decoded = (|| {
+                    Ok::<_, StoreError>(ClaimedDelivery {
+                        id,
                         tenant: stored(TenantId::parse(row.get("tenant_id")))?,
                         webhook_id: webhook_id(row.get("webhook_id"))?,
                         url: row.get("url"),
@@ -63,8 +65,20 @@ macro_rules! queue_queries {
                         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
                         body: row.get("body"),
                     })
-                })
-                .collect()
+                })();
+                match decoded {
+                    Ok(delivery) => claimed.push(delivery),
+                    Err(error) => {
+                        // One corrupt row must not stop every other delivery: it fails alone.
+                        tracing::error!(delivery = id, error = %error, "a queued delivery cannot be read; marked failed");
+                        sqlx::query("UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_owner = NULL WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            Ok(claimed)
         }
 
         pub(crate) async fn record_attempt(tx: &mut Connection, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool> {
