@@ -31,6 +31,8 @@ const SIGN_IN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(10 
 const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 pub struct App {
+    /// Held while serving an embedded database: it has exactly one instance.
+    _instance_lock: Option<std::fs::File>,
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     services: Services,
@@ -42,6 +44,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: &Config) -> anyhow::Result<App> {
+        let instance_lock = lock_embedded_database(config)?;
         let store = open_store(config).await?;
         let keys = prepare_keys(config, store.as_ref()).await?;
         let public = bind(config.listen).await?;
@@ -95,6 +98,7 @@ impl App {
             None => None,
         };
         Ok(App {
+            _instance_lock: instance_lock,
             engine,
             store,
             services,
@@ -203,6 +207,34 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Connects and migrates; an embedded database gets its data directory first.
+/// An embedded SQLite database is served by one process: a second one would free the first
+/// one's leases at start and send its in-flight work again. The OS releases the lock when the
+/// process ends, however it ends.
+fn lock_embedded_database(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    if !config.database.is_embedded() {
+        return Ok(None);
+    }
+    keys::prepare_data_dir(&config.data_dir)?;
+    let path = config.data_dir.join("instance.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another zivio-webhooks instance is serving {} (an embedded database has exactly one \
+             instance; use PostgreSQL to run several)",
+            config.data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let needs_data_dir = config.database.is_embedded()
         && (config.platform_keys.is_none()

@@ -176,3 +176,21 @@ async fn version_and_help_answer() {
         assert!(stdout.contains(command), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn an_embedded_database_is_served_by_one_instance_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Service::start(dir.path(), &[]).await;
+    let (status, _, stderr) = run(dir.path(), &[], &["serve"]).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another zivio-webhooks instance is serving"),
+        "{stderr}"
+    );
+    assert!(first.terminate().await.success());
+    let again = Service::start(dir.path(), &[]).await;
+    assert!(
+        again.terminate().await.success(),
+        "the lock goes with the process"
+    );
+}
