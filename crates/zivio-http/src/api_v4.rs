@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -13,11 +13,11 @@ use utoipa_axum::routes;
 use zivio_app::webhooks::{self, NewWebhook, WebhookChanges, WebhookView, WithSecret};
 use zivio_app::{AppError, FieldError};
 
-use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiCaller, ValidJson};
 use crate::openapi::{BodyErrors, V4Errors};
 use crate::problem::Problem;
+use crate::{AppState, no_store};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -304,9 +304,5 @@ fn with_secret(status: StatusCode, answer: WithSecret) -> Response {
         webhook: answer.webhook,
         secret: answer.secret.expose().to_owned(),
     };
-    let mut response = (status, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(status, body)
 }

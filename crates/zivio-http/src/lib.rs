@@ -41,6 +41,15 @@ pub struct AppState {
     pub platform_keys: PlatformKeys,
 }
 
+/// A JSON answer that must never be cached anywhere: it shows a secret or key once.
+fn no_store(status: axum::http::StatusCode, body: impl serde::Serialize) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The routers to serve: everything on one listener, or the platform API and `/metrics`
 /// split onto a listener of their own.
 pub struct Routers {

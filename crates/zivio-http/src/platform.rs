@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -13,11 +13,11 @@ use zivio_app::directory::{self, UserInput};
 use zivio_app::events::{self, EventInput};
 use zivio_core::directory::Placement;
 
-use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{PlatformCaller, ValidJson};
 use crate::openapi::{BodyErrors, PlatformErrors};
 use crate::problem::Problem;
+use crate::{AppState, no_store};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -346,12 +346,4 @@ async fn issue_sign_in_link(
 ) -> ApiResult<Response> {
     let url = directory::issue_sign_in_link(&state.services, &tenant, &user).await?;
     Ok(no_store(StatusCode::CREATED, SignInLink { url }))
-}
-
-fn no_store(status: StatusCode, body: impl Serialize) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }

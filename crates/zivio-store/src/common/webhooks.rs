@@ -63,8 +63,30 @@ macro_rules! webhook_queries {
                 .await?)
         }
 
+        /// The editable columns, bound in the order both the insert and the update list them
+        /// (`name` through `disabled_at`).
+        trait BindMutableFields<'q> {
+            fn bind_mutable_fields(self, webhook: &'q Webhook) -> Self;
+        }
+
+        impl<'q> BindMutableFields<'q> for sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            fn bind_mutable_fields(self, webhook: &'q Webhook) -> Self {
+                let disabled = webhook.disabled.as_ref();
+                self.bind(&webhook.name)
+                    .bind(&webhook.url)
+                    .bind(&webhook.description)
+                    .bind(serde_json::Value::from(webhook.events.clone()).to_string())
+                    .bind(&webhook.secret.ciphertext)
+                    .bind(&webhook.secret.key_id)
+                    .bind(&webhook.secret.hint)
+                    .bind(webhook.is_enabled())
+                    .bind(disabled.map(|d| d.reason.as_str()))
+                    .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
+                    .bind(disabled.map(|d| $to(d.at)))
+            }
+        }
+
         pub(crate) async fn insert_webhook(tx: &mut Connection, webhook: &Webhook) -> StoreResult<()> {
-            let disabled = webhook.disabled.as_ref();
             sqlx::query(
                 "INSERT INTO webhooks (id, tenant_id, owner_id, name, url, description, events,
                      secret_ciphertext, secret_key_id, secret_hint, enabled, disabled_reason,
@@ -74,17 +96,7 @@ macro_rules! webhook_queries {
             .bind(webhook.id.as_str())
             .bind(webhook.tenant.as_str())
             .bind(webhook.owner.as_str())
-            .bind(&webhook.name)
-            .bind(&webhook.url)
-            .bind(&webhook.description)
-            .bind(serde_json::Value::from(webhook.events.clone()).to_string())
-            .bind(&webhook.secret.ciphertext)
-            .bind(&webhook.secret.key_id)
-            .bind(&webhook.secret.hint)
-            .bind(webhook.is_enabled())
-            .bind(disabled.map(|d| d.reason.as_str()))
-            .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
-            .bind(disabled.map(|d| $to(d.at)))
+            .bind_mutable_fields(webhook)
             .bind($to(webhook.created_at))
             .bind($to(webhook.updated_at))
             .execute(&mut *tx)
@@ -114,7 +126,6 @@ macro_rules! webhook_queries {
         }
 
         pub(crate) async fn update_webhook(tx: &mut Connection, webhook: &Webhook) -> StoreResult<()> {
-            let disabled = webhook.disabled.as_ref();
             let updated = sqlx::query(
                 "UPDATE webhooks SET name = $3, url = $4, description = $5, events = $6,
                      secret_ciphertext = $7, secret_key_id = $8, secret_hint = $9, enabled = $10,
@@ -124,17 +135,7 @@ macro_rules! webhook_queries {
             )
             .bind(webhook.tenant.as_str())
             .bind(webhook.id.as_str())
-            .bind(&webhook.name)
-            .bind(&webhook.url)
-            .bind(&webhook.description)
-            .bind(serde_json::Value::from(webhook.events.clone()).to_string())
-            .bind(&webhook.secret.ciphertext)
-            .bind(&webhook.secret.key_id)
-            .bind(&webhook.secret.hint)
-            .bind(webhook.is_enabled())
-            .bind(disabled.map(|d| d.reason.as_str()))
-            .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
-            .bind(disabled.map(|d| $to(d.at)))
+            .bind_mutable_fields(webhook)
             .bind($to(webhook.updated_at))
             .bind(webhook.version)
             .execute(&mut *tx)
