@@ -1,7 +1,5 @@
 //! Reading the audit log, newest first, with opaque cursors.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -37,16 +35,7 @@ pub async fn list(
     cursor: Option<&str>,
     limit: Option<u32>,
 ) -> AppResult<AuditPage> {
-    let limit = match limit {
-        None => 50,
-        Some(limit @ 1..=MAX_PAGE) => limit,
-        Some(_) => {
-            return Err(AppError::InvalidParameter(FieldError::new(
-                "limit",
-                format!("must be 1 to {MAX_PAGE}"),
-            )));
-        }
-    };
+    let limit = crate::cursor::limit(limit, 50, MAX_PAGE)?;
     let before = cursor.map(decode_cursor).transpose()?;
     let mut records = services
         .store
@@ -77,42 +66,16 @@ pub async fn list(
 }
 
 fn encode_cursor(at: OffsetDateTime, id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.unix_timestamp_nanos() / 1_000))
+    crate::cursor::encode(at, &id.to_string())
 }
 
 fn decode_cursor(text: &str) -> AppResult<AuditCursor> {
-    let invalid = || {
+    let (at, id) = crate::cursor::decode(text)?;
+    let id = id.parse().map_err(|_| {
         AppError::InvalidParameter(FieldError::new(
             "cursor",
             "is not a cursor this service returned",
         ))
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let micros: i128 = micros.parse().map_err(|_| invalid())?;
-    Ok(AuditCursor {
-        at: OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| invalid())?,
-        id: id.parse().map_err(|_| invalid())?,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let cursor = decode_cursor(&encode_cursor(at, 42)).unwrap();
-        assert_eq!((cursor.at, cursor.id), (at, 42));
-        for bad in [
-            "",
-            "!!",
-            &URL_SAFE_NO_PAD.encode("x:y"),
-            &URL_SAFE_NO_PAD.encode("12"),
-        ] {
-            assert!(decode_cursor(bad).is_err(), "{bad}");
-        }
-    }
+    })?;
+    Ok(AuditCursor { at, id })
 }

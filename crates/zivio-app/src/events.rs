@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zivio_core::access::{Access, ResourceMeta};
 use zivio_core::directory::Placement;
-use zivio_core::event::{envelope, fingerprint, new_event_id};
+use zivio_core::event::{envelope, fingerprint, new_event_id, new_test_event_id};
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::shaping::{ShapeProfile, shape};
 use zivio_core::subscription::EventFilter;
@@ -238,7 +238,11 @@ async fn store_new(
         ids.push(id);
     }
     if !new.is_empty() {
-        match services.store.publish_events(tenant, &new, cutoff).await {
+        match services
+            .store
+            .publish_events(tenant, &new, cutoff, None)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Conflict { .. }) => return Ok(None),
             Err(other) => return Err(other.into()),
@@ -315,8 +319,15 @@ impl Fanout {
                 .or_insert_with(|| ShapeProfile::of(access, services.catalog, &event.collection))
                 .clone();
             let index = *by_profile.entry(profile).or_insert_with_key(|profile| {
-                let data = shape(services.catalog, &event.collection, &event.data, profile);
-                payloads.push(envelope(id, &event.event_type, event.occurred_at, &data));
+                payloads.push(shaped_envelope(
+                    services,
+                    profile,
+                    &event.collection,
+                    id,
+                    &event.event_type,
+                    event.occurred_at,
+                    &event.data,
+                ));
                 payloads.len() - 1
             });
             deliveries.push((webhook.clone(), index));
@@ -331,9 +342,90 @@ impl Fanout {
             resource_id: event.resource_id.clone(),
             payloads,
             deliveries,
+            source: Some(Source::encode(&event.meta, &event.data)),
+            is_test: false,
         }
     }
 }
+
+/// The request body for one access profile: the event's envelope around the shaped data.
+pub(crate) fn shaped_envelope(
+    services: &Services,
+    profile: &ShapeProfile,
+    collection: &str,
+    id: &str,
+    event_type: &str,
+    occurred_at: OffsetDateTime,
+    data: &Value,
+) -> Vec<u8> {
+    let data = shape(services.catalog, collection, data, profile);
+    envelope(id, event_type, occurred_at, &data)
+}
+
+/// The resource as published, stored with the event so that a resend can be shaped again with
+/// the owner's access at that time.
+pub(crate) struct Source {
+    pub meta: ResourceMeta,
+    pub data: Value,
+}
+
+impl Source {
+    fn encode(meta: &ResourceMeta, data: &Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "placement": {
+                "business_unit": meta.placement.business_unit,
+                "division": meta.placement.division,
+                "department": meta.placement.department,
+            },
+            "owner_ids": meta.owner_ids,
+            "data": data,
+        }))
+        .expect("JSON values serialise")
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let level = |name: &str| value["placement"][name].as_str().map(str::to_owned);
+        Some(Self {
+            meta: ResourceMeta {
+                placement: Placement {
+                    business_unit: level("business_unit"),
+                    division: level("division"),
+                    department: level("department"),
+                },
+                owner_ids: value["owner_ids"]
+                    .as_array()?
+                    .iter()
+                    .map(|id| id.as_str().map(str::to_owned))
+                    .collect::<Option<_>>()?,
+            },
+            data: value.get("data")?.clone(),
+        })
+    }
+}
+
+/// A `webhook.test` event for one webhook: `{"test": true}`, a fresh `evt_test_` id, queued even
+/// while the webhook is disabled.
+pub(crate) fn test_event(webhook: &WebhookId, now: OffsetDateTime) -> NewEvent {
+    let id = new_test_event_id(unix_millis(now), random());
+    let data = json!({"test": true});
+    NewEvent {
+        payloads: vec![envelope(&id, TEST_EVENT_TYPE, now, &data)],
+        deliveries: vec![(webhook.clone(), 0)],
+        fingerprint: fingerprint(&data),
+        event_type: TEST_EVENT_TYPE.to_owned(),
+        occurred_at: now,
+        accepted_at: now,
+        key: None,
+        resource_id: webhook.to_string(),
+        source: None,
+        is_test: true,
+        id,
+    }
+}
+
+/// The type of test events; not in the catalog, so nobody can subscribe to it.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
 
 fn truncate_to_millis(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_millisecond(at.millisecond()).unwrap_or(at)

@@ -15,6 +15,8 @@ use zivio_store::Store;
 
 pub mod audit;
 pub mod caller;
+pub mod cursor;
+pub mod deliveries;
 pub mod directory;
 pub mod error;
 pub mod events;

@@ -1,16 +1,43 @@
-//! Retention (PRODUCT.md §4, §8): old audit entries are deleted after their own retention
-//! period (default one year). Events and attempts get theirs with the delivery engine.
+//! Retention (PRODUCT.md §4, §8): events with their payloads and attempts are deleted after
+//! `retention` (counted from acceptance, never while work is pending), audit entries after their
+//! own, longer period, health counters once they are older than the 7-day window.
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
+
 use crate::{AppResult, Services};
 
-/// Deletes audit entries older than `retention`; returns how many.
-pub async fn purge_audit(services: &Services, retention: Duration) -> AppResult<u64> {
-    let retention = time::Duration::try_from(retention).unwrap_or(time::Duration::MAX);
-    let cutoff = services
-        .now()
-        .checked_sub(retention)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    Ok(services.store.purge_audit(cutoff).await?)
+/// Health counts attempts of the last 7 days; a day more is kept for clock skew.
+const HEALTH_WINDOW: time::Duration = time::Duration::days(8);
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub events: u64,
+    pub audit_entries: u64,
+}
+
+/// Runs one retention pass.
+pub async fn purge(
+    services: &Services,
+    retention: Duration,
+    audit_retention: Duration,
+) -> AppResult<Purged> {
+    let now = services.now();
+    let before = |period: Duration| {
+        let period = time::Duration::try_from(period).unwrap_or(time::Duration::MAX);
+        now.checked_sub(period)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    };
+    let events = services.store.purge_events(before(retention)).await?;
+    let audit_entries = services.store.purge_audit(before(audit_retention)).await?;
+    services
+        .store
+        .purge_health_counters(now - HEALTH_WINDOW)
+        .await?;
+    Ok(Purged {
+        events,
+        audit_entries,
+    })
 }

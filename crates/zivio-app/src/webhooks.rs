@@ -2,7 +2,7 @@
 //! with the privilege boundary: actions that send or expose more of the owner's data, or
 //! destroy their history, need access that covers the owner's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -89,6 +89,7 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 
 pub async fn list(services: &Services, caller: &Caller) -> AppResult<Vec<WebhookView>> {
     let webhooks = services.store.webhooks(&caller.tenant).await?;
+    let mut health = health_of(services, caller, None).await?;
     let mut owners: BTreeMap<UserId, (Access, bool)> = BTreeMap::new();
     let mut views = Vec::with_capacity(webhooks.len());
     for webhook in &webhooks {
@@ -97,7 +98,8 @@ pub async fn list(services: &Services, caller: &Caller) -> AppResult<Vec<Webhook
             owners.insert(webhook.owner.clone(), owner);
         }
         let (owner, active) = &owners[&webhook.owner];
-        views.push(view(webhook, caller.access.covers(owner), *active));
+        let health = health.remove(&webhook.id).unwrap_or_default();
+        views.push(view(webhook, caller.access.covers(owner), *active, health));
     }
     Ok(views)
 }
@@ -158,7 +160,7 @@ pub async fn create(
         })?;
     tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, "webhook created");
     Ok(WithSecret {
-        webhook: view(&webhook, true, caller.access.is_active()),
+        webhook: view(&webhook, true, caller.access.is_active(), Health::default()),
         secret,
     })
 }
@@ -416,7 +418,7 @@ pub async fn preview(
 }
 
 /// The caller's tenant's webhook, or 404 (also for another tenant's id: never confirm it).
-async fn find(services: &Services, caller: &Caller, id: &str) -> AppResult<Webhook> {
+pub(crate) async fn find(services: &Services, caller: &Caller, id: &str) -> AppResult<Webhook> {
     let id = WebhookId::parse(id).ok_or(AppError::NotFound("webhook"))?;
     services
         .store
@@ -425,7 +427,7 @@ async fn find(services: &Services, caller: &Caller, id: &str) -> AppResult<Webho
         .ok_or(AppError::NotFound("webhook"))
 }
 
-async fn require_cover(
+pub(crate) async fn require_cover(
     services: &Services,
     caller: &Caller,
     webhook: &Webhook,
@@ -447,10 +449,69 @@ async fn present(
     webhook: &Webhook,
 ) -> AppResult<WebhookView> {
     let (owner, active) = owner_access(services, &caller.tenant, &webhook.owner).await?;
-    Ok(view(webhook, caller.access.covers(&owner), active))
+    let health = health_of(services, caller, Some(&webhook.id))
+        .await?
+        .remove(&webhook.id)
+        .unwrap_or_default();
+    Ok(view(webhook, caller.access.covers(&owner), active, health))
 }
 
-fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool) -> WebhookView {
+/// Health from the maintained counters: the latest attempt, and success rates over the hourly
+/// buckets of the last 24 hours and 7 days.
+async fn health_of(
+    services: &Services,
+    caller: &Caller,
+    only: Option<&WebhookId>,
+) -> AppResult<HashMap<WebhookId, Health>> {
+    let now = services.now();
+    let counts = services
+        .store
+        .webhook_health(
+            &caller.tenant,
+            only,
+            now - time::Duration::days(7),
+            now - time::Duration::hours(24),
+        )
+        .await?;
+    let rate = |succeeded: i64, attempts: i64| {
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        (attempts > 0).then(|| succeeded as f64 / attempts as f64)
+    };
+    Ok(counts
+        .into_iter()
+        .map(|(id, counts)| {
+            let health = Health {
+                last_attempt_at: counts.last_attempt_at.map(rfc3339),
+                last_status: counts
+                    .last_succeeded
+                    .map(|ok| if ok { "succeeded" } else { "failed" }.to_owned()),
+                success_rate_24h: rate(counts.succeeded_24h, counts.attempts_24h),
+                success_rate_7d: rate(counts.succeeded_7d, counts.attempts_7d),
+                failing_since: counts.failing_since.map(rfc3339),
+            };
+            (id, health)
+        })
+        .collect())
+}
+
+/// Sends `webhook.test` to the webhook through the engine, whatever its subscriptions and even
+/// while it is disabled (to diagnose it). Open to every manager: it sends none of the owner's
+/// data. Returns the test event's id.
+pub async fn send_test(services: &Services, caller: &Caller, id: &str) -> AppResult<String> {
+    let webhook = find(services, caller, id).await?;
+    let (_, owner_active) = owner_access(services, &caller.tenant, &webhook.owner).await?;
+    if !owner_active {
+        return Err(crate::deliveries::owner_inactive());
+    }
+    let now = services.now();
+    let event = crate::events::test_event(&webhook.id, now);
+    let audit = entry(caller, now, AuditAction::TestEventSent, &webhook)
+        .changes(json!({"event_id": event.id}));
+    crate::deliveries::publish_one(services, caller, &event, &audit).await?;
+    Ok(event.id)
+}
+
+fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool, health: Health) -> WebhookView {
     let disabled = webhook.disabled.as_ref();
     WebhookView {
         id: webhook.id.to_string(),
@@ -473,7 +534,7 @@ fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool) -> WebhookVie
         secret_hint: webhook.secret.hint.clone(),
         created_at: rfc3339(webhook.created_at),
         updated_at: rfc3339(webhook.updated_at),
-        health: Health::default(),
+        health,
     }
 }
 

@@ -15,6 +15,8 @@ pub enum AuditAction {
     WebhookDisabled,
     WebhookEnabled,
     WebhookDeleted,
+    TestEventSent,
+    DeliveryResent,
     ApiKeyCreated,
     ApiKeyRevoked,
     SignInLinkIssued,
@@ -29,6 +31,8 @@ impl AuditAction {
             AuditAction::WebhookDisabled => "webhook.disabled",
             AuditAction::WebhookEnabled => "webhook.enabled",
             AuditAction::WebhookDeleted => "webhook.deleted",
+            AuditAction::TestEventSent => "webhook.test_sent",
+            AuditAction::DeliveryResent => "delivery.resent",
             AuditAction::ApiKeyCreated => "api_key.created",
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::SignInLinkIssued => "sign_in_link.issued",
@@ -38,6 +42,9 @@ impl AuditAction {
 
 /// Who acted: a user of the tenant, or the platform (service-to-service).
 pub const PLATFORM_ACTOR: &str = "platform";
+
+/// Who acted when the service itself did (disabling a webhook that kept failing).
+pub const SYSTEM_ACTOR: &str = "system";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {

@@ -11,6 +11,7 @@ pub mod duration;
 pub mod event;
 pub mod ids;
 pub mod keys;
+pub mod notice;
 pub mod password;
 pub mod permission;
 pub mod retry;

@@ -14,10 +14,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use zivio_app::{Services, random, unix_millis};
 use zivio_core::retry::{RetrySchedule, Verdict};
 use zivio_core::webhook::{WebhookId, time_ordered_hex};
-use zivio_store::{AttemptRecord, Backend, ClaimedDelivery, StoreResult};
+use zivio_store::{AttemptRecord, AutoDisable, Backend, ClaimedDelivery, StoreResult};
 
 mod attempt;
 pub mod client;
+pub mod mail;
 
 pub use attempt::{MAX_RESPONSE_BODY, USER_AGENT};
 
@@ -46,6 +47,10 @@ pub struct EngineConfig {
     /// Requests this instance sends at once, over all webhooks.
     pub max_in_flight: usize,
     pub extra_root_ca: Option<PathBuf>,
+    /// A webhook failing without a success for this long is disabled at its next failure.
+    pub auto_disable_after: Duration,
+    /// Whether managers are mailed when that happens (SMTP is configured).
+    pub mail_notices: bool,
 }
 
 /// The lease a claim holds its deliveries under.
@@ -436,21 +441,45 @@ impl Engine {
 
     /// Records the attempt, retrying briefly: an unrecorded attempt is repeated after its lease.
     async fn save(&self, lease: &str, record: &AttemptRecord) {
-        for pause in [
+        let auto_disable = AutoDisable {
+            failing_before: record.created_at
+                - time::Duration::try_from(self.config.auto_disable_after)
+                    .unwrap_or(time::Duration::MAX),
+            mail: self.config.mail_notices,
+        };
+        let pauses = [
             Duration::from_millis(100),
             Duration::from_millis(500),
             Duration::from_secs(2),
-        ] {
-            match self.services.store.record_attempt(lease, record).await {
-                Ok(_) => return,
-                Err(error) => {
-                    tracing::warn!(error = %error, delivery = record.delivery_id, "recording an attempt failed; retrying");
-                    tokio::time::sleep(pause).await;
+        ];
+        for pause in pauses.into_iter().map(Some).chain([None]) {
+            match self
+                .services
+                .store
+                .record_attempt(lease, record, auto_disable)
+                .await
+            {
+                Ok(outcome) => {
+                    if outcome.auto_disabled {
+                        tracing::warn!(
+                            webhook = %record.webhook_id,
+                            tenant = %record.tenant,
+                            mail = self.config.mail_notices,
+                            "webhook disabled automatically: it kept failing for longer than ZIVIO_WEBHOOKS_AUTO_DISABLE_AFTER"
+                        );
+                    }
+                    return;
                 }
+                Err(error) => match pause {
+                    Some(pause) => {
+                        tracing::warn!(error = %error, delivery = record.delivery_id, "recording an attempt failed; retrying");
+                        tokio::time::sleep(pause).await;
+                    }
+                    None => {
+                        tracing::error!(error = %error, delivery = record.delivery_id, "could not record an attempt; it is repeated after its lease")
+                    }
+                },
             }
-        }
-        if let Err(error) = self.services.store.record_attempt(lease, record).await {
-            tracing::error!(error = %error, delivery = record.delivery_id, "could not record an attempt; it is repeated after its lease");
         }
     }
 

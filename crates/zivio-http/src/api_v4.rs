@@ -1,4 +1,4 @@
-//! The v4 API (`X-API-Key` + `zivio-tenant-id`): event types, webhooks, audit log. Handlers
+//! The v4 API (`X-API-Key` + `zivio-tenant-id`): event types, webhooks, deliveries, audit log. Handlers
 //! extract, call the use case, and map the answer.
 
 use axum::Json;
@@ -28,6 +28,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_webhook))
         .routes(routes!(enable_webhook))
         .routes(routes!(preview_payload))
+        .routes(routes!(send_test_event))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(get_delivery))
+        .routes(routes!(resend_delivery))
         .routes(routes!(list_audit_log))
         // Answers show URLs and audit data, and X-API-Key is not a header shared caches know
         // to be private: never let anything store them.
@@ -268,6 +272,113 @@ async fn preview_payload(
     Ok(Json(preview))
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+struct EventAccepted {
+    /// The id of the new event (`evt_test_...` for a test event).
+    event_id: String,
+}
+
+/// Sends a `webhook.test` event (`data` `{"test": true}`) through the normal delivery path,
+/// whatever the subscriptions and even while the webhook is disabled; open to every manager.
+#[utoipa::path(post, path = "/v4/webhooks/{id}/test", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`wh_...`")),
+    responses((status = 202, body = EventAccepted),
+              (status = 409, description = "The webhook's owner is inactive", body = Problem, content_type = "application/problem+json"), V4Errors))]
+async fn send_test_event(
+    State(state): State<AppState>,
+    ApiCaller(caller): ApiCaller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
+    let event_id = webhooks::send_test(&state.services, &caller, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(EventAccepted { event_id })))
+}
+
+#[derive(Deserialize)]
+struct DeliveriesQuery {
+    webhook_id: Option<String>,
+    event_type: Option<String>,
+    event_id: Option<String>,
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// Delivery attempts, newest first, filtered and paged.
+#[utoipa::path(get, path = "/v4/deliveries", tag = "deliveries", security(("api_key" = [], "tenant" = [])),
+    params(("webhook_id" = Option<String>, Query, description = "`wh_...`"),
+           ("event_type" = Option<String>, Query, description = "An event type, or `<collection>.*` for a category"),
+           ("event_id" = Option<String>, Query, description = "`evt_...`"),
+           ("status" = Option<String>, Query, description = "`succeeded` or `failed`"),
+           ("from" = Option<String>, Query, description = "RFC 3339; attempts at or after"),
+           ("to" = Option<String>, Query, description = "RFC 3339; attempts at or before"),
+           ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+           ("limit" = Option<u32>, Query, description = "1 to 100; default 50")),
+    responses((status = 200, body = zivio_app::deliveries::DeliveryPage),
+              (status = 400, description = "Invalid query parameter (named in `errors`)", body = Problem, content_type = "application/problem+json"), V4Errors))]
+async fn list_deliveries(
+    State(state): State<AppState>,
+    ApiCaller(caller): ApiCaller,
+    Query(query): Query<DeliveriesQuery>,
+) -> ApiResult<Json<zivio_app::deliveries::DeliveryPage>> {
+    let query = zivio_app::deliveries::DeliveryQuery {
+        webhook_id: query.webhook_id,
+        event_type: query.event_type,
+        event_id: query.event_id,
+        status: query.status,
+        from: query.from,
+        to: query.to,
+        cursor: query.cursor,
+        limit: parse_limit(query.limit)?,
+    };
+    let page = zivio_app::deliveries::list(&state.services, &caller, &query).await?;
+    Ok(Json(page))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryBody {
+    delivery: zivio_app::deliveries::DeliveryDetailView,
+}
+
+/// One attempt with its request and response; bodies and the URL's path and query are withheld
+/// (`bodies_hidden` says why) unless the caller covers the webhook owner's access.
+#[utoipa::path(get, path = "/v4/deliveries/{id}", tag = "deliveries", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`dlv_...`")),
+    responses((status = 200, body = DeliveryBody), V4Errors))]
+async fn get_delivery(
+    State(state): State<AppState>,
+    ApiCaller(caller): ApiCaller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryBody>> {
+    let delivery = zivio_app::deliveries::get(&state.services, &caller, &id).await?;
+    Ok(Json(DeliveryBody { delivery }))
+}
+
+/// Sends the attempt's event again to its webhook as a new event (new id, same type and
+/// `occurred_at`), shaped with the owner's access now; needs coverage.
+#[utoipa::path(post, path = "/v4/deliveries/{id}/resend", tag = "deliveries", security(("api_key" = [], "tenant" = [])),
+    params(("id" = String, Path, description = "`dlv_...`")),
+    responses((status = 202, body = EventAccepted),
+              (status = 409, description = "The webhook is disabled, its owner inactive, or the owner can no longer see the resource", body = Problem, content_type = "application/problem+json"), V4Errors))]
+async fn resend_delivery(
+    State(state): State<AppState>,
+    ApiCaller(caller): ApiCaller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
+    let event_id = zivio_app::deliveries::resend(&state.services, &caller, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(EventAccepted { event_id })))
+}
+
+fn parse_limit(text: Option<String>) -> Result<Option<u32>, AppError> {
+    text.map(|text| {
+        text.parse::<u32>().map_err(|_| {
+            AppError::InvalidParameter(FieldError::new("limit", "must be a whole number"))
+        })
+    })
+    .transpose()
+}
+
 #[derive(Deserialize)]
 struct AuditQuery {
     cursor: Option<String>,
@@ -285,14 +396,7 @@ async fn list_audit_log(
     ApiCaller(caller): ApiCaller,
     Query(query): Query<AuditQuery>,
 ) -> ApiResult<Json<zivio_app::audit::AuditPage>> {
-    let limit = query
-        .limit
-        .map(|text| {
-            text.parse::<u32>().map_err(|_| {
-                AppError::InvalidParameter(FieldError::new("limit", "must be a whole number"))
-            })
-        })
-        .transpose()?;
+    let limit = parse_limit(query.limit)?;
     let page =
         zivio_app::audit::list(&state.services, &caller, query.cursor.as_deref(), limit).await?;
     Ok(Json(page))

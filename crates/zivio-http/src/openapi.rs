@@ -70,6 +70,7 @@ pub(crate) enum PlatformErrors {
     tags(
         (name = "event types", description = "The catalog of subscribable events"),
         (name = "webhooks", description = "Managing webhooks"),
+        (name = "deliveries", description = "Every delivery attempt, and resending"),
         (name = "audit log", description = "Who changed what"),
         (name = "platform", description = "Service-to-service API of the Zivio platform"),
     ),

@@ -106,6 +106,21 @@ pub struct NewEvent {
     pub resource_id: String,
     pub payloads: Vec<Vec<u8>>,
     pub deliveries: Vec<(WebhookId, usize)>,
+    /// The resource as published (placement, owners, data), kept for resends; `None` for test
+    /// events.
+    pub source: Option<Vec<u8>>,
+    /// A test event reaches its webhook even while the webhook is disabled.
+    pub is_test: bool,
+}
+
+/// A stored event, as a resend needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: String,
+    pub event_type: String,
+    pub occurred_at: OffsetDateTime,
+    pub resource_id: String,
+    pub source: Option<Vec<u8>>,
 }
 
 /// A delivery of an event to a webhook, with the body it sends.
@@ -157,6 +172,110 @@ pub struct AttemptRecord {
     pub created_at: OffsetDateTime,
     /// When the next attempt is due; `None` ends the delivery (as `succeeded` says).
     pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AttemptOutcome {
+    /// The delivery moved on (it was still pending under the lease).
+    pub moved: bool,
+    /// This failure disabled the webhook automatically (it happens once, whatever the number of
+    /// instances).
+    pub auto_disabled: bool,
+}
+
+/// When a failure disables its webhook: it has failed without a success since before
+/// `failing_before`. `mail` queues a notice to every active manager of the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoDisable {
+    pub failing_before: OffsetDateTime,
+    pub mail: bool,
+}
+
+/// Which attempts a page of the deliveries log holds, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AttemptFilter {
+    pub webhook: Option<WebhookId>,
+    pub event_type: Option<EventTypeFilter>,
+    pub event_id: Option<String>,
+    pub succeeded: Option<bool>,
+    /// Inclusive bounds on the attempt time.
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    /// Strictly older than this attempt.
+    pub before: Option<AttemptCursor>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTypeFilter {
+    /// One event type.
+    Exact(String),
+    /// Every type of a category, by the type prefix (`invoice` for `invoices.*`).
+    Prefix(String),
+}
+
+/// Where a page of the deliveries log continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCursor {
+    pub at: OffsetDateTime,
+    pub id: String,
+}
+
+/// One attempt in the deliveries log, without its request and response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSummary {
+    pub id: String,
+    pub webhook_id: WebhookId,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub succeeded: bool,
+    pub response_status: Option<u16>,
+    pub duration_ms: i64,
+    pub error_kind: Option<String>,
+    pub error_detail: Option<String>,
+    pub created_at: OffsetDateTime,
+    /// When the next attempt of this delivery is due, if this is its latest attempt and one
+    /// will follow (null once finished or cancelled).
+    pub next_attempt_at: Option<OffsetDateTime>,
+}
+
+/// One attempt with its request and response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptDetail {
+    pub summary: AttemptSummary,
+    pub request_url: String,
+    /// JSON object of the request headers sent.
+    pub request_headers: String,
+    pub request_body: Vec<u8>,
+    /// JSON object of the response headers, when there was a response.
+    pub response_headers: Option<String>,
+    pub response_body: Option<Vec<u8>>,
+    pub response_truncated: bool,
+}
+
+/// The facts health is computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthCounts {
+    pub last_attempt_at: Option<OffsetDateTime>,
+    pub last_succeeded: Option<bool>,
+    pub failing_since: Option<OffsetDateTime>,
+    pub succeeded_24h: i64,
+    pub attempts_24h: i64,
+    pub succeeded_7d: i64,
+    pub attempts_7d: i64,
+}
+
+/// A mail taken from the outbox for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: i64,
+    pub recipient: String,
+    /// The notice's facts as JSON.
+    pub notice: String,
+    /// Earlier attempts to send it.
+    pub attempts: u32,
 }
 
 #[async_trait::async_trait]
@@ -319,7 +438,11 @@ pub trait Store: Send + Sync + 'static {
         tenant: &TenantId,
         events: &[NewEvent],
         key_cutoff: OffsetDateTime,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<()>;
+
+    /// One event of the tenant.
+    async fn event(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>>;
 
     /// The deliveries of one event, by webhook id.
     async fn deliveries_of_event(
@@ -346,9 +469,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records an attempt and moves its delivery on (next due time, or finished), if the
     /// delivery is still pending under `lease`. A delivery cancelled or deleted meanwhile keeps
-    /// its state (the attempt is still recorded while the delivery exists). Returns whether the
-    /// delivery moved on.
-    async fn record_attempt(&self, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool>;
+    /// its state (the attempt is still recorded while the delivery exists). The webhook's
+    /// health counters move with it; a failure of a webhook failing since before
+    /// `auto_disable.failing_before` disables it (one conditional update), cancels its pending
+    /// work, audits it and queues the notices, all in the same transaction.
+    async fn record_attempt(
+        &self,
+        lease: &str,
+        attempt: &AttemptRecord,
+        auto_disable: AutoDisable,
+    ) -> StoreResult<AttemptOutcome>;
 
     /// Just before sending: extends the lease to `lease_until` if it is still held and not
     /// expired at `now` (so the attempt cannot outlive it), and returns the webhook's current URL
@@ -387,6 +517,63 @@ pub trait Store: Send + Sync + 'static {
         event_id: &str,
         webhook: &WebhookId,
     ) -> StoreResult<Vec<AttemptRecord>>;
+
+    // --- Deliveries log and health -------------------------------------------------------------
+
+    /// A page of the tenant's attempts, newest first.
+    async fn delivery_attempts(
+        &self,
+        tenant: &TenantId,
+        filter: &AttemptFilter,
+    ) -> StoreResult<Vec<AttemptSummary>>;
+
+    /// The database's plan for that page (operators and tests check that an index serves it).
+    async fn explain_delivery_attempts(
+        &self,
+        tenant: &TenantId,
+        filter: &AttemptFilter,
+    ) -> StoreResult<String>;
+
+    async fn delivery_attempt(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> StoreResult<Option<AttemptDetail>>;
+
+    /// Health facts of the tenant's webhooks (all of them, or `only` one), counting attempts
+    /// in the hours starting at or after `since_7d` and `since_24h`.
+    async fn webhook_health(
+        &self,
+        tenant: &TenantId,
+        only: Option<&WebhookId>,
+        since_7d: OffsetDateTime,
+        since_24h: OffsetDateTime,
+    ) -> StoreResult<Vec<(WebhookId, HealthCounts)>>;
+
+    // --- Mail outbox -----------------------------------------------------------------------
+
+    /// Leases up to `limit` due, unsent mails until `lease_until`.
+    async fn claim_mail(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>>;
+
+    async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> StoreResult<()>;
+
+    /// Counts a failed try and sets when to try again.
+    async fn mail_failed(&self, id: i64, error: &str, retry_at: OffsetDateTime) -> StoreResult<()>;
+
+    // --- Retention -------------------------------------------------------------------------
+
+    /// Deletes events accepted before `cutoff` with their payloads, deliveries and attempts,
+    /// unless a delivery of theirs is still pending, and mail sent before `cutoff`; in bounded
+    /// batches. Returns how many events.
+    async fn purge_events(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
+
+    /// Deletes hourly health counters of hours starting before `cutoff`.
+    async fn purge_health_counters(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
 
     // --- Audit log -------------------------------------------------------------------------
 

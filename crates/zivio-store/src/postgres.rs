@@ -32,6 +32,16 @@ mod events {
         time::OffsetDateTime
     );
 }
+mod history {
+    crate::common::history_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime,
+        "EXPLAIN ",
+        0
+    );
+}
 mod queue {
     // Per webhook (so a backlog cannot crowd out the others), oldest first; concurrent claims
     // from other instances skip rows already being claimed.

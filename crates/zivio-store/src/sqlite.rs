@@ -19,6 +19,16 @@ mod directory {
 mod events {
     crate::common::event_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }
+mod history {
+    crate::common::history_queries!(
+        sqlx::Sqlite,
+        super::to_db,
+        super::from_db,
+        i64,
+        "EXPLAIN QUERY PLAN ",
+        "detail"
+    );
+}
 mod queue {
     // One writer at a time: the claim cannot race another claim.
     crate::common::queue_queries!(

@@ -17,6 +17,7 @@ use zivio_core::directory::BootstrapSeed;
 use zivio_core::password;
 use zivio_core::url_policy::UrlPolicy;
 use zivio_core::webhook::time_ordered_hex;
+use zivio_delivery::mail::Mailer;
 use zivio_delivery::{Engine, EngineConfig};
 use zivio_http::{AppState, Routers};
 use zivio_store::{ConnectOptions, KeyCheck, Store};
@@ -27,7 +28,8 @@ use crate::keys::{self, KeySource, ServiceKeys};
 /// How long a sign-in link issued by the platform stays valid.
 const SIGN_IN_LINK_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
-/// How often retention runs (it also runs at start).
+/// How often retention runs at most (it also runs at start); short retention periods (tests,
+/// demos) are checked more often.
 const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 pub struct App {
@@ -36,7 +38,8 @@ pub struct App {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     services: Services,
-    audit_retention: std::time::Duration,
+    retention: Retention,
+    mailer: Option<Mailer>,
     routers: Routers,
     public: TcpListener,
     platform: Option<TcpListener>,
@@ -84,10 +87,21 @@ impl App {
                 max_in_flight_per_webhook: config.max_in_flight_per_webhook as usize,
                 max_in_flight: config.max_in_flight as usize,
                 extra_root_ca: config.extra_root_ca.clone(),
+                auto_disable_after: config.auto_disable_after,
+                mail_notices: config.smtp_url.is_some(),
             },
             services.deliveries_queued.clone(),
         )
         .context("cannot set up the delivery engine")?;
+        let mailer = match &config.smtp_url {
+            Some(url) => Some(Mailer::new(services.clone(), url, &config.mail_from)?),
+            None => {
+                tracing::warn!(
+                    "mail is off (ZIVIO_WEBHOOKS_SMTP_URL is not set): webhooks disabled automatically are logged and audited, and nobody is mailed"
+                );
+                None
+            }
+        };
         let state = AppState {
             services: services.clone(),
             platform_keys: keys.platform.clone(),
@@ -102,7 +116,11 @@ impl App {
             engine,
             store,
             services,
-            audit_retention: config.audit_retention,
+            retention: Retention {
+                events: config.retention,
+                audit: config.audit_retention,
+            },
+            mailer,
             routers,
             public,
             platform,
@@ -118,7 +136,7 @@ impl App {
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
     /// and closes the database.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
@@ -130,9 +148,13 @@ impl App {
         let delivering = tokio::spawn(self.engine.clone().run(stopped.clone()));
         let maintenance = tokio::spawn(maintain(
             self.services.clone(),
-            self.audit_retention,
+            self.retention,
             stopped.clone(),
         ));
+        let mailing = self
+            .mailer
+            .take()
+            .map(|mailer| tokio::spawn(mailer.run(stopped.clone())));
         // "listening" comes last: it tells tests and operators that everything is up.
         if let Some(listener) = &self.platform {
             tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
@@ -147,6 +169,9 @@ impl App {
             _ => public.await?,
         }
         let _ = maintenance.await;
+        if let Some(mailing) = mailing {
+            let _ = mailing.await;
+        }
         let _ = delivering.await;
         self.store.close().await;
         tracing::info!("stopped");
@@ -154,19 +179,25 @@ impl App {
     }
 }
 
-/// Periodic housekeeping until shutdown: retention of old audit entries.
-async fn maintain(
-    services: Services,
-    audit_retention: std::time::Duration,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    events: std::time::Duration,
+    audit: std::time::Duration,
+}
+
+/// Periodic housekeeping until shutdown: retention of events, attempts, audit entries and
+/// health counters.
+async fn maintain(services: Services, retention: Retention, mut stopped: watch::Receiver<bool>) {
+    let every = (retention.events.min(retention.audit) / 4)
+        .clamp(std::time::Duration::from_secs(1), MAINTENANCE_INTERVAL);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = ticks.tick() => match zivio_app::retention::purge_audit(&services, audit_retention).await {
-                Ok(0) => {}
-                Ok(purged) => tracing::info!(purged, "deleted audit entries past their retention"),
-                Err(error) => tracing::warn!(error = %error, "audit retention failed; retrying next hour"),
+            _ = ticks.tick() => match zivio_app::retention::purge(&services, retention.events, retention.audit).await {
+                Ok(purged) if purged == Default::default() => {}
+                Ok(purged) => tracing::info!(events = purged.events, audit_entries = purged.audit_entries, "deleted history past its retention"),
+                Err(error) => tracing::warn!(error = %error, "retention failed; retrying at the next pass"),
             },
             () = async { let _ = stopped.wait_for(|stop| *stop).await; } => return,
         }

@@ -7,7 +7,7 @@ macro_rules! event_queries {
         use zivio_core::ids::TenantId;
         use zivio_core::webhook::WebhookId;
 
-        use $crate::{KeyedEvent, NewEvent, QueuedDelivery, StoreError, StoreResult, conflict_on_unique};
+        use $crate::{KeyedEvent, NewEvent, QueuedDelivery, StoreError, StoreResult, StoredEvent, conflict_on_unique};
 
         type Pool = sqlx::Pool<$db>;
         type Connection = <$db as sqlx::Database>::Connection;
@@ -54,8 +54,8 @@ macro_rules! event_queries {
             }
             sqlx::query(
                 "INSERT INTO events (id, tenant_id, type, occurred_at, accepted_at, producer_key,
-                                     fingerprint, resource_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                     fingerprint, resource_id, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&event.id)
             .bind(tenant.as_str())
@@ -65,6 +65,7 @@ macro_rules! event_queries {
             .bind(&event.key)
             .bind(event.fingerprint.as_slice())
             .bind(&event.resource_id)
+            .bind(&event.source)
             .execute(&mut *tx)
             .await
             .map_err(|error| match conflict_on_unique(error, "producer key") {
@@ -85,24 +86,43 @@ macro_rules! event_queries {
                     .get(*payload)
                     .ok_or_else(|| StoreError::Corrupt(format!("payload index {payload} out of range")))?;
                 // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
-                // computed gets nothing (the engine checks again before sending).
+                // computed gets nothing (the engine checks again before sending); a test event
+                // reaches a disabled webhook too.
                 sqlx::query(
                     "INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state, attempts,
                                              next_attempt_at, created_at)
                      SELECT $1, $2, $3, $4, 'pending', 0, $5, $5
                      WHERE EXISTS (SELECT 1 FROM webhooks w
                                    JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
-                                   WHERE w.id = $2 AND w.tenant_id = $1 AND w.enabled AND u.active)",
+                                   WHERE w.id = $2 AND w.tenant_id = $1 AND (w.enabled OR $6) AND u.active)",
                 )
                 .bind(tenant.as_str())
                 .bind(webhook.as_str())
                 .bind(&event.id)
                 .bind(payload_id)
                 .bind($to(event.accepted_at))
+                .bind(event.is_test)
                 .execute(&mut *tx)
                 .await?;
             }
             Ok(())
+        }
+
+        pub(crate) async fn event(pool: &Pool, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>> {
+            let row = sqlx::query(
+                "SELECT id, type, occurred_at, resource_id, source FROM events WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|row| StoredEvent {
+                id: row.get("id"),
+                event_type: row.get("type"),
+                occurred_at: $from(row.get::<$t, _>("occurred_at")),
+                resource_id: row.get("resource_id"),
+                source: row.get("source"),
+            }))
         }
 
         pub(crate) async fn deliveries_of_event(pool: &Pool, tenant: &TenantId, event_id: &str) -> StoreResult<Vec<QueuedDelivery>> {

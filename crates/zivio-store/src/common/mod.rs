@@ -8,12 +8,14 @@
 
 pub(crate) mod directory;
 pub(crate) mod events;
+pub(crate) mod history;
 pub(crate) mod queue;
 pub(crate) mod store_impl;
 pub(crate) mod webhooks;
 
 pub(crate) use directory::directory_queries;
 pub(crate) use events::event_queries;
+pub(crate) use history::history_queries;
 pub(crate) use queue::queue_queries;
 pub(crate) use store_impl::store_impl;
 pub(crate) use webhooks::webhook_queries;

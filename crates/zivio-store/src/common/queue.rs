@@ -9,6 +9,7 @@ macro_rules! queue_queries {
         use zivio_core::webhook::WebhookId;
 
         use $crate::{AttemptRecord, ClaimedDelivery, StoreError, StoreResult, stored};
+        use zivio_core::notice::AutoDisabledNotice;
 
         type Pool = sqlx::Pool<$db>;
         type Connection = <$db as sqlx::Database>::Connection;
@@ -81,7 +82,9 @@ macro_rules! queue_queries {
             Ok(claimed)
         }
 
-        pub(crate) async fn record_attempt(tx: &mut Connection, lease: &str, attempt: &AttemptRecord) -> StoreResult<bool> {
+        /// Returns whether the delivery moved on and whether the attempt was recorded (its
+        /// delivery still exists).
+        pub(crate) async fn record_attempt(tx: &mut Connection, lease: &str, attempt: &AttemptRecord) -> StoreResult<(bool, bool)> {
             let state = match (attempt.next_attempt_at, attempt.succeeded) {
                 (Some(_), _) => "pending",
                 (None, true) => "succeeded",
@@ -102,12 +105,12 @@ macro_rules! queue_queries {
                 == 1;
             // A cancelled delivery gets no next attempt; a deleted one no record at all.
             let next = if moved { attempt.next_attempt_at.map($to) } else { None };
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id, event_type,
                      attempt, succeeded, request_url, request_headers, response_status, response_headers,
                      response_body, response_truncated, duration_ms, error_kind, error_detail,
-                     next_attempt_at, created_at)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+                     next_attempt_at, created_at, event_type_prefix)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20
                  WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $3)",
             )
             .bind(&attempt.id)
@@ -129,17 +132,135 @@ macro_rules! queue_queries {
             .bind(&attempt.error_detail)
             .bind(next)
             .bind($to(attempt.created_at))
+            .bind(attempt.event_type.split_once('.').map_or("", |(prefix, _)| prefix))
             .execute(&mut *tx)
-            .await?;
-            Ok(moved)
+            .await?
+            .rows_affected()
+                == 1;
+            Ok((moved, inserted))
         }
 
-        /// The webhook's current URL and secret, and whether it may still send (enabled, owner
-        /// active); `None` when the delivery is no longer pending under this lease.
+        /// Moves the webhook's health on: the hourly counter, the latest attempt (unless a later
+        /// one is already recorded) and `failing_since` (set by the first failure after a
+        /// success, cleared by a success).
+        pub(crate) async fn count_attempt(tx: &mut Connection, attempt: &AttemptRecord) -> StoreResult<()> {
+            let at = attempt.created_at;
+            let hour_start = at - time::Duration::seconds(at.unix_timestamp().rem_euclid(3600)) - time::Duration::nanoseconds(i64::from(at.nanosecond()));
+            sqlx::query(
+                "INSERT INTO webhook_attempt_hours (webhook_id, hour_start, succeeded, failed)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (webhook_id, hour_start) DO UPDATE
+                 SET succeeded = webhook_attempt_hours.succeeded + excluded.succeeded,
+                     failed = webhook_attempt_hours.failed + excluded.failed",
+            )
+            .bind(attempt.webhook_id.as_str())
+            .bind($to(hour_start))
+            .bind(i32::from(attempt.succeeded))
+            .bind(i32::from(!attempt.succeeded))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE webhooks SET last_attempt_at = $2, last_attempt_succeeded = $3,
+                     last_error_kind = $4, last_error_detail = $5,
+                     failing_since = CASE WHEN $3 THEN NULL ELSE COALESCE(failing_since, $2) END
+                 WHERE id = $1 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
+            )
+            .bind(attempt.webhook_id.as_str())
+            .bind($to(at))
+            .bind(attempt.succeeded)
+            .bind(&attempt.error_kind)
+            .bind(&attempt.error_detail)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
+        /// Disables the webhook if it is enabled and has been failing since before
+        /// `failing_before`: one conditional update, so it happens once however many instances
+        /// record failures. Returns the facts of the notice when it did.
+        pub(crate) async fn auto_disable(
+            tx: &mut Connection,
+            webhook: &WebhookId,
+            now: OffsetDateTime,
+            failing_before: OffsetDateTime,
+        ) -> StoreResult<Option<AutoDisabledNotice>> {
+            let disabled = sqlx::query(
+                "UPDATE webhooks SET enabled = FALSE, disabled_reason = 'auto', disabled_by = NULL,
+                     disabled_at = $2, updated_at = $2, version = version + 1
+                 WHERE id = $1 AND enabled AND failing_since IS NOT NULL AND failing_since <= $3",
+            )
+            .bind(webhook.as_str())
+            .bind($to(now))
+            .bind($to(failing_before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !disabled {
+                return Ok(None);
+            }
+            let row = sqlx::query(
+                "SELECT tenant_id, name, url, failing_since, last_error_kind, last_error_detail
+                 FROM webhooks WHERE id = $1",
+            )
+            .bind(webhook.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            let url: String = row.get("url");
+            Ok(Some(AutoDisabledNotice {
+                tenant_id: row.get("tenant_id"),
+                webhook_id: webhook.to_string(),
+                webhook_name: row.get("name"),
+                url: zivio_core::url_policy::mask_str(&url),
+                failing_since: $from(row.get::<$t, _>("failing_since")),
+                disabled_at: now,
+                last_error_kind: row.get("last_error_kind"),
+                last_error_detail: row.get("last_error_detail"),
+            }))
+        }
+
+        /// The emails of the tenant's active users who may manage webhooks.
+        pub(crate) async fn webhook_managers(tx: &mut Connection, tenant: &str) -> StoreResult<Vec<String>> {
+            Ok(sqlx::query_scalar(
+                "SELECT DISTINCT u.email FROM users u
+                 JOIN user_roles ur ON ur.tenant_id = u.tenant_id AND ur.user_id = u.id
+                 JOIN role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role_name = ur.role_name
+                 WHERE u.tenant_id = $1 AND u.active AND rp.permission = 'webhooks:manage'
+                 ORDER BY u.email",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await?)
+        }
+
+        pub(crate) async fn queue_mail(
+            tx: &mut Connection,
+            tenant: &str,
+            recipient: &str,
+            notice: &str,
+            now: OffsetDateTime,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO mail_outbox (tenant_id, recipient, notice, created_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(tenant)
+            .bind(recipient)
+            .bind(notice)
+            .bind($to(now))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
+        /// The webhook's current URL and secret, and whether it may still send (enabled or a test
+        /// event, owner active); `None` when the delivery is no longer pending under this lease.
         pub(crate) async fn current_target(pool: &Pool, lease: &str, delivery: i64) -> StoreResult<Option<(String, Vec<u8>, bool)>> {
             let row = sqlx::query(
-                "SELECT w.url, w.secret_ciphertext, w.enabled, u.active AS owner_active
+                "SELECT w.url, w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
+                        u.active AS owner_active
                  FROM deliveries d
+                 JOIN events e ON e.id = d.event_id
                  JOIN webhooks w ON w.id = d.webhook_id
                  LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
                  WHERE d.id = $1 AND d.lease_owner = $2 AND d.state = 'pending'",

@@ -287,13 +287,25 @@ macro_rules! store_impl {
                 tenant: &id::TenantId,
                 batch: &[$crate::NewEvent],
                 key_cutoff: Instant,
+                audit: Option<&Audit>,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.begin_write().await?;
                 for event in batch {
                     events::insert_event(&mut tx, tenant, event, key_cutoff).await?;
                 }
+                if let Some(audit) = audit {
+                    directory::record_audit(&mut tx, audit).await?;
+                }
                 self.announce_work(&mut tx).await?;
                 Ok(tx.commit().await?)
+            }
+
+            async fn event(
+                &self,
+                tenant: &id::TenantId,
+                id: &str,
+            ) -> $crate::StoreResult<Option<$crate::StoredEvent>> {
+                events::event(self.reader(), tenant, id).await
             }
 
             async fn deliveries_of_event(
@@ -325,11 +337,47 @@ macro_rules! store_impl {
                 &self,
                 lease: &str,
                 attempt: &$crate::AttemptRecord,
-            ) -> $crate::StoreResult<bool> {
+                auto_disable: $crate::AutoDisable,
+            ) -> $crate::StoreResult<$crate::AttemptOutcome> {
                 let mut tx = self.begin_write().await?;
-                let moved = queue::record_attempt(&mut tx, lease, attempt).await?;
+                let (moved, recorded) = queue::record_attempt(&mut tx, lease, attempt).await?;
+                let mut auto_disabled = false;
+                if recorded {
+                    queue::count_attempt(&mut tx, attempt).await?;
+                }
+                if recorded && !attempt.succeeded
+                    && let Some(notice) = queue::auto_disable(
+                        &mut tx,
+                        &attempt.webhook_id,
+                        attempt.created_at,
+                        auto_disable.failing_before,
+                    )
+                    .await?
+                {
+                    auto_disabled = true;
+                    webhooks::cancel_pending(&mut tx, &attempt.webhook_id).await?;
+                    let audit = Audit::new(
+                        &attempt.tenant,
+                        attempt.created_at,
+                        zivio_core::audit::SYSTEM_ACTOR,
+                        zivio_core::audit::AuditAction::WebhookDisabled,
+                    )
+                    .webhook(attempt.webhook_id.as_str())
+                    .changes(serde_json::json!({
+                        "reason": "auto",
+                        "failing_since": zivio_core::event::format_time(notice.failing_since),
+                        "last_error_kind": notice.last_error_kind,
+                    }));
+                    directory::record_audit(&mut tx, &audit).await?;
+                    if auto_disable.mail {
+                        let text = serde_json::to_string(&notice).expect("notices serialise");
+                        for recipient in queue::webhook_managers(&mut tx, &notice.tenant_id).await? {
+                            queue::queue_mail(&mut tx, &notice.tenant_id, &recipient, &text, attempt.created_at).await?;
+                        }
+                    }
+                }
                 tx.commit().await?;
-                Ok(moved)
+                Ok($crate::AttemptOutcome { moved, auto_disabled })
             }
 
             async fn begin_attempt(
@@ -400,6 +448,79 @@ macro_rules! store_impl {
                 queue::attempts_of(self.reader(), tenant, event_id, webhook).await
             }
 
+            async fn delivery_attempts(
+                &self,
+                tenant: &id::TenantId,
+                filter: &$crate::AttemptFilter,
+            ) -> $crate::StoreResult<Vec<$crate::AttemptSummary>> {
+                history::attempts(self.reader(), tenant, filter).await
+            }
+
+            async fn explain_delivery_attempts(
+                &self,
+                tenant: &id::TenantId,
+                filter: &$crate::AttemptFilter,
+            ) -> $crate::StoreResult<String> {
+                history::explain_attempts(self.reader(), tenant, filter).await
+            }
+
+            async fn delivery_attempt(
+                &self,
+                tenant: &id::TenantId,
+                id: &str,
+            ) -> $crate::StoreResult<Option<$crate::AttemptDetail>> {
+                history::attempt(self.reader(), tenant, id).await
+            }
+
+            async fn webhook_health(
+                &self,
+                tenant: &id::TenantId,
+                only: Option<&wh::WebhookId>,
+                since_7d: Instant,
+                since_24h: Instant,
+            ) -> $crate::StoreResult<Vec<(wh::WebhookId, $crate::HealthCounts)>> {
+                history::health(self.reader(), tenant, only, since_7d, since_24h).await
+            }
+
+            async fn claim_mail(
+                &self,
+                now: Instant,
+                lease_until: Instant,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::OutboxMail>> {
+                let mut tx = self.begin_write().await?;
+                let claimed = history::claim_mail(&mut tx, now, lease_until, limit).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            }
+
+            async fn mail_sent(&self, id: i64, at: Instant) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                history::mail_sent(&mut tx, id, at).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn mail_failed(
+                &self,
+                id: i64,
+                error: &str,
+                retry_at: Instant,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                history::mail_failed(&mut tx, id, error, retry_at).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn purge_events(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
+                let events = self.purge_in_batches(cutoff, 500, history::PURGE_EVENTS).await?;
+                self.purge_in_batches(cutoff, 1_000, history::PURGE_SENT_MAIL).await?;
+                Ok(events)
+            }
+
+            async fn purge_health_counters(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
+                self.purge_in_batches(cutoff, 1_000, history::PURGE_HEALTH_COUNTERS).await
+            }
+
             async fn audit_entries(
                 &self,
                 tenant: &id::TenantId,
@@ -410,21 +531,28 @@ macro_rules! store_impl {
             }
 
             async fn purge_audit(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
-                const BATCH: i64 = 1_000;
-                let mut total = 0;
-                loop {
-                    let mut tx = self.begin_write().await?;
-                    let deleted = webhooks::purge_audit_batch(&mut tx, cutoff, BATCH).await?;
-                    tx.commit().await?;
-                    total += deleted;
-                    if deleted < BATCH as u64 {
-                        return Ok(total);
-                    }
-                }
+                self.purge_in_batches(cutoff, 1_000, history::PURGE_AUDIT).await
             }
 
             async fn close(&self) {
                 self.close_pools().await;
+            }
+        }
+
+        impl $store {
+            /// Runs a purge one bounded transaction at a time (a large backlog never holds a
+            /// long write), until a batch comes back short.
+            async fn purge_in_batches(&self, cutoff: Instant, batch: i64, sql: &'static str) -> $crate::StoreResult<u64> {
+                let mut total = 0;
+                loop {
+                    let mut tx = self.begin_write().await?;
+                    let deleted = history::purge_batch(&mut tx, sql, cutoff, batch).await?;
+                    tx.commit().await?;
+                    total += deleted;
+                    if deleted < batch.unsigned_abs() {
+                        return Ok(total);
+                    }
+                }
             }
         }
     };

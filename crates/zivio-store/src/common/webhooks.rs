@@ -3,7 +3,6 @@
 macro_rules! webhook_queries {
     ($db:ty, $to:path, $from:path, $t:ty) => {
         use sqlx::Row as _;
-        use time::OffsetDateTime;
         use zivio_core::audit::AuditEntry;
         use zivio_core::ids::{TenantId, UserId};
         use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
@@ -130,7 +129,9 @@ macro_rules! webhook_queries {
                 "UPDATE webhooks SET name = $3, url = $4, description = $5, events = $6,
                      secret_ciphertext = $7, secret_key_id = $8, secret_hint = $9, enabled = $10,
                      disabled_reason = $11, disabled_by = $12, disabled_at = $13, updated_at = $14,
-                     version = version + 1
+                     version = version + 1,
+                     -- Enabling starts afresh: the failure streak of before does not count.
+                     failing_since = CASE WHEN $10 AND NOT enabled THEN NULL ELSE failing_since END
                  WHERE tenant_id = $1 AND id = $2 AND version = $15",
             )
             .bind(webhook.tenant.as_str())
@@ -153,16 +154,21 @@ macro_rules! webhook_queries {
                 });
             }
             if !webhook.is_enabled() {
-                // Disabling cancels queued work, leased or not; an attempt already in flight may
-                // finish, but its result cannot revive a cancelled delivery.
-                sqlx::query(
-                    "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL
-                     WHERE webhook_id = $1 AND state = 'pending'",
-                )
-                .bind(webhook.id.as_str())
-                .execute(&mut *tx)
-                .await?;
+                cancel_pending(tx, &webhook.id).await?;
             }
+            Ok(())
+        }
+
+        /// Disabling cancels queued work, leased or not; an attempt already in flight may
+        /// finish, but its result cannot revive a cancelled delivery.
+        pub(crate) async fn cancel_pending(tx: &mut Connection, webhook: &WebhookId) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL
+                 WHERE webhook_id = $1 AND state = 'pending'",
+            )
+            .bind(webhook.as_str())
+            .execute(&mut *tx)
+            .await?;
             Ok(())
         }
 
@@ -225,17 +231,6 @@ macro_rules! webhook_queries {
         }
 
 
-        /// One batch of the audit purge; the caller repeats while batches are full.
-        pub(crate) async fn purge_audit_batch(tx: &mut Connection, cutoff: OffsetDateTime, batch: i64) -> StoreResult<u64> {
-            let deleted = sqlx::query(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)",
-            )
-            .bind($to(cutoff))
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?;
-            Ok(deleted.rows_affected())
-        }
     };
 }
 

@@ -1,0 +1,73 @@
+//! Opaque page cursors: the time and id of the last row of a page, which the next page starts
+//! strictly after (keyset paging, stable while new rows arrive).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::OffsetDateTime;
+
+use crate::{AppError, AppResult, FieldError};
+
+pub fn encode(at: OffsetDateTime, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.unix_timestamp_nanos() / 1_000))
+}
+
+pub fn decode(text: &str) -> AppResult<(OffsetDateTime, String)> {
+    let invalid = || {
+        AppError::InvalidParameter(FieldError::new(
+            "cursor",
+            "is not a cursor this service returned",
+        ))
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let micros: i128 = micros.parse().map_err(|_| invalid())?;
+    if id.is_empty() {
+        return Err(invalid());
+    }
+    let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| invalid())?;
+    Ok((at, id.to_owned()))
+}
+
+/// The page size asked for: 1 to `max`, `default` when not given.
+pub fn limit(asked: Option<u32>, default: u32, max: u32) -> AppResult<u32> {
+    match asked {
+        None => Ok(default),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(_) => Err(AppError::InvalidParameter(FieldError::new(
+            "limit",
+            format!("must be 1 to {max}"),
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(
+            decode(&encode(at, "dlv_1")).unwrap(),
+            (at, "dlv_1".to_owned())
+        );
+        for bad in [
+            "",
+            "!!",
+            &URL_SAFE_NO_PAD.encode("x:y"),
+            &URL_SAFE_NO_PAD.encode("12"),
+            &URL_SAFE_NO_PAD.encode("12:"),
+        ] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(limit(None, 50, 100).unwrap(), 50);
+        assert_eq!(limit(Some(100), 50, 100).unwrap(), 100);
+        assert!(limit(Some(0), 50, 100).is_err());
+        assert!(limit(Some(101), 50, 100).is_err());
+    }
+}
