@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
-use crate::support::api::{Api, Backend, on_both_backends};
-use crate::support::receiver::{Receiver, Reply};
+use crate::support::api::{Backend, on_both_backends};
+use crate::support::receiver::Reply;
+use crate::support::sending::{Setup, WAIT, setup, setup_with, verify};
 
 on_both_backends!(
     events_arrive_signed_and_verifiable,
@@ -30,117 +31,6 @@ on_both_backends!(
     hanging_receivers_cannot_take_all_capacity,
     retry_after_is_honoured_within_the_schedule,
 );
-
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Setup {
-    api: Api,
-    receiver: Receiver,
-    key: String,
-    _receiver_dir: tempfile::TempDir,
-}
-
-/// A service that trusts the receiver's CA and may reach loopback, with a fast schedule.
-async fn setup(backend: Backend, schedule: &str, trust_receiver: bool) -> Option<Setup> {
-    setup_with(backend, schedule, trust_receiver, &[]).await
-}
-
-async fn setup_with(
-    backend: Backend,
-    schedule: &str,
-    trust_receiver: bool,
-    extra: &[(&str, &str)],
-) -> Option<Setup> {
-    let receiver_dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(receiver_dir.path()).await;
-    let ca = receiver.ca_path.to_str().unwrap().to_owned();
-    let mut env = vec![
-        ("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "127.0.0.0/8"),
-        ("ZIVIO_WEBHOOKS_RETRY_SCHEDULE", schedule),
-    ];
-    if trust_receiver {
-        env.push(("ZIVIO_WEBHOOKS_EXTRA_ROOT_CA", ca.as_str()));
-    }
-    env.extend_from_slice(extra);
-    let api = Api::start(backend, &env).await?;
-    let key = api.tenant_with_admin("acme", "u1").await;
-    Some(Setup {
-        api,
-        receiver,
-        key,
-        _receiver_dir: receiver_dir,
-    })
-}
-
-impl Setup {
-    /// A webhook to `path` on the receiver, for every event; returns (id, secret).
-    async fn webhook(&self, path: &str) -> (String, String) {
-        let body = json!({"name": path, "url": self.receiver.url(path), "events": ["*"]});
-        let created = self.api.create_webhook(&self.key, "acme", body).await;
-        (
-            created["webhook"]["id"].as_str().unwrap().to_owned(),
-            created["secret"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    async fn publish(&self) -> String {
-        let data = zivio_core::catalog::Catalog::builtin()
-            .event_type("invoice.paid")
-            .unwrap()
-            .example
-            .clone();
-        let event = json!({"type": "invoice.paid", "resource": {"id": data["id"], "data": data}});
-        let answer = self
-            .api
-            .platform(Method::POST, "acme/events", Some(event))
-            .await;
-        assert_eq!(answer.status, 202, "{}", answer.text);
-        answer.body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// The recorded attempts, once `count` of them are on record.
-    async fn attempts(
-        &self,
-        event: &str,
-        webhook: &str,
-        count: usize,
-    ) -> Vec<zivio_store::AttemptRecord> {
-        let store = self.api.store().await;
-        let (tenant, webhook) = (
-            TenantId::parse("acme").unwrap(),
-            WebhookId::parse(webhook).unwrap(),
-        );
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let attempts = store.attempts_of(&tenant, event, &webhook).await.unwrap();
-            if attempts.len() >= count {
-                return attempts;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {count} attempts recorded",
-                attempts.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn state_of(&self, event: &str) -> String {
-        let store = self.api.store().await;
-        let deliveries = store
-            .deliveries_of_event(&TenantId::parse("acme").unwrap(), event)
-            .await
-            .unwrap();
-        deliveries[0].state.clone()
-    }
-}
-
-fn verify(secret: &str, request: &crate::support::receiver::Received) {
-    let verifier = standardwebhooks::Webhook::new(secret).unwrap();
-    verifier
-        .verify(&request.body, &request.headers)
-        .expect("a valid Standard Webhooks signature");
-}
 
 async fn events_arrive_signed_and_verifiable(backend: Backend) {
     let Some(setup) = setup(backend, "100ms", true).await else {

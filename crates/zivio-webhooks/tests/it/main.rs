@@ -4,6 +4,7 @@
 mod support;
 
 mod crash;
+mod deliveries;
 mod delivery;
 mod directory;
 mod events;

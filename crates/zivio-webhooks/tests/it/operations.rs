@@ -195,6 +195,10 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("post", "/platform/v4/tenants/{tenant_id}/events"),
         ("post", "/platform/v4/tenants/{tenant_id}/events/batch"),
         ("get", "/v4/webhooks/{id}/preview"),
+        ("post", "/v4/webhooks/{id}/test"),
+        ("get", "/v4/deliveries"),
+        ("get", "/v4/deliveries/{id}"),
+        ("post", "/v4/deliveries/{id}/resend"),
     ];
     let paths = document["paths"].as_object().unwrap();
     let operations: usize = paths

@@ -3,4 +3,6 @@
 
 pub mod api;
 pub mod receiver;
+pub mod sending;
 pub mod service;
+pub mod smtp;
