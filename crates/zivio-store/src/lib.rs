@@ -35,7 +35,14 @@ pub enum StoreError {
     Migration(#[source] sqlx::migrate::MigrateError),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The transaction holding this write (with others, on SQLite) did not commit.
+    #[error("the write could not be committed: {0}")]
+    Commit(String),
 }
+
+/// The work of one grouped write, borrowing its connection.
+pub(crate) type Work<'c, R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<R>> + Send + 'c>>;
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
@@ -111,13 +111,17 @@ impl PostgresStore {
             .map_err(StoreError::Migration)
     }
 
-    /// Tells every instance listening that new work was committed (delivered on commit).
-    async fn announce_work(&self, tx: &mut Transaction<'static, Postgres>) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WORK_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// Runs `work` in a transaction of its own: PostgreSQL commits concurrent transactions in
+    /// groups by itself.
+    async fn write_grouped<R, F>(&self, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> crate::Work<'c, R> + Send + 'static,
+    {
+        let mut tx = self.pool.begin().await?;
+        let result = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(result)
     }
 
     async fn listen(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> StoreResult<()> {
@@ -142,6 +146,15 @@ impl PostgresStore {
 }
 
 crate::common::store_impl!(PostgresStore, Backend::Postgres);
+
+/// Tells every instance listening that new work was committed (delivered on commit).
+async fn announce_work(tx: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(WORK_CHANNEL)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
 
 /// PostgreSQL keeps times as `timestamptz`, at microsecond precision.
 fn to_db(at: OffsetDateTime) -> OffsetDateTime {

@@ -1,13 +1,15 @@
 //! The embedded SQLite store: one file in WAL mode, `synchronous=FULL` so a commit is on disk,
 //! one writer connection (SQLite allows one writer at a time anyway; `BEGIN IMMEDIATE` takes
-//! the lock up front) and a pool of read-only connections. Times are Unix milliseconds.
+//! the lock up front) and a pool of read-only connections. Times are Unix milliseconds. The hot
+//! writes are committed in groups (`commit_groups`): one fsync for every write waiting.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
@@ -55,6 +57,8 @@ mod webhooks {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    jobs: mpsc::UnboundedSender<Job>,
+    committer: tokio::task::JoinHandle<()>,
 }
 
 impl SqliteStore {
@@ -77,7 +81,14 @@ impl SqliteStore {
             .max_connections(options.max_connections.max(1))
             .connect_with(base.read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        let (jobs, waiting) = mpsc::unbounded_channel();
+        let committer = tokio::spawn(commit_groups(writer.clone(), waiting));
+        Ok(Self {
+            writer,
+            readers,
+            jobs,
+            committer,
+        })
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -99,9 +110,25 @@ impl SqliteStore {
             .map_err(StoreError::Migration)
     }
 
-    /// One instance owns an embedded database: in-process wake-ups are all there is.
-    async fn announce_work(&self, _: &mut Transaction<'static, Sqlite>) -> StoreResult<()> {
-        Ok(())
+    /// Hands `work` to the group committer and waits until its group is committed.
+    async fn write_grouped<R, F>(&self, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> crate::Work<'c, R> + Send + 'static,
+    {
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |connection| {
+            Box::pin(async move {
+                let result = work(connection).await;
+                let succeeded = result.is_ok();
+                let deliver: Deliver = Box::new(move |committed| {
+                    let _ = answer.send(committed.and(result));
+                });
+                (succeeded, deliver)
+            })
+        });
+        self.jobs.send(job).map_err(|_| not_committed())?;
+        answered.await.map_err(|_| not_committed())?
     }
 
     async fn listen(&self, _: std::sync::Arc<tokio::sync::Notify>) -> StoreResult<()> {
@@ -111,7 +138,80 @@ impl SqliteStore {
     async fn close_pools(&self) {
         self.readers.close().await;
         self.writer.close().await;
+        self.committer.abort();
     }
+}
+
+/// One hot write, type-erased: runs in its own savepoint and returns whether it succeeded and
+/// how to answer its caller once the group's commit is known.
+type Job = Box<
+    dyn for<'c> FnOnce(
+            &'c mut SqliteConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = (bool, Deliver)> + Send + 'c>,
+        > + Send,
+>;
+type Deliver = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
+/// Writes waiting at once share one transaction, so one fsync acknowledges them all.
+const MAX_GROUP: usize = 256;
+
+/// Group commit: takes every write waiting, runs each in a savepoint of one `BEGIN IMMEDIATE`
+/// transaction (a failing write rolls back alone), commits once, then answers them all. A
+/// write is acknowledged only after the commit that holds it is on disk.
+async fn commit_groups(writer: SqlitePool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut delivers = Vec::with_capacity(group.len());
+        let committed = run_group(&writer, group, &mut delivers).await;
+        for deliver in delivers {
+            deliver(match &committed {
+                Ok(()) => Ok(()),
+                Err(error) => Err(StoreError::Commit(error.to_string())),
+            });
+        }
+    }
+}
+
+async fn run_group(
+    writer: &SqlitePool,
+    group: Vec<Job>,
+    delivers: &mut Vec<Deliver>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    for job in group {
+        sqlx::query("SAVEPOINT grouped_write")
+            .execute(&mut *tx)
+            .await?;
+        let (succeeded, deliver) = job(&mut tx).await;
+        delivers.push(deliver);
+        if !succeeded {
+            sqlx::query("ROLLBACK TO SAVEPOINT grouped_write")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT grouped_write")
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// The write's group was abandoned before it ran (the store closed, or an earlier statement of
+/// the group failed).
+fn not_committed() -> StoreError {
+    StoreError::Commit("the write was not run".to_owned())
+}
+
+/// One instance owns an embedded database: in-process wake-ups are all there is.
+async fn announce_work(_: &mut SqliteConnection) -> StoreResult<()> {
+    Ok(())
 }
 
 crate::common::store_impl!(SqliteStore, Backend::Sqlite);

@@ -91,6 +91,7 @@ contract!(
     a_webhook_failing_too_long_is_disabled_once_and_its_managers_mailed,
     test_events_reach_a_disabled_webhook,
     retention_deletes_old_history_but_never_pending_work,
+    concurrent_writes_commit_together_and_fail_alone,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
 );
@@ -1957,4 +1958,61 @@ async fn retention_deletes_old_history_but_never_pending_work(database: &TestDat
         "its key is free again"
     );
     assert_eq!(store.purge_events(cutoff).await.unwrap(), 0);
+}
+
+async fn concurrent_writes_commit_together_and_fail_alone(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 1).await;
+    store
+        .publish_events(
+            &acme,
+            &[new_event("evt_taken", Some("taken"), vec![])],
+            NOW,
+            None,
+        )
+        .await
+        .unwrap();
+    // Forty publishes at once (on SQLite they share commits); one reuses a taken key.
+    let writes = (0..40).map(|i| {
+        let (store, acme, hook) = (store.clone(), acme.clone(), hooks[0].id.clone());
+        tokio::spawn(async move {
+            let key = if i == 17 {
+                "taken".to_owned()
+            } else {
+                format!("k{i}")
+            };
+            let event = new_event(&format!("evt_c{i}"), Some(&key), vec![(hook, 0)]);
+            store.publish_events(&acme, &[event], NOW, None).await
+        })
+    });
+    let results: Vec<_> = futures_join(writes.collect()).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 17 {
+            assert!(
+                matches!(result, Err(StoreError::Conflict { .. })),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "write {i}: {result:?}");
+        }
+    }
+    for i in 0..40 {
+        let queued = store
+            .deliveries_of_event(&acme, &format!("evt_c{i}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            queued.len(),
+            usize::from(i != 17),
+            "evt_c{i}: only the refused write left nothing"
+        );
+    }
+}
+
+async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    results
 }

@@ -1,5 +1,8 @@
 //! The `Store` implementation both backends share. Reads go to `reader()`, writes run in one
-//! `begin_write()` transaction each, together with their audit entry.
+//! `begin_write()` transaction each, together with their audit entry. The hot writes (publishing,
+//! renewing a lease before sending, recording an attempt) go through `write_grouped`: on SQLite
+//! concurrent ones share one transaction and one fsync (group commit), each in its own savepoint
+//! so one failing write does not take the others down.
 
 macro_rules! store_impl {
     ($store:ty, $backend:expr) => {
@@ -289,15 +292,17 @@ macro_rules! store_impl {
                 key_cutoff: Instant,
                 audit: Option<&Audit>,
             ) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_write().await?;
-                for event in batch {
-                    events::insert_event(&mut tx, tenant, event, key_cutoff).await?;
-                }
-                if let Some(audit) = audit {
-                    directory::record_audit(&mut tx, audit).await?;
-                }
-                self.announce_work(&mut tx).await?;
-                Ok(tx.commit().await?)
+                let (tenant, batch, audit) = (tenant.clone(), batch.to_vec(), audit.cloned());
+                self.write_grouped(move |tx| Box::pin(async move {
+                    for event in &batch {
+                        events::insert_event(&mut *tx, &tenant, event, key_cutoff).await?;
+                    }
+                    if let Some(audit) = &audit {
+                        directory::record_audit(&mut *tx, audit).await?;
+                    }
+                    announce_work(&mut *tx).await
+                }))
+                .await
             }
 
             async fn event(
@@ -339,45 +344,47 @@ macro_rules! store_impl {
                 attempt: &$crate::AttemptRecord,
                 auto_disable: $crate::AutoDisable,
             ) -> $crate::StoreResult<$crate::AttemptOutcome> {
-                let mut tx = self.begin_write().await?;
-                let (moved, recorded) = queue::record_attempt(&mut tx, lease, attempt).await?;
-                let mut auto_disabled = false;
-                if recorded {
-                    queue::count_attempt(&mut tx, attempt).await?;
-                }
-                if recorded && !attempt.succeeded
-                    && let Some(notice) = queue::auto_disable(
-                        &mut tx,
-                        &attempt.webhook_id,
-                        attempt.created_at,
-                        auto_disable.failing_before,
-                    )
-                    .await?
-                {
-                    auto_disabled = true;
-                    webhooks::cancel_pending(&mut tx, &attempt.webhook_id).await?;
-                    let audit = Audit::new(
-                        &attempt.tenant,
-                        attempt.created_at,
-                        zivio_core::audit::SYSTEM_ACTOR,
-                        zivio_core::audit::AuditAction::WebhookDisabled,
-                    )
-                    .webhook(attempt.webhook_id.as_str())
-                    .changes(serde_json::json!({
-                        "reason": "auto",
-                        "failing_since": zivio_core::event::format_time(notice.failing_since),
-                        "last_error_kind": notice.last_error_kind,
-                    }));
-                    directory::record_audit(&mut tx, &audit).await?;
-                    if auto_disable.mail {
-                        let text = serde_json::to_string(&notice).expect("notices serialise");
-                        for recipient in queue::webhook_managers(&mut tx, &notice.tenant_id).await? {
-                            queue::queue_mail(&mut tx, &notice.tenant_id, &recipient, &text, attempt.created_at).await?;
+                let (lease, attempt) = (lease.to_owned(), attempt.clone());
+                self.write_grouped(move |tx| Box::pin(async move {
+                    let (moved, recorded) = queue::record_attempt(&mut *tx, &lease, &attempt).await?;
+                    let mut auto_disabled = false;
+                    if recorded {
+                        queue::count_attempt(&mut *tx, &attempt).await?;
+                    }
+                    if recorded && !attempt.succeeded
+                        && let Some(notice) = queue::auto_disable(
+                            &mut *tx,
+                            &attempt.webhook_id,
+                            attempt.created_at,
+                            auto_disable.failing_before,
+                        )
+                        .await?
+                    {
+                        auto_disabled = true;
+                        webhooks::cancel_pending(&mut *tx, &attempt.webhook_id).await?;
+                        let audit = Audit::new(
+                            &attempt.tenant,
+                            attempt.created_at,
+                            zivio_core::audit::SYSTEM_ACTOR,
+                            zivio_core::audit::AuditAction::WebhookDisabled,
+                        )
+                        .webhook(attempt.webhook_id.as_str())
+                        .changes(serde_json::json!({
+                            "reason": "auto",
+                            "failing_since": zivio_core::event::format_time(notice.failing_since),
+                            "last_error_kind": notice.last_error_kind,
+                        }));
+                        directory::record_audit(&mut *tx, &audit).await?;
+                        if auto_disable.mail {
+                            let text = serde_json::to_string(&notice).expect("notices serialise");
+                            for recipient in queue::webhook_managers(&mut *tx, &notice.tenant_id).await? {
+                                queue::queue_mail(&mut *tx, &notice.tenant_id, &recipient, &text, attempt.created_at).await?;
+                            }
                         }
                     }
-                }
-                tx.commit().await?;
-                Ok($crate::AttemptOutcome { moved, auto_disabled })
+                    Ok($crate::AttemptOutcome { moved, auto_disabled })
+                }))
+                .await
             }
 
             async fn begin_attempt(
@@ -387,9 +394,12 @@ macro_rules! store_impl {
                 now: Instant,
                 lease_until: Instant,
             ) -> $crate::StoreResult<Option<(String, Vec<u8>)>> {
-                let mut tx = self.begin_write().await?;
-                let renewed = queue::renew(&mut tx, lease, delivery, now, lease_until).await?;
-                tx.commit().await?;
+                let token = lease.to_owned();
+                let renewed = self
+                    .write_grouped(move |tx| {
+                        Box::pin(async move { queue::renew(tx, &token, delivery, now, lease_until).await })
+                    })
+                    .await?;
                 if !renewed {
                     return Ok(None);
                 }
