@@ -393,7 +393,9 @@ impl Engine {
             outcome.error_kind,
             outcome.duration.as_secs_f64(),
         );
-        let record = self.record(&delivery, now, outcome);
+        // Stamped when recorded, not when started: attempts enter the log in time order, so a
+        // page cursor handed out meanwhile cannot skip a slow attempt.
+        let record = self.record(&delivery, self.services.now(), outcome);
         tracing::debug!(
             webhook = %delivery.webhook_id,
             event = %delivery.event_id,
@@ -442,9 +444,10 @@ impl Engine {
     /// Records the attempt, retrying briefly: an unrecorded attempt is repeated after its lease.
     async fn save(&self, lease: &str, record: &AttemptRecord) {
         let auto_disable = AutoDisable {
-            failing_before: record.created_at
-                - time::Duration::try_from(self.config.auto_disable_after)
-                    .unwrap_or(time::Duration::MAX),
+            failing_before: time::Duration::try_from(self.config.auto_disable_after)
+                .ok()
+                .and_then(|after| record.created_at.checked_sub(after))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             mail: self.config.mail_notices,
         };
         let pauses = [
@@ -494,7 +497,7 @@ impl Engine {
                 .config
                 .schedule
                 .next_delay(delivery.attempt, jitter(), outcome.retry_after)
-                .map(|delay| self.services.now() + delay),
+                .map(|delay| at + delay),
             Verdict::Delivered | Verdict::GiveUp => None,
         };
         AttemptRecord {

@@ -15,9 +15,11 @@ use zivio_store::OutboxMail;
 
 /// How often the outbox is looked at.
 const POLL: Duration = Duration::from_secs(1);
-/// A claimed mail is someone else's again after this long (a crash mid-send).
+/// The most one send may take, connection included.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A claimed mail is someone else's again after this long (a crash mid-send). Longer than any
+/// send may take, so that two instances never send the same mail.
 const LEASE: Duration = Duration::from_secs(120);
-const BATCH: u32 = 20;
 /// Retries start soon and back off to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// A mail the server refused for good (a bad address, say) is tried again this much later.
@@ -58,51 +60,58 @@ impl Mailer {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticks.tick() => self.send_due().await,
+                _ = ticks.tick() => {}
                 () = async { let _ = stopped.wait_for(|stop| *stop).await; } => return,
             }
+            // One mail at a time, each under its own lease, until none is due or shutdown.
+            while !*stopped.borrow() && self.send_next().await {}
         }
     }
 
-    async fn send_due(&self) {
+    /// Sends the next due mail, if any; `false` when there was none (or the outbox could not
+    /// be read).
+    async fn send_next(&self) -> bool {
         let now = self.services.now();
-        let claimed = match self
-            .services
-            .store
-            .claim_mail(now, now + LEASE, BATCH)
-            .await
-        {
-            Ok(claimed) => claimed,
+        let mail = match self.services.store.claim_mail(now, now + LEASE, 1).await {
+            Ok(mut claimed) => match claimed.pop() {
+                Some(mail) => mail,
+                None => return false,
+            },
             Err(error) => {
                 tracing::warn!(error = %error, "could not read the mail outbox; trying again");
-                return;
+                return false;
             }
         };
-        for mail in claimed {
-            let result = self.send(&mail).await;
-            let now = self.services.now();
-            let saved = match result {
-                Ok(()) => {
-                    tracing::info!(mail = mail.id, "notice mailed");
-                    self.services.store.mail_sent(mail.id, now).await
-                }
-                Err((error, permanent)) => {
-                    let delay = if permanent {
-                        AFTER_PERMANENT_FAILURE
-                    } else {
-                        backoff(mail.attempts)
-                    };
-                    tracing::warn!(mail = mail.id, error = %error, retry_in_s = delay.as_secs(), "mail not sent; it stays in the outbox");
-                    self.services
-                        .store
-                        .mail_failed(mail.id, &error, now + delay)
-                        .await
-                }
-            };
-            if let Err(error) = saved {
-                tracing::warn!(mail = mail.id, error = %error, "could not update the mail outbox; the mail is tried again after its lease");
+        let result = match tokio::time::timeout(SEND_TIMEOUT, self.send(&mail)).await {
+            Ok(result) => result,
+            Err(_) => Err((
+                "the SMTP server did not finish within a minute".to_owned(),
+                false,
+            )),
+        };
+        let now = self.services.now();
+        let saved = match result {
+            Ok(()) => {
+                tracing::info!(mail = mail.id, "notice mailed");
+                self.services.store.mail_sent(mail.id, now).await
             }
+            Err((error, permanent)) => {
+                let delay = if permanent {
+                    AFTER_PERMANENT_FAILURE
+                } else {
+                    backoff(mail.attempts)
+                };
+                tracing::warn!(mail = mail.id, error = %error, retry_in_s = delay.as_secs(), "mail not sent; it stays in the outbox");
+                self.services
+                    .store
+                    .mail_failed(mail.id, &error, now + delay)
+                    .await
+            }
+        };
+        if let Err(error) = saved {
+            tracing::warn!(mail = mail.id, error = %error, "could not update the mail outbox; the mail is tried again after its lease");
         }
+        true
     }
 
     /// Sends one mail; on failure the reason and whether it is permanent.

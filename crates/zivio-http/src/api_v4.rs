@@ -322,15 +322,17 @@ async fn list_deliveries(
     ApiCaller(caller): ApiCaller,
     Query(query): Query<DeliveriesQuery>,
 ) -> ApiResult<Json<zivio_app::deliveries::DeliveryPage>> {
+    // An empty parameter (`?webhook_id=&status=`, as filter forms send) means no filter.
+    let given = |value: Option<String>| value.filter(|text| !text.is_empty());
     let query = zivio_app::deliveries::DeliveryQuery {
-        webhook_id: query.webhook_id,
-        event_type: query.event_type,
-        event_id: query.event_id,
-        status: query.status,
-        from: query.from,
-        to: query.to,
-        cursor: query.cursor,
-        limit: parse_limit(query.limit)?,
+        webhook_id: given(query.webhook_id),
+        event_type: given(query.event_type),
+        event_id: given(query.event_id),
+        status: given(query.status),
+        from: given(query.from),
+        to: given(query.to),
+        cursor: given(query.cursor),
+        limit: parse_limit(given(query.limit))?,
     };
     let page = zivio_app::deliveries::list(&state.services, &caller, &query).await?;
     Ok(Json(page))

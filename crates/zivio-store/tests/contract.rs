@@ -92,6 +92,7 @@ contract!(
     test_events_reach_a_disabled_webhook,
     retention_deletes_old_history_but_never_pending_work,
     concurrent_writes_commit_together_and_fail_alone,
+    recording_and_disabling_at_once_never_deadlock,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
 );
@@ -2015,4 +2016,65 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
         results.push(handle.await.unwrap());
     }
     results
+}
+
+async fn recording_and_disabling_at_once_never_deadlock(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 1).await;
+    let events: Vec<NewEvent> = (0..20)
+        .map(|i| new_event(&format!("evt_d{i}"), None, vec![(hooks[0].id.clone(), 0)]))
+        .collect();
+    store
+        .publish_events(&acme, &events, NOW, None)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries("l:1", NOW, NOW + time::Duration::seconds(30), 100, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 21);
+    // Every failure may disable the webhook (its streak began long enough ago), while an admin
+    // disables it by hand: the writes lock rows in one order, so all of them finish.
+    let disable_now = AutoDisable {
+        failing_before: NOW + time::Duration::days(1),
+        mail: true,
+    };
+    let mut tasks = Vec::new();
+    for delivery in claimed {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let attempt = attempt_of(&delivery, false, Some(NOW + time::Duration::minutes(1)));
+            store
+                .record_attempt("l:1", &attempt, disable_now)
+                .await
+                .map(|outcome| outcome.auto_disabled)
+        }));
+    }
+    let mut manual = hooks[0].clone();
+    manual.disabled = Some(Disabled {
+        reason: DisabledReason::Manual,
+        by: None,
+        at: NOW,
+    });
+    let by_hand = store
+        .update_webhook(&manual, &audit(&acme, NOW, AuditAction::WebhookDisabled))
+        .await;
+    assert!(
+        matches!(by_hand, Ok(()) | Err(StoreError::Conflict { .. })),
+        "{by_hand:?}"
+    );
+    let mut auto = 0;
+    for task in tasks {
+        auto += usize::from(task.await.unwrap().expect("no deadlock, no error"));
+    }
+    assert!(auto <= 1, "disabled automatically at most once");
+    assert!(
+        store
+            .webhook(&acme, &hooks[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+            .is_some()
+    );
 }

@@ -384,6 +384,13 @@ impl Config {
                 ranges.join(", ")
             ));
         }
+        if self.smtp_url.is_some() && self.public_url.is_none() {
+            warnings.push(
+                "ZIVIO_WEBHOOKS_SMTP_URL is set without ZIVIO_WEBHOOKS_PUBLIC_URL: links in mails \
+                 point at the listen address, which recipients may not reach."
+                    .to_owned(),
+            );
+        }
         warnings
     }
 }

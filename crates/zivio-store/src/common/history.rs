@@ -199,7 +199,7 @@ macro_rules! history_queries {
         }
 
         pub(crate) async fn mail_sent(tx: &mut Connection, id: i64, at: OffsetDateTime) -> StoreResult<()> {
-            sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, lease_expires_at = NULL WHERE id = $1")
+            sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, lease_expires_at = NULL WHERE id = $1 AND sent_at IS NULL")
                 .bind(id)
                 .bind($to(at))
                 .execute(&mut *tx)
@@ -211,7 +211,7 @@ macro_rules! history_queries {
             sqlx::query(
                 "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
                      lease_expires_at = NULL
-                 WHERE id = $1",
+                 WHERE id = $1 AND sent_at IS NULL",
             )
             .bind(id)
             .bind(error)
@@ -228,8 +228,9 @@ macro_rules! history_queries {
              WHERE e.accepted_at < $1
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
              LIMIT $2)";
-        pub(crate) const PURGE_SENT_MAIL: &str = "DELETE FROM mail_outbox WHERE id IN (
-             SELECT id FROM mail_outbox WHERE created_at < $1 AND sent_at IS NOT NULL LIMIT $2)";
+        /// Mail older than the retention period, sent or not: a notice that old is no news.
+        pub(crate) const PURGE_MAIL: &str = "DELETE FROM mail_outbox WHERE id IN (
+             SELECT id FROM mail_outbox WHERE created_at < $1 LIMIT $2)";
         pub(crate) const PURGE_HEALTH_COUNTERS: &str = "DELETE FROM webhook_attempt_hours
              WHERE (webhook_id, hour_start) IN (
                  SELECT webhook_id, hour_start FROM webhook_attempt_hours WHERE hour_start < $1 LIMIT $2)";

@@ -140,9 +140,31 @@ macro_rules! queue_queries {
             Ok((moved, inserted))
         }
 
-        /// Moves the webhook's health on: the hourly counter, the latest attempt (unless a later
-        /// one is already recorded) and `failing_since` (set by the first failure after a
-        /// success, cleared by a success).
+        /// Notes the latest attempt on its webhook (unless a later one is already noted) and
+        /// moves `failing_since` (set by the first failure after a success, cleared by a
+        /// success). It runs first in the attempt's transaction: every write that touches a
+        /// webhook and its deliveries locks the webhook row first (as disabling does), so
+        /// recording and disabling cannot deadlock on PostgreSQL.
+        pub(crate) async fn note_latest_attempt(tx: &mut Connection, attempt: &AttemptRecord) -> StoreResult<()> {
+            sqlx::query(
+                "UPDATE webhooks SET last_attempt_at = $2, last_attempt_succeeded = $3,
+                     last_error_kind = $4, last_error_detail = $5,
+                     failing_since = CASE WHEN $3 THEN NULL ELSE COALESCE(failing_since, $2) END
+                 WHERE id = $1 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)
+                   AND EXISTS (SELECT 1 FROM deliveries WHERE id = $6)",
+            )
+            .bind(attempt.webhook_id.as_str())
+            .bind($to(attempt.created_at))
+            .bind(attempt.succeeded)
+            .bind(&attempt.error_kind)
+            .bind(&attempt.error_detail)
+            .bind(attempt.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+
+        /// Counts the attempt in its webhook's hourly health counter.
         pub(crate) async fn count_attempt(tx: &mut Connection, attempt: &AttemptRecord) -> StoreResult<()> {
             let at = attempt.created_at;
             let hour_start = at - time::Duration::seconds(at.unix_timestamp().rem_euclid(3600)) - time::Duration::nanoseconds(i64::from(at.nanosecond()));
@@ -157,19 +179,6 @@ macro_rules! queue_queries {
             .bind($to(hour_start))
             .bind(i32::from(attempt.succeeded))
             .bind(i32::from(!attempt.succeeded))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE webhooks SET last_attempt_at = $2, last_attempt_succeeded = $3,
-                     last_error_kind = $4, last_error_detail = $5,
-                     failing_since = CASE WHEN $3 THEN NULL ELSE COALESCE(failing_since, $2) END
-                 WHERE id = $1 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)",
-            )
-            .bind(attempt.webhook_id.as_str())
-            .bind($to(at))
-            .bind(attempt.succeeded)
-            .bind(&attempt.error_kind)
-            .bind(&attempt.error_detail)
             .execute(&mut *tx)
             .await?;
             Ok(())

@@ -346,6 +346,7 @@ macro_rules! store_impl {
             ) -> $crate::StoreResult<$crate::AttemptOutcome> {
                 let (lease, attempt) = (lease.to_owned(), attempt.clone());
                 self.write_grouped(move |tx| Box::pin(async move {
+                    queue::note_latest_attempt(&mut *tx, &attempt).await?;
                     let (moved, recorded) = queue::record_attempt(&mut *tx, &lease, &attempt).await?;
                     let mut auto_disabled = false;
                     if recorded {
@@ -361,7 +362,7 @@ macro_rules! store_impl {
                         .await?
                     {
                         auto_disabled = true;
-                        webhooks::cancel_pending(&mut *tx, &attempt.webhook_id).await?;
+                        webhooks::cancel_pending(&mut *tx, &attempt.webhook_id, attempt.created_at).await?;
                         let audit = Audit::new(
                             &attempt.tenant,
                             attempt.created_at,
@@ -522,8 +523,8 @@ macro_rules! store_impl {
             }
 
             async fn purge_events(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
-                let events = self.purge_in_batches(cutoff, 500, history::PURGE_EVENTS).await?;
-                self.purge_in_batches(cutoff, 1_000, history::PURGE_SENT_MAIL).await?;
+                let events = self.purge_in_batches(cutoff, 100, history::PURGE_EVENTS).await?;
+                self.purge_in_batches(cutoff, 1_000, history::PURGE_MAIL).await?;
                 Ok(events)
             }
 

@@ -3,6 +3,7 @@
 macro_rules! webhook_queries {
     ($db:ty, $to:path, $from:path, $t:ty) => {
         use sqlx::Row as _;
+        use time::OffsetDateTime;
         use zivio_core::audit::AuditEntry;
         use zivio_core::ids::{TenantId, UserId};
         use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
@@ -153,20 +154,22 @@ macro_rules! webhook_queries {
                     StoreError::NotFound { what: "webhook" }
                 });
             }
-            if !webhook.is_enabled() {
-                cancel_pending(tx, &webhook.id).await?;
+            if let Some(disabled) = &webhook.disabled {
+                cancel_pending(tx, &webhook.id, disabled.at).await?;
             }
             Ok(())
         }
 
-        /// Disabling cancels queued work, leased or not; an attempt already in flight may
-        /// finish, but its result cannot revive a cancelled delivery.
-        pub(crate) async fn cancel_pending(tx: &mut Connection, webhook: &WebhookId) -> StoreResult<()> {
+        /// Disabling cancels the work queued until then, leased or not; an attempt already in
+        /// flight may finish, but its result cannot revive a cancelled delivery. Test events
+        /// queued later (they reach disabled webhooks) survive later edits of the webhook.
+        pub(crate) async fn cancel_pending(tx: &mut Connection, webhook: &WebhookId, disabled_at: OffsetDateTime) -> StoreResult<()> {
             sqlx::query(
                 "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL
-                 WHERE webhook_id = $1 AND state = 'pending'",
+                 WHERE webhook_id = $1 AND state = 'pending' AND created_at <= $2",
             )
             .bind(webhook.as_str())
+            .bind($to(disabled_at))
             .execute(&mut *tx)
             .await?;
             Ok(())
