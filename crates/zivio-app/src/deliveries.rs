@@ -61,7 +61,8 @@ pub struct DeliveryDetailView {
     pub delivery: DeliveryView,
     pub request: RequestView,
     pub response: Option<ResponseView>,
-    /// Why the bodies (and the URL's path and query) are withheld; null when they are shown.
+    /// Why the bodies, the response headers and the URL's path and query are withheld; null
+    /// when they are shown.
     pub bodies_hidden: Option<String>,
 }
 
@@ -77,8 +78,9 @@ pub struct RequestView {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ResponseView {
     pub status: Option<u16>,
-    #[schema(value_type = Object)]
-    pub headers: Value,
+    /// Null when withheld: headers such as `Location` can repeat the URL's path.
+    #[schema(value_type = Option<Object>)]
+    pub headers: Option<Value>,
     /// The response body as received (up to 64 KiB, invalid UTF-8 replaced); null when withheld.
     pub body: Option<String>,
     /// The body was longer than what is kept.
@@ -202,7 +204,7 @@ pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<De
     let (owner, _) = owner_access(services, &caller.tenant, &webhook.owner).await?;
     let hidden = caller.access.coverage_gap(&owner).map(|gap| {
         format!(
-            "Bodies and the URL's path and query are shown only to the webhook's owner ({}) or an admin whose access covers the owner's: {gap}.",
+            "Bodies, response headers and the URL's path and query are shown only to the webhook's owner ({}) or an admin whose access covers the owner's: {gap}.",
             webhook.owner
         )
     });
@@ -214,7 +216,7 @@ pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<De
         .as_deref()
         .map(|response_headers| ResponseView {
             status: detail.summary.response_status,
-            headers: headers(response_headers),
+            headers: shown.then(|| headers(response_headers)),
             body: detail.response_body.as_deref().filter(|_| shown).map(text),
             truncated: detail.response_truncated,
         });

@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod retention;
+pub mod sessions;
 pub mod webhooks;
 
 pub use caller::Caller;

@@ -274,6 +274,15 @@ pub struct HealthCounts {
     pub attempts_7d: i64,
 }
 
+/// An admin UI session (found by the digest of its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSession {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+}
+
 /// A mail taken from the outbox for sending.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMail {
@@ -398,6 +407,53 @@ pub trait Store: Send + Sync + 'static {
         expires_at: OffsetDateTime,
         audit: &AuditEntry,
     ) -> StoreResult<()>;
+
+    /// The user of the tenant with this email (case-insensitive).
+    async fn user_by_email(&self, tenant: &TenantId, email: &str) -> StoreResult<Option<UserId>>;
+
+    /// Uses a sign-in link: if it is unused and unexpired at `now` it becomes used and its
+    /// tenant and user are returned; otherwise `None`. Single use even under races.
+    async fn consume_sign_in_link(
+        &self,
+        digest: &[u8],
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(TenantId, UserId)>>;
+
+    // --- Admin sessions ----------------------------------------------------------------------
+
+    /// Stores a new session under the digest of its id, with the sign-in's audit entry.
+    async fn create_session(
+        &self,
+        digest: &[u8],
+        tenant: &TenantId,
+        user: &UserId,
+        now: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
+
+    async fn session(&self, digest: &[u8]) -> StoreResult<Option<AdminSession>>;
+
+    async fn touch_session(&self, digest: &[u8], now: OffsetDateTime) -> StoreResult<()>;
+
+    async fn delete_session(&self, digest: &[u8]) -> StoreResult<()>;
+
+    /// Keeps a sealed signing secret with the session until it is shown once.
+    async fn set_pending_secret(
+        &self,
+        digest: &[u8],
+        webhook: &str,
+        sealed: &[u8],
+    ) -> StoreResult<()>;
+
+    /// The sealed secret kept for this webhook, removed as it is read.
+    async fn take_pending_secret(
+        &self,
+        digest: &[u8],
+        webhook: &str,
+    ) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Deletes sessions idle since before `cutoff`.
+    async fn purge_sessions(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;
 
     // --- Webhooks --------------------------------------------------------------------------
 

@@ -42,6 +42,14 @@ mod history {
         0
     );
 }
+mod sessions {
+    crate::common::session_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime
+    );
+}
 mod queue {
     // Per webhook (so a backlog cannot crowd out the others), oldest first; concurrent claims
     // from other instances skip rows already being claimed.

@@ -31,6 +31,9 @@ mod history {
         "detail"
     );
 }
+mod sessions {
+    crate::common::session_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
+}
 mod queue {
     // One writer at a time: the claim cannot race another claim.
     crate::common::queue_queries!(

@@ -10,6 +10,7 @@ pub(crate) mod directory;
 pub(crate) mod events;
 pub(crate) mod history;
 pub(crate) mod queue;
+pub(crate) mod sessions;
 pub(crate) mod store_impl;
 pub(crate) mod webhooks;
 
@@ -17,5 +18,6 @@ pub(crate) use directory::directory_queries;
 pub(crate) use events::event_queries;
 pub(crate) use history::history_queries;
 pub(crate) use queue::queue_queries;
+pub(crate) use sessions::session_queries;
 pub(crate) use store_impl::store_impl;
 pub(crate) use webhooks::webhook_queries;

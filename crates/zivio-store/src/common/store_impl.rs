@@ -218,6 +218,81 @@ macro_rules! store_impl {
                 Ok(tx.commit().await?)
             }
 
+            async fn user_by_email(
+                &self,
+                tenant: &id::TenantId,
+                email: &str,
+            ) -> $crate::StoreResult<Option<id::UserId>> {
+                sessions::user_by_email(self.reader(), tenant, email).await
+            }
+
+            async fn consume_sign_in_link(
+                &self,
+                digest: &[u8],
+                now: Instant,
+            ) -> $crate::StoreResult<Option<(id::TenantId, id::UserId)>> {
+                let mut tx = self.begin_write().await?;
+                let owner = sessions::consume_sign_in_link(&mut tx, digest, now).await?;
+                tx.commit().await?;
+                Ok(owner)
+            }
+
+            async fn create_session(
+                &self,
+                digest: &[u8],
+                tenant: &id::TenantId,
+                user: &id::UserId,
+                now: Instant,
+                audit: &Audit,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sessions::create_session(&mut tx, digest, tenant, user, now).await?;
+                directory::record_audit(&mut tx, audit).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn session(&self, digest: &[u8]) -> $crate::StoreResult<Option<$crate::AdminSession>> {
+                sessions::session(self.reader(), digest).await
+            }
+
+            async fn touch_session(&self, digest: &[u8], now: Instant) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sessions::touch_session(&mut tx, digest, now).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn delete_session(&self, digest: &[u8]) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sessions::delete_session(&mut tx, digest).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn set_pending_secret(
+                &self,
+                digest: &[u8],
+                webhook: &str,
+                sealed: &[u8],
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.begin_write().await?;
+                sessions::set_pending_secret(&mut tx, digest, webhook, sealed).await?;
+                Ok(tx.commit().await?)
+            }
+
+            async fn take_pending_secret(
+                &self,
+                digest: &[u8],
+                webhook: &str,
+            ) -> $crate::StoreResult<Option<Vec<u8>>> {
+                let mut tx = self.begin_write().await?;
+                let sealed = sessions::take_pending_secret(&mut tx, digest, webhook).await?;
+                tx.commit().await?;
+                Ok(sealed)
+            }
+
+            async fn purge_sessions(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
+                self.purge_in_batches(cutoff, 1_000, sessions::PURGE_SESSIONS).await
+            }
+
             async fn create_webhook(
                 &self,
                 webhook: &wh::Webhook,
