@@ -18,6 +18,7 @@ use tower_http::trace::TraceLayer;
 use zivio_app::Services;
 use zivio_core::keys::PlatformKeys;
 
+pub mod admin;
 mod api_v4;
 mod error;
 mod extract;
@@ -39,6 +40,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub services: Services,
     pub platform_keys: PlatformKeys,
+    /// Proxies whose `X-Forwarded-For` names the client (for sign-in rate limits).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub sign_in_limiter: Arc<admin::SignInLimiter>,
 }
 
 /// A JSON answer that must never be cached anywhere: it shows a secret or key once.
@@ -70,7 +74,7 @@ pub fn routers(state: AppState, separate_platform_listener: bool) -> Routers {
             .to_json()
             .expect("the OpenAPI document serialises"),
     );
-    let public = health.clone().merge(v4).route(
+    let public = health.clone().merge(v4).merge(admin::routes()).route(
         "/v4/openapi.json",
         get(move || ops::openapi(document.clone())),
     );
@@ -149,7 +153,13 @@ async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|value| value == HeaderValue::from_static(problem::CONTENT_TYPE));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+    // Admin pages answer errors with pages of their own.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem && !is_page {
         let mut replaced = Problem::new(status, problem::detail_for(status)).into_response();
         if let Some(allow) = response.headers().get(header::ALLOW) {
             replaced.headers_mut().insert(header::ALLOW, allow.clone());

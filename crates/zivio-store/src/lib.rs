@@ -613,6 +613,14 @@ pub trait Store: Send + Sync + 'static {
         since_24h: OffsetDateTime,
     ) -> StoreResult<Vec<(WebhookId, HealthCounts)>>;
 
+    /// The hourly attempt counters of the tenant's webhooks since `since`: (webhook, hour start,
+    /// succeeded, failed), for the health charts.
+    async fn webhook_hours(
+        &self,
+        tenant: &TenantId,
+        since: OffsetDateTime,
+    ) -> StoreResult<Vec<(WebhookId, OffsetDateTime, i64, i64)>>;
+
     // --- Mail outbox -----------------------------------------------------------------------
 
     /// Leases up to `limit` due, unsent mails until `lease_until`.

@@ -105,6 +105,8 @@ impl App {
         let state = AppState {
             services: services.clone(),
             platform_keys: keys.platform.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
+            sign_in_limiter: Default::default(),
         };
         let routers = zivio_http::routers(state, config.platform_listen.is_some());
         let platform = match config.platform_listen {

@@ -165,6 +165,29 @@ macro_rules! history_queries {
                 .collect()
         }
 
+        pub(crate) async fn hourly(pool: &Pool, tenant: &TenantId, since: OffsetDateTime) -> StoreResult<Vec<(WebhookId, OffsetDateTime, i64, i64)>> {
+            let rows = sqlx::query(
+                "SELECT h.webhook_id, h.hour_start, h.succeeded, h.failed
+                 FROM webhook_attempt_hours h JOIN webhooks w ON w.id = h.webhook_id
+                 WHERE w.tenant_id = $1 AND h.hour_start >= $2
+                 ORDER BY h.webhook_id, h.hour_start",
+            )
+            .bind(tenant.as_str())
+            .bind($to(since))
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok((
+                        webhook_id(row.get("webhook_id"))?,
+                        $from(row.get::<$t, _>("hour_start")),
+                        i64::from(row.get::<i32, _>("succeeded")),
+                        i64::from(row.get::<i32, _>("failed")),
+                    ))
+                })
+                .collect()
+        }
+
         pub(crate) async fn claim_mail(
             tx: &mut Connection,
             now: OffsetDateTime,

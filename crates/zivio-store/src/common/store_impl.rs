@@ -568,6 +568,14 @@ macro_rules! store_impl {
                 history::health(self.reader(), tenant, only, since_7d, since_24h).await
             }
 
+            async fn webhook_hours(
+                &self,
+                tenant: &id::TenantId,
+                since: Instant,
+            ) -> $crate::StoreResult<Vec<(wh::WebhookId, Instant, i64, i64)>> {
+                history::hourly(self.reader(), tenant, since).await
+            }
+
             async fn claim_mail(
                 &self,
                 now: Instant,

@@ -1,0 +1,456 @@
+//! The admin UI under `/admin` (PRODUCT.md §8): server-rendered pages (askama templates,
+//! compiled in and escaping everything), a stylesheet and one small script served from the
+//! binary, sessions in the store, and forms protected against cross-site requests twice over:
+//! `Sec-Fetch-Site`/`Origin` must name this site, and every form carries a token derived from
+//! the session. Pages call the same use cases as the v4 API, so the privilege boundary is the
+//! same.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use zivio_app::sessions::{self, Signed};
+use zivio_app::{AppError, Caller};
+
+use crate::AppState;
+
+mod pages;
+
+pub const SESSION_COOKIE: &str = "zivio_session";
+
+/// Content-Security-Policy of every page: nothing inline, nothing from elsewhere.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(pages::home))
+        .route("/admin/", get(pages::home))
+        .route(
+            "/admin/sign-in",
+            get(pages::sign_in_page).post(pages::sign_in),
+        )
+        .route("/admin/sign-in/link/{token}", get(pages::sign_in_link))
+        .route("/admin/sign-out", post(pages::sign_out))
+        .route(
+            "/admin/webhooks",
+            get(pages::webhooks).post(pages::create_webhook),
+        )
+        .route("/admin/webhooks/new", get(pages::new_webhook))
+        .route(
+            "/admin/webhooks/{id}",
+            get(pages::webhook).post(pages::update_webhook),
+        )
+        .route("/admin/webhooks/{id}/secret", get(pages::secret))
+        .route("/admin/webhooks/{id}/rotate", post(pages::rotate))
+        .route("/admin/webhooks/{id}/disable", post(pages::disable))
+        .route("/admin/webhooks/{id}/enable", post(pages::enable))
+        .route("/admin/webhooks/{id}/delete", post(pages::delete))
+        .route("/admin/webhooks/{id}/test", post(pages::send_test))
+        .route("/admin/deliveries", get(pages::deliveries))
+        .route("/admin/deliveries/{id}", get(pages::delivery))
+        .route("/admin/deliveries/{id}/resend", post(pages::resend))
+        .route("/admin/event-types", get(pages::event_types))
+        .route("/admin/audit-log", get(pages::audit_log))
+        .route("/admin/assets/{file}", get(asset))
+        .layer(axum::middleware::map_response(page_headers))
+}
+
+/// Every admin answer: never cached, never framed, no sniffing, a strict CSP.
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("same-origin"));
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("private, no-store"));
+    response
+}
+
+/// The stylesheet and the script, compiled into the binary. Their names carry no hash, so they
+/// are cached for an hour only.
+async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
+        "admin.css" => (
+            include_bytes!("../../assets/admin.css"),
+            "text/css; charset=utf-8",
+        ),
+        "admin.js" => (
+            include_bytes!("../../assets/admin.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return (StatusCode::NOT_FOUND, Html("Not found")).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A page's error, as a page: 401 sends the browser to sign in, the rest render the error page.
+pub(crate) struct PageError(AppError);
+
+impl From<AppError> for PageError {
+    fn from(error: AppError) -> Self {
+        PageError(error)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self.0 {
+            AppError::Unauthenticated(_) => return Redirect::to("/admin/sign-in").into_response(),
+            AppError::Forbidden(message) | AppError::Conflict(message) => (
+                if matches!(self.0, AppError::Forbidden(_)) {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::CONFLICT
+                },
+                message.clone(),
+            ),
+            AppError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                format!("This {what} does not exist."),
+            ),
+            AppError::Validation(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            AppError::InvalidParameter(error) => (
+                StatusCode::BAD_REQUEST,
+                format!("{}: {}", error.field, error.message),
+            ),
+            AppError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The service is temporarily unavailable; try again shortly.".to_owned(),
+                )
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(error = ?cause, "admin page failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong on our side.".to_owned(),
+                )
+            }
+        };
+        pages::error_page(status, &message)
+    }
+}
+
+pub(crate) type PageResult<T = Response> = Result<T, PageError>;
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// The cookie that carries a new session: script cannot read it, other sites' requests do not
+/// send it on POST, and over https only when the service is served over https.
+pub(crate) fn session_cookie(state: &AppState, id: &str) -> HeaderValue {
+    let secure = if state.services.settings.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let max_age = sessions::ABSOLUTE_TIMEOUT.as_secs();
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; Path=/admin; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .expect("session ids are cookie-safe")
+}
+
+pub(crate) fn cleared_cookie() -> HeaderValue {
+    HeaderValue::from_static("zivio_session=; Path=/admin; HttpOnly; SameSite=Lax; Max-Age=0")
+}
+
+/// A signed-in manager: the session as of now. Without a session the browser goes to sign in;
+/// a user without `webhooks:manage` gets the page that says so.
+pub(crate) struct Admin {
+    pub caller: Caller,
+    pub session: String,
+}
+
+impl Admin {
+    pub fn form_token(&self) -> String {
+        sessions::form_token(&self.session)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Some(session) = session_id(&parts.headers) else {
+            return Err(Redirect::to("/admin/sign-in").into_response());
+        };
+        match sessions::resume(&state.services, &session).await {
+            Ok(Some(Signed::Manager(caller))) => {
+                tracing::Span::current().record("tenant", caller.tenant.as_str());
+                Ok(Admin { caller, session })
+            }
+            Ok(Some(Signed::WithoutPermission { .. })) => Err(pages::no_permission()),
+            Ok(None) => Err(Redirect::to("/admin/sign-in").into_response()),
+            Err(error) => Err(PageError(error).into_response()),
+        }
+    }
+}
+
+/// The fields of a submitted form, in order (a field may repeat, such as `events`).
+pub(crate) struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self, name: &str) -> String {
+        self.get(name).unwrap_or_default().to_owned()
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+}
+
+/// A state-changing form of a signed-in manager: same-site, with the session's form token.
+pub(crate) struct AdminForm {
+    pub admin: Admin,
+    pub fields: Fields,
+}
+
+impl FromRequest<AppState> for AdminForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        refuse_cross_site(&parts)?;
+        let admin = Admin::from_request_parts(&mut parts, state).await?;
+        let fields = read_fields(Request::from_parts(parts, body), state).await?;
+        let token = fields.get("_token").unwrap_or_default();
+        if !constant_time_eq(token.as_bytes(), admin.form_token().as_bytes()) {
+            return Err(pages::error_page(
+                StatusCode::FORBIDDEN,
+                "This form has expired or did not come from this site. Go back, reload the page and try again.",
+            ));
+        }
+        Ok(AdminForm { admin, fields })
+    }
+}
+
+/// A form that needs no session (signing in): same-site only. Knows the client's address.
+pub(crate) struct PublicForm {
+    pub fields: Fields,
+    pub client: Option<IpAddr>,
+}
+
+impl FromRequest<AppState> for PublicForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        refuse_cross_site(&parts)?;
+        let client = client_ip(
+            &parts.headers,
+            parts.extensions.get::<ConnectInfo<SocketAddr>>(),
+            state,
+        );
+        let fields = read_fields(Request::from_parts(parts, body), state).await?;
+        Ok(PublicForm { fields, client })
+    }
+}
+
+async fn read_fields(request: Request, state: &AppState) -> Result<Fields, Response> {
+    let bytes = axum::body::Bytes::from_request(request, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Fields(
+        url::form_urlencoded::parse(&bytes).into_owned().collect(),
+    ))
+}
+
+/// Browsers say where a request comes from (`Sec-Fetch-Site`, or at least `Origin`): a POST
+/// from another site is refused before anything else happens.
+fn refuse_cross_site(parts: &Parts) -> Result<(), Response> {
+    let refused = || {
+        pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Cross-site form submissions are refused. Use the form on this site.",
+        )
+    };
+    if parts.method != Method::POST {
+        return Ok(());
+    }
+    if let Some(site) = parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+    {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err(refused()),
+        };
+    }
+    if let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        if origin == "null" || origin_host != host {
+            return Err(refused());
+        }
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not one.
+fn client_ip(
+    parts_headers: &HeaderMap,
+    peer: Option<&ConnectInfo<SocketAddr>>,
+    state: &AppState,
+) -> Option<IpAddr> {
+    let peer = peer.map(|ConnectInfo(addr)| addr.ip())?;
+    let trusted = |ip: &IpAddr| state.trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = parts_headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| part.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+/// Sign-in attempts allowed per account and per client address in a window; more are refused
+/// until the window passes (guessing passwords stays slow).
+#[derive(Default)]
+pub struct SignInLimiter {
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+const SIGN_IN_WINDOW: Duration = Duration::from_secs(5 * 60);
+const PER_ACCOUNT: u32 = 10;
+const PER_ADDRESS: u32 = 30;
+
+impl SignInLimiter {
+    /// Counts an attempt; `false` when one of its keys is over its limit.
+    pub(crate) fn allow(&self, account: &str, address: Option<IpAddr>) -> bool {
+        let now = Instant::now();
+        let mut windows = self
+            .windows
+            .lock()
+            .expect("the limiter lock is never poisoned");
+        windows.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
+        let mut allowed = true;
+        let keys = [(format!("account:{}", account.to_lowercase()), PER_ACCOUNT)]
+            .into_iter()
+            .chain(address.map(|ip| (format!("address:{ip}"), PER_ADDRESS)));
+        for (key, limit) in keys {
+            let (_, count) = windows.entry(key).or_insert((now, 0));
+            *count += 1;
+            allowed &= *count <= limit;
+        }
+        allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_attempts_are_limited_per_account_and_address() {
+        let limiter = SignInLimiter::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..PER_ACCOUNT {
+            assert!(limiter.allow("acme/a@x", Some(ip)));
+        }
+        assert!(
+            !limiter.allow("acme/a@x", Some(ip)),
+            "the account is over its limit"
+        );
+        assert!(
+            limiter.allow("acme/b@x", Some(ip)),
+            "another account still may"
+        );
+        for _ in 0..PER_ADDRESS {
+            limiter.allow("acme/c@x", Some(ip));
+        }
+        assert!(
+            !limiter.allow("acme/d@x", Some(ip)),
+            "the address is over its limit"
+        );
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; zivio_session=abc; b=2"),
+        );
+        assert_eq!(session_id(&headers).as_deref(), Some("abc"));
+        headers.insert(header::COOKIE, HeaderValue::from_static("zivio_session="));
+        assert_eq!(session_id(&headers), None);
+    }
+}
