@@ -2,6 +2,7 @@
 //! output captured and its logs (JSON lines) parsed to learn the bound address.
 
 pub mod api;
+pub mod browser;
 pub mod receiver;
 pub mod sending;
 pub mod service;
