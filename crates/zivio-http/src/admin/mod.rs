@@ -59,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/deliveries/{id}/resend", post(pages::resend))
         .route("/admin/event-types", get(pages::event_types))
         .route("/admin/audit-log", get(pages::audit_log))
+        .route("/admin/receiver-guide", get(pages::receiver_guide))
         .route("/admin/assets/{file}", get(asset))
         .layer(axum::middleware::map_response(page_headers))
 }
@@ -222,7 +223,9 @@ impl FromRequestParts<AppState> for Admin {
                 tracing::Span::current().record("tenant", caller.tenant.as_str());
                 Ok(Admin { caller, session })
             }
-            Ok(Some(Signed::WithoutPermission { .. })) => Err(pages::no_permission()),
+            Ok(Some(Signed::WithoutPermission { .. })) => {
+                Err(pages::no_permission(&sessions::form_token(&session)))
+            }
             Ok(None) => Err(Redirect::to("/admin/sign-in").into_response()),
             Err(error) => Err(PageError(error).into_response()),
         }
@@ -267,15 +270,40 @@ impl FromRequest<AppState> for AdminForm {
         refuse_cross_site(&parts)?;
         let admin = Admin::from_request_parts(&mut parts, state).await?;
         let fields = read_fields(Request::from_parts(parts, body), state).await?;
-        let token = fields.get("_token").unwrap_or_default();
-        if !constant_time_eq(token.as_bytes(), admin.form_token().as_bytes()) {
-            return Err(pages::error_page(
-                StatusCode::FORBIDDEN,
-                "This form has expired or did not come from this site. Go back, reload the page and try again.",
-            ));
-        }
+        check_token(&fields, &admin.session)?;
         Ok(AdminForm { admin, fields })
     }
+}
+
+/// A form of any signed-in user (signing out): same-site, with the session's form token.
+pub(crate) struct SessionForm {
+    pub session: String,
+}
+
+impl FromRequest<AppState> for SessionForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        refuse_cross_site(&parts)?;
+        let Some(session) = session_id(&parts.headers) else {
+            return Err(Redirect::to("/admin/sign-in").into_response());
+        };
+        let fields = read_fields(Request::from_parts(parts, body), state).await?;
+        check_token(&fields, &session)?;
+        Ok(SessionForm { session })
+    }
+}
+
+fn check_token(fields: &Fields, session: &str) -> Result<(), Response> {
+    let token = fields.get("_token").unwrap_or_default();
+    if constant_time_eq(token.as_bytes(), sessions::form_token(session).as_bytes()) {
+        return Ok(());
+    }
+    Err(pages::error_page(
+        StatusCode::FORBIDDEN,
+        "This form has expired or did not come from this site. Go back, reload the page and try again.",
+    ))
 }
 
 /// A form that needs no session (signing in): same-site only. Knows the client's address.

@@ -14,7 +14,8 @@ use zivio_app::{AppError, FieldError, audit};
 use zivio_core::catalog::Catalog;
 
 use super::{
-    Admin, AdminForm, PageError, PageResult, PublicForm, cleared_cookie, session_cookie, session_id,
+    Admin, AdminForm, PageError, PageResult, PublicForm, SessionForm, cleared_cookie,
+    session_cookie, session_id,
 };
 use crate::AppState;
 
@@ -91,13 +92,16 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> Response {
 #[template(path = "no_permission.html")]
 struct NoPermissionPage {
     layout: Layout,
+    /// For the sign-out button.
+    token: String,
 }
 
-pub(crate) fn no_permission() -> Response {
+pub(crate) fn no_permission(token: &str) -> Response {
     with_status(
         StatusCode::FORBIDDEN,
         &NoPermissionPage {
             layout: Layout::public("No access to Webhooks"),
+            token: token.to_owned(),
         },
     )
 }
@@ -204,8 +208,8 @@ fn signed_in(state: &AppState, id: &str) -> Response {
     response
 }
 
-pub async fn sign_out(State(state): State<AppState>, form: AdminForm) -> PageResult {
-    sessions::sign_out(&state.services, &form.admin.session).await?;
+pub async fn sign_out(State(state): State<AppState>, form: SessionForm) -> PageResult {
+    sessions::sign_out(&state.services, &form.session).await?;
     let mut response = see_other("/admin/sign-in");
     response
         .headers_mut()
@@ -985,4 +989,19 @@ pub async fn audit_log(
             .next_cursor
             .map(|cursor| format!("/admin/audit-log?cursor={cursor}")),
     }))
+}
+
+#[derive(Template)]
+#[template(path = "guide.html")]
+struct GuidePage {
+    layout: Layout,
+    guide: &'static str,
+}
+
+/// The receiver guide (`docs/receiver-guide.md`), compiled in: how to verify signatures.
+pub async fn receiver_guide(admin: Admin) -> Response {
+    render(&GuidePage {
+        layout: Layout::of(&admin, "Receiving webhooks", "webhooks"),
+        guide: include_str!("../../../../docs/receiver-guide.md"),
+    })
 }

@@ -404,3 +404,86 @@ async fn pages_pass_contrast_width_label_and_keyboard_checks() {
         .wait_for_text("will not be shown again", false)
         .await;
 }
+
+/// A client that keeps cookies out of it: each request states its own.
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
+    let Some(setup) = setup(Backend::Sqlite, "1h", true).await else {
+        return;
+    };
+    let api = &setup.api;
+    let client = plain_client();
+    // A link signs in once and moves on at once to a URL without the token.
+    let link = api
+        .platform(Method::POST, "acme/users/u1/sign-in-links", None)
+        .await;
+    let path = url::Url::parse(link.body["url"].as_str().unwrap())
+        .unwrap()
+        .path()
+        .to_owned();
+    let token = path.rsplit('/').next().unwrap().to_owned();
+    let opened = client.get(api.service.url(&path)).send().await.unwrap();
+    assert_eq!(opened.status(), 303);
+    assert_eq!(opened.headers()["location"], "/admin");
+    assert_eq!(opened.headers()["referrer-policy"], "no-referrer");
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let again = client.get(api.service.url(&path)).send().await.unwrap();
+    assert_eq!(again.status(), 401, "single use");
+    assert!(
+        !api.service.stdout().contains(&token)
+            && !api
+                .service
+                .logs()
+                .iter()
+                .any(|l| l.to_string().contains(&token)),
+        "the token is never logged"
+    );
+    let page = |path: &'static str| {
+        let (client, session) = (client.clone(), session.clone());
+        let url = api.service.url(path);
+        async move {
+            client
+                .get(url)
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(page("/admin/webhooks").await.status(), 200);
+
+    // Losing the permission shows the page that says so; deactivation ends the session.
+    api.put_role("acme", "admin", &["invoices:read:tenant"])
+        .await;
+    let refused = page("/admin/webhooks").await;
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("webhooks:manage"));
+    api.put_user("acme", "u1", false, &["admin"]).await;
+    let ended = page("/admin/webhooks").await;
+    assert_eq!(ended.status(), 303);
+    assert_eq!(ended.headers()["location"], "/admin/sign-in");
+
+    // Guessing passwords is slowed down per account.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let answer = client
+            .post(api.service.url("/admin/sign-in"))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("tenant=acme&email=u2%40acme.example.com&password=guess")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[401; 10]);
+    assert_eq!(&statuses[10..], &[429, 429]);
+}
