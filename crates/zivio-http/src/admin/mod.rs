@@ -267,10 +267,14 @@ impl FromRequest<AppState> for AdminForm {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
-        refuse_cross_site(&parts)?;
+        if is_cross_site(&parts) {
+            return Err(cross_site_refused());
+        }
         let admin = Admin::from_request_parts(&mut parts, state).await?;
         let fields = read_fields(Request::from_parts(parts, body), state).await?;
-        check_token(&fields, &admin.session)?;
+        if !token_matches(&fields, &admin.session) {
+            return Err(stale_form());
+        }
         Ok(AdminForm { admin, fields })
     }
 }
@@ -285,25 +289,31 @@ impl FromRequest<AppState> for SessionForm {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (parts, body) = request.into_parts();
-        refuse_cross_site(&parts)?;
+        if is_cross_site(&parts) {
+            return Err(cross_site_refused());
+        }
         let Some(session) = session_id(&parts.headers) else {
             return Err(Redirect::to("/admin/sign-in").into_response());
         };
         let fields = read_fields(Request::from_parts(parts, body), state).await?;
-        check_token(&fields, &session)?;
+        if !token_matches(&fields, &session) {
+            return Err(stale_form());
+        }
         Ok(SessionForm { session })
     }
 }
 
-fn check_token(fields: &Fields, session: &str) -> Result<(), Response> {
+/// Whether the form carries the session's token.
+fn token_matches(fields: &Fields, session: &str) -> bool {
     let token = fields.get("_token").unwrap_or_default();
-    if constant_time_eq(token.as_bytes(), sessions::form_token(session).as_bytes()) {
-        return Ok(());
-    }
-    Err(pages::error_page(
+    constant_time_eq(token.as_bytes(), sessions::form_token(session).as_bytes())
+}
+
+fn stale_form() -> Response {
+    pages::error_page(
         StatusCode::FORBIDDEN,
         "This form has expired or did not come from this site. Go back, reload the page and try again.",
-    ))
+    )
 }
 
 /// A form that needs no session (signing in): same-site only. Knows the client's address.
@@ -317,7 +327,9 @@ impl FromRequest<AppState> for PublicForm {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (parts, body) = request.into_parts();
-        refuse_cross_site(&parts)?;
+        if is_cross_site(&parts) {
+            return Err(cross_site_refused());
+        }
         let client = client_ip(
             &parts.headers,
             parts.extensions.get::<ConnectInfo<SocketAddr>>(),
@@ -339,25 +351,16 @@ async fn read_fields(request: Request, state: &AppState) -> Result<Fields, Respo
 
 /// Browsers say where a request comes from (`Sec-Fetch-Site`, or at least `Origin`): a POST
 /// from another site is refused before anything else happens.
-fn refuse_cross_site(parts: &Parts) -> Result<(), Response> {
-    let refused = || {
-        pages::error_page(
-            StatusCode::FORBIDDEN,
-            "Cross-site form submissions are refused. Use the form on this site.",
-        )
-    };
+fn is_cross_site(parts: &Parts) -> bool {
     if parts.method != Method::POST {
-        return Ok(());
+        return false;
     }
     if let Some(site) = parts
         .headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
     {
-        return match site {
-            "same-origin" | "none" => Ok(()),
-            _ => Err(refused()),
-        };
+        return !matches!(site, "same-origin" | "none");
     }
     if let Some(origin) = parts
         .headers
@@ -370,11 +373,16 @@ fn refuse_cross_site(parts: &Parts) -> Result<(), Response> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        if origin == "null" || origin_host != host {
-            return Err(refused());
-        }
+        return origin == "null" || origin_host != host;
     }
-    Ok(())
+    false
+}
+
+fn cross_site_refused() -> Response {
+    pages::error_page(
+        StatusCode::FORBIDDEN,
+        "Cross-site form submissions are refused. Use the form on this site.",
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
