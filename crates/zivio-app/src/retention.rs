@@ -1,6 +1,7 @@
 //! Retention (PRODUCT.md §4, §8): events with their payloads and attempts are deleted after
 //! `retention` (counted from acceptance, never while work is pending), audit entries after their
-//! own, longer period, health counters once they are older than the 7-day window.
+//! own, longer period, health counters once they are older than the 7-day window, and idle admin
+//! sessions.
 
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub async fn purge(
         .store
         .purge_health_counters(now - HEALTH_WINDOW)
         .await?;
+    // Idle sessions cannot be resumed anyway; their rows go.
+    let idle =
+        time::Duration::try_from(crate::sessions::IDLE_TIMEOUT).unwrap_or(time::Duration::HOUR);
+    services.store.purge_sessions(now - idle).await?;
     Ok(Purged {
         events,
         audit_entries,

@@ -93,6 +93,7 @@ contract!(
     retention_deletes_old_history_but_never_pending_work,
     concurrent_writes_commit_together_and_fail_alone,
     recording_and_disabling_at_once_never_deadlock,
+    admin_sessions_links_and_pending_secrets,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
 );
@@ -2077,4 +2078,148 @@ async fn recording_and_disabling_at_once_never_deadlock(database: &TestDatabase,
             .disabled
             .is_some()
     );
+}
+
+async fn admin_sessions_links_and_pending_secrets(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let u1 = user_id("u1");
+    assert_eq!(
+        store.user_by_email(&acme, "U1@Example.com").await.unwrap(),
+        Some(u1.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_email(&acme, "nobody@example.com")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A link works once, and not after it expires.
+    let issued = audit(&acme, NOW, AuditAction::SignInLinkIssued);
+    store
+        .create_sign_in_link(
+            &acme,
+            &u1,
+            b"link-1",
+            NOW + time::Duration::minutes(10),
+            &issued,
+        )
+        .await
+        .unwrap();
+    store
+        .create_sign_in_link(
+            &acme,
+            &u1,
+            b"link-2",
+            NOW + time::Duration::minutes(10),
+            &issued,
+        )
+        .await
+        .unwrap();
+    let used = store.consume_sign_in_link(b"link-1", NOW).await.unwrap();
+    assert_eq!(used, Some((acme.clone(), u1.clone())));
+    assert_eq!(
+        store.consume_sign_in_link(b"link-1", NOW).await.unwrap(),
+        None,
+        "single use"
+    );
+    let late = NOW + time::Duration::minutes(11);
+    assert_eq!(
+        store.consume_sign_in_link(b"link-2", late).await.unwrap(),
+        None,
+        "expired"
+    );
+
+    // Sessions by digest, touched, with a secret kept once.
+    let signed_in = audit(&acme, NOW, AuditAction::SignedIn);
+    store
+        .create_session(b"session-1", &acme, &u1, NOW, &signed_in)
+        .await
+        .unwrap();
+    let session = store.session(b"session-1").await.unwrap().unwrap();
+    assert_eq!(
+        (session.tenant, session.user, session.created_at),
+        (acme.clone(), u1.clone(), NOW)
+    );
+    let later = NOW + time::Duration::minutes(5);
+    store.touch_session(b"session-1", later).await.unwrap();
+    assert_eq!(
+        store
+            .session(b"session-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at,
+        later
+    );
+    store
+        .set_pending_secret(b"session-1", "wh_1", b"sealed")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_pending_secret(b"session-1", "wh_2")
+            .await
+            .unwrap(),
+        None,
+        "another webhook's"
+    );
+    assert_eq!(
+        store
+            .take_pending_secret(b"session-1", "wh_1")
+            .await
+            .unwrap(),
+        None,
+        "asking for another cleared it"
+    );
+    store
+        .set_pending_secret(b"session-1", "wh_1", b"sealed")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .take_pending_secret(b"session-1", "wh_1")
+            .await
+            .unwrap(),
+        Some(b"sealed".to_vec())
+    );
+    assert_eq!(
+        store
+            .take_pending_secret(b"session-1", "wh_1")
+            .await
+            .unwrap(),
+        None,
+        "shown once"
+    );
+    assert_eq!(
+        store.audit_entries(&acme, None, 1).await.unwrap()[0]
+            .entry
+            .action,
+        "user.signed_in"
+    );
+
+    // Idle sessions are purged; signing out deletes one; deleting the user ends them all.
+    store
+        .create_session(b"session-2", &acme, &u1, NOW, &signed_in)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .purge_sessions(NOW + time::Duration::minutes(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.session(b"session-2").await.unwrap().is_none());
+    assert!(store.session(b"session-1").await.unwrap().is_some());
+    store.delete_session(b"session-1").await.unwrap();
+    assert!(store.session(b"session-1").await.unwrap().is_none());
+    store
+        .create_session(b"session-3", &acme, &u1, NOW, &signed_in)
+        .await
+        .unwrap();
+    store.delete_user(&acme, &u1).await.unwrap();
+    assert!(store.session(b"session-3").await.unwrap().is_none());
 }
