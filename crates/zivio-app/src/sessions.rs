@@ -1,8 +1,8 @@
 //! Signing in to the admin UI (PRODUCT.md §8): by tenant, email and password, or by a
 //! single-use link the platform issued. A session is a random id in an `HttpOnly` cookie; the
 //! store keeps only its digest. Every request resumes the session against the directory *now*:
-//! an inactive user's sessions stop working at once, a user without `webhooks:manage` sees only
-//! a page saying so.
+//! an inactive user's sessions stop working at once; for a user without `webhooks:manage` the
+//! session ends with a page saying they need it.
 
 use std::time::Duration;
 
@@ -43,17 +43,31 @@ pub async fn sign_in_with_password(
 ) -> AppResult<String> {
     let tenant = TenantId::parse(tenant.trim()).map_err(|_| AppError::Unauthenticated(REFUSED))?;
     let user = services.store.user_by_email(&tenant, email.trim()).await?;
-    let hash = match &user {
+    let stored = match &user {
         Some(user) => services.store.password_hash(&tenant, user).await?,
         None => None,
     };
-    // Verify even without a user, so that timing does not tell which emails exist.
-    let hash = hash.unwrap_or_else(|| zivio_core::password::hash("", [0; 16]));
-    let verified = zivio_core::password::verify(password, &hash);
+    // One Argon2 verification whatever the case (unknown email, no password set, wrong or
+    // right password), off the async workers, so timing tells nothing.
+    let has_password = stored.is_some();
+    let hash = stored.unwrap_or_else(|| unmatchable_hash().to_owned());
+    let password = password.to_owned();
+    let verified =
+        tokio::task::spawn_blocking(move || zivio_core::password::verify(&password, &hash))
+            .await
+            .unwrap_or(false);
     match user {
-        Some(user) if verified => open(services, &tenant, &user, "password").await,
+        // A user without a password cannot sign in with one (not even an empty one).
+        Some(user) if has_password && verified => open(services, &tenant, &user, "password").await,
         _ => Err(AppError::Unauthenticated(REFUSED)),
     }
+}
+
+/// A hash no password is checked against successfully by the code above (it is only used when
+/// there is no stored hash, and then the result is ignored); computed once.
+fn unmatchable_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| zivio_core::password::hash("", random()))
 }
 
 /// Uses a sign-in link (once) and opens a session; returns the session id for the cookie.
@@ -119,18 +133,20 @@ pub async fn resume(services: &Services, id: &str) -> AppResult<Option<Signed>> 
         services.store.touch_session(&key, now).await?;
     }
     let access = Access::of(&user, &roles);
-    Ok(Some(if access.can_manage_webhooks() {
-        Signed::Manager(Caller {
+    if !access.can_manage_webhooks() {
+        // The session ends here: this answer shows the "you need the permission" page once,
+        // and a later grant of the permission does not revive it.
+        services.store.delete_session(&key).await?;
+        return Ok(Some(Signed::WithoutPermission {
             tenant: session.tenant,
             user: session.user,
-            access,
-        })
-    } else {
-        Signed::WithoutPermission {
-            tenant: session.tenant,
-            user: session.user,
-        }
-    }))
+        }));
+    }
+    Ok(Some(Signed::Manager(Caller {
+        tenant: session.tenant,
+        user: session.user,
+        access,
+    })))
 }
 
 pub async fn sign_out(services: &Services, id: &str) -> AppResult<()> {

@@ -14,7 +14,3 @@ document.addEventListener("click", (event) => {
     done();
   }
 });
-document.addEventListener("submit", (event) => {
-  const message = event.target.dataset.confirm;
-  if (message && !window.confirm(message)) event.preventDefault();
-});

@@ -11,6 +11,7 @@ mod config;
 mod keys;
 mod startup;
 mod telemetry;
+mod verify;
 
 use config::Config;
 
@@ -34,12 +35,18 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Check a captured request's signature (exit 0 valid, 1 invalid, 2 unreadable input).
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (reqwest is built without a default).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // Tools for receivers need no service configuration.
+    if let Some(Command::Verify(args)) = &cli.command {
+        return verify::run(args);
+    }
     let config = match load_config(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -55,6 +62,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&config).await,
             Command::Migrate => migrate(&config).await,
+            Command::Verify(_) => unreachable!("handled before the configuration is read"),
         }
     });
     match result {

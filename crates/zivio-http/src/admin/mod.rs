@@ -267,7 +267,7 @@ impl FromRequest<AppState> for AdminForm {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, body) = request.into_parts();
-        if is_cross_site(&parts) {
+        if is_cross_site(&parts, &public_origin(state)) {
             return Err(cross_site_refused());
         }
         let admin = Admin::from_request_parts(&mut parts, state).await?;
@@ -289,7 +289,7 @@ impl FromRequest<AppState> for SessionForm {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (parts, body) = request.into_parts();
-        if is_cross_site(&parts) {
+        if is_cross_site(&parts, &public_origin(state)) {
             return Err(cross_site_refused());
         }
         let Some(session) = session_id(&parts.headers) else {
@@ -327,7 +327,7 @@ impl FromRequest<AppState> for PublicForm {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (parts, body) = request.into_parts();
-        if is_cross_site(&parts) {
+        if is_cross_site(&parts, &public_origin(state)) {
             return Err(cross_site_refused());
         }
         let client = client_ip(
@@ -351,7 +351,7 @@ async fn read_fields(request: Request, state: &AppState) -> Result<Fields, Respo
 
 /// Browsers say where a request comes from (`Sec-Fetch-Site`, or at least `Origin`): a POST
 /// from another site is refused before anything else happens.
-fn is_cross_site(parts: &Parts) -> bool {
+fn is_cross_site(parts: &Parts, public_origin: &str) -> bool {
     if parts.method != Method::POST {
         return false;
     }
@@ -367,15 +367,28 @@ fn is_cross_site(parts: &Parts) -> bool {
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     {
+        // This site is the public URL's origin, or (without a proxy) the host asked for.
         let host = parts
             .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
         let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
-        return origin == "null" || origin_host != host;
+        let same = origin_host == host || origin == public_origin;
+        return origin == "null" || !same;
     }
     false
+}
+
+/// `scheme://host[:port]` of `ZIVIO_WEBHOOKS_PUBLIC_URL`.
+fn public_origin(state: &AppState) -> String {
+    state
+        .services
+        .settings
+        .public_url
+        .origin()
+        .ascii_serialization()
 }
 
 fn cross_site_refused() -> Response {
@@ -427,6 +440,7 @@ pub struct SignInLimiter {
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(5 * 60);
 const PER_ACCOUNT: u32 = 10;
 const PER_ADDRESS: u32 = 30;
+const PRUNE_ABOVE: usize = 10_000;
 
 impl SignInLimiter {
     /// Counts an attempt; `false` when one of its keys is over its limit.
@@ -436,17 +450,25 @@ impl SignInLimiter {
             .windows
             .lock()
             .expect("the limiter lock is never poisoned");
-        windows.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
-        let mut allowed = true;
-        let keys = [(format!("account:{}", account.to_lowercase()), PER_ACCOUNT)]
-            .into_iter()
-            .chain(address.map(|ip| (format!("address:{ip}"), PER_ADDRESS)));
-        for (key, limit) in keys {
-            let (_, count) = windows.entry(key).or_insert((now, 0));
-            *count += 1;
-            allowed &= *count <= limit;
+        // Expired windows go when the map grows, not at every attempt.
+        if windows.len() > PRUNE_ABOVE {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
         }
-        allowed
+        let mut count = |key: String, limit: u32| {
+            let (start, count) = windows.entry(key).or_insert((now, 0));
+            if now.duration_since(*start) >= SIGN_IN_WINDOW {
+                (*start, *count) = (now, 0);
+            }
+            *count += 1;
+            *count <= limit
+        };
+        // An address over its limit does not get to spend account budgets either.
+        if let Some(ip) = address
+            && !count(format!("address:{ip}"), PER_ADDRESS)
+        {
+            return false;
+        }
+        count(format!("account:{}", account.to_lowercase()), PER_ACCOUNT)
     }
 }
 

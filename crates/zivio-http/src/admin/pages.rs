@@ -154,10 +154,9 @@ pub async fn sign_in(
             },
         )
     };
-    if !state
-        .sign_in_limiter
-        .allow(&format!("{tenant}/{email}"), client)
-    {
+    // The account as sign-in reads it: spaces and case cannot buy fresh attempts.
+    let account = format!("{}/{}", tenant.trim(), email.trim()).to_lowercase();
+    if !state.sign_in_limiter.allow(&account, client) {
         return again(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-in attempts. Wait a few minutes and try again.",
@@ -447,6 +446,9 @@ pub async fn secret(
     admin: Admin,
     Path(id): Path<String>,
 ) -> PageResult {
+    let id = zivio_core::webhook::WebhookId::parse(&id)
+        .ok_or(AppError::NotFound("webhook"))?
+        .to_string();
     let Some(secret) = sessions::take_secret(&state.services, &admin.session, &id).await? else {
         return Ok(see_other(&format!("/admin/webhooks/{id}")));
     };
@@ -466,7 +468,12 @@ pub async fn secret(
 pub struct WebhookQuery {
     test: Option<String>,
     preview: Option<String>,
+    /// How often the page has refreshed while waiting for a test event's outcome.
+    n: Option<u32>,
 }
+
+/// A test event's outcome is waited for this many refreshes (2 s apart) at most.
+const MAX_TEST_REFRESHES: u32 = 15;
 
 /// What became of a test event sent from the webhook page.
 pub struct TestOutcome {
@@ -502,17 +509,23 @@ pub async fn webhook(
     Path(id): Path<String>,
     Query(query): Query<WebhookQuery>,
 ) -> PageResult {
+    let waited = query.n.unwrap_or(0).min(MAX_TEST_REFRESHES);
     let page = webhook_page(&state, &admin, &id, query, HashMap::new()).await?;
-    // While a test event is on its way, look again shortly.
-    let refresh = page
+    // While a test event is on its way, look again shortly, a limited number of times.
+    let pending = page
         .test
         .as_ref()
-        .is_some_and(|test| test.delivery.is_none());
+        .filter(|test| test.delivery.is_none() && waited < MAX_TEST_REFRESHES);
     let mut response = render(&page);
-    if refresh {
-        response
-            .headers_mut()
-            .insert("refresh", HeaderValue::from_static("2"));
+    if let Some(test) = pending
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "2; url=/admin/webhooks/{}?test={}&n={}",
+            page.webhook.id,
+            test.event_id,
+            waited + 1
+        ))
+    {
+        response.headers_mut().insert("refresh", value);
     }
     Ok(response)
 }
@@ -641,6 +654,7 @@ pub async fn update_webhook(
                 WebhookQuery {
                     test: None,
                     preview: None,
+                    n: None,
                 },
                 field_errors(errors),
             )
@@ -656,6 +670,12 @@ pub async fn rotate(
     Path(id): Path<String>,
     form: AdminForm,
 ) -> PageResult {
+    if form.fields.get("confirm") != Some("rotate") {
+        return Ok(error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Confirm that the current secret stops working immediately; the secret was not rotated.",
+        ));
+    }
     let rotated = webhooks::rotate_secret(&state.services, &form.admin.caller, &id).await?;
     sessions::keep_secret(&state.services, &form.admin.session, &id, &rotated.secret).await?;
     Ok(see_other(&format!("/admin/webhooks/{id}/secret")))
@@ -998,10 +1018,10 @@ struct GuidePage {
     guide: &'static str,
 }
 
-/// The receiver guide (`docs/receiver-guide.md`), compiled in: how to verify signatures.
+/// The receiver guide (`docs/receiving-webhooks.md`), compiled in: how to verify signatures.
 pub async fn receiver_guide(admin: Admin) -> Response {
     render(&GuidePage {
         layout: Layout::of(&admin, "Receiving webhooks", "webhooks"),
-        guide: include_str!("../../../../docs/receiver-guide.md"),
+        guide: include_str!("../../../../docs/receiving-webhooks.md"),
     })
 }

@@ -116,7 +116,8 @@ macro_rules! session_queries {
             Ok(())
         }
 
-        /// The sealed secret waiting for this webhook, removed as it is read.
+        /// The sealed secret waiting for this webhook, removed as it is read: of two concurrent
+        /// readers only the one whose update clears it gets it.
         pub(crate) async fn take_pending_secret(tx: &mut Connection, digest: &[u8], webhook: &str) -> StoreResult<Option<Vec<u8>>> {
             let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar(
                 "SELECT pending_secret FROM admin_sessions WHERE id_hash = $1 AND pending_webhook = $2",
@@ -125,11 +126,17 @@ macro_rules! session_queries {
             .bind(webhook)
             .fetch_optional(&mut *tx)
             .await?;
-            sqlx::query("UPDATE admin_sessions SET pending_webhook = NULL, pending_secret = NULL WHERE id_hash = $1")
-                .bind(digest)
-                .execute(&mut *tx)
-                .await?;
-            Ok(sealed.flatten())
+            let cleared = sqlx::query(
+                "UPDATE admin_sessions SET pending_webhook = NULL, pending_secret = NULL
+                 WHERE id_hash = $1 AND pending_webhook = $2 AND pending_secret IS NOT NULL",
+            )
+            .bind(digest)
+            .bind(webhook)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            Ok(sealed.flatten().filter(|_| cleared))
         }
 
         pub(crate) const PURGE_SESSIONS: &str = "DELETE FROM admin_sessions WHERE id_hash IN (

@@ -111,7 +111,7 @@ async fn an_admin_manages_a_webhook_in_the_browser() {
             "/admin/deliveries?webhook_id={id}&status=succeeded"
         )))
         .await;
-    browser.wait_for_text("webhook.test", false).await;
+    browser.wait_for_row("webhook.test").await;
     browser.screenshot("deliveries").await;
     browser
         .open(
@@ -143,7 +143,7 @@ async fn an_admin_manages_a_webhook_in_the_browser() {
     browser
         .wait_for_url(|url| url.contains("event_id=evt_test_"))
         .await;
-    browser.wait_for_text("webhook.test", false).await;
+    browser.wait_for_row("webhook.test").await;
     setup
         .receiver
         .wait_for("/erp", 2, std::time::Duration::from_secs(20))
@@ -152,8 +152,14 @@ async fn an_admin_manages_a_webhook_in_the_browser() {
     // Rotate (after the confirmation) and see a new secret once.
     browser.open(&webhook_page).await;
     browser.click("form[action$='/rotate'] button").await;
-    assert!(browser.dialog_open().await, "rotating asks first");
-    browser.accept_dialog().await;
+    assert!(
+        browser.url().await == webhook_page,
+        "rotating needs the confirmation box"
+    );
+    browser
+        .click("form[action$='/rotate'] input[name=confirm]")
+        .await;
+    browser.click("form[action$='/rotate'] button").await;
     browser.wait_for_url(|url| url.ends_with("/secret")).await;
     let rotated = browser
         .eval("return document.getElementById('secret').value")
@@ -236,27 +242,37 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
         .api
         .service
         .url(&format!("/admin/webhooks/{id}/disable"));
-    let client = reqwest::Client::new();
-    for headers in [
-        vec![("sec-fetch-site", "cross-site")],
-        vec![("origin", "https://evil.example")],
-        vec![("sec-fetch-site", "same-origin")],
-    ] {
+    let token = zivio_app::sessions::form_token(&session);
+    let client = plain_client();
+    let post = |headers: Vec<(&'static str, &'static str)>, body: String| {
         let mut request = client
             .post(&url)
-            .header("cookie", format!("zivio_session={session}"));
-        for (name, value) in &headers {
-            request = request.header(*name, *value);
+            .header("cookie", format!("zivio_session={session}"))
+            .header("content-type", "application/x-www-form-urlencoded");
+        for (name, value) in headers {
+            request = request.header(name, value);
         }
-        // The last one is same-site but carries no form token.
-        let answer = request
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("confirm=x")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 403, "{headers:?}");
-    }
+        async move { request.body(body).send().await.unwrap().status().as_u16() }
+    };
+    let with_token = format!("_token={token}");
+    // A valid token does not help a request that says it comes from elsewhere…
+    assert_eq!(
+        post(vec![("sec-fetch-site", "cross-site")], with_token.clone()).await,
+        403
+    );
+    assert_eq!(
+        post(vec![("origin", "https://evil.example")], with_token.clone()).await,
+        403
+    );
+    // …and a same-site request without the token is refused too.
+    assert_eq!(
+        post(
+            vec![("sec-fetch-site", "same-origin")],
+            "confirm=x".to_owned()
+        )
+        .await,
+        403
+    );
     let webhook = setup
         .api
         .v4(
@@ -268,6 +284,36 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
         )
         .await;
     assert_eq!(webhook.body["webhook"]["enabled"], true, "nothing changed");
+    // The same form, same-site and with the token, goes through (the checks above are real).
+    assert_eq!(
+        post(vec![("sec-fetch-site", "same-origin")], with_token).await,
+        303
+    );
+    let webhook = setup
+        .api
+        .v4(
+            &setup.key,
+            "acme",
+            Method::GET,
+            &format!("/v4/webhooks/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(webhook.body["webhook"]["enabled"], false);
+
+    // Signing in is only refused for a cross-site post (it has no session yet).
+    let sign_in = client
+        .post(setup.api.service.url("/admin/sign-in"))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "tenant=acme&email=u1%40acme.example.com&password={}",
+            PASSWORD.replace(' ', "+")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sign_in.status(), 403);
 }
 
 /// Signs in without a browser and returns the session cookie's value.
@@ -471,14 +517,30 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
     assert_eq!(ended.status(), 303);
     assert_eq!(ended.headers()["location"], "/admin/sign-in");
 
-    // Guessing passwords is slowed down per account.
+    // A user without a password cannot sign in, not even with an empty one.
+    api.put_user("acme", "nopass", true, &["admin"]).await;
+    let empty = client
+        .post(api.service.url("/admin/sign-in"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("tenant=acme&email=nopass%40acme.example.com&password=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 401);
+
+    // Guessing passwords is slowed down per account, however the email is spelled.
+
     let mut statuses = Vec::new();
     for _ in 0..12 {
         let answer = client
             .post(api.service.url("/admin/sign-in"))
             .header("sec-fetch-site", "same-origin")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body("tenant=acme&email=u2%40acme.example.com&password=guess")
+            .body(format!(
+                "tenant=acme&email={}u2%40ACME.example.com&password=guess",
+                "+".repeat(statuses.len())
+            ))
             .send()
             .await
             .unwrap();

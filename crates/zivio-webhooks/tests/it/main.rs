@@ -4,6 +4,7 @@
 mod support;
 
 mod admin_ui;
+mod cli;
 mod crash;
 mod deliveries;
 mod delivery;

@@ -212,11 +212,6 @@ impl Browser {
         .await;
     }
 
-    pub async fn accept_dialog(&self) {
-        self.ok(reqwest::Method::POST, "/alert/accept", Some(json!({})))
-            .await;
-    }
-
     pub async fn dialog_open(&self) -> bool {
         self.command(reqwest::Method::GET, "/alert/text", None)
             .await
@@ -272,6 +267,28 @@ impl Browser {
                 self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
                     .await;
             }
+        }
+    }
+
+    /// Waits until a table row of the page holds `text`, reloading the page meanwhile.
+    pub async fn wait_for_row(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let rows =
+            "const body = document.querySelector('tbody'); return body ? body.textContent : ''";
+        while !self
+            .eval(rows)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .contains(text)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no row with `{text}` appeared"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
+                .await;
         }
     }
 
