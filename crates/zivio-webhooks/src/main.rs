@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod keys;
+mod platform_cli;
 mod startup;
 mod telemetry;
 mod verify;
@@ -37,15 +38,52 @@ enum Command {
     Migrate,
     /// Check a captured request's signature (exit 0 valid, 1 invalid, 2 unreadable input).
     Verify(verify::VerifyArgs),
+    /// Publish an event through the platform API: a catalog example or a file.
+    Emit {
+        #[command(flatten)]
+        target: platform_cli::Target,
+        #[command(flatten)]
+        args: platform_cli::EmitArgs,
+    },
+    /// Tenants, roles and users, through the platform API.
+    Directory {
+        #[command(flatten)]
+        target: platform_cli::Target,
+        #[command(subcommand)]
+        command: platform_cli::DirectoryCommand,
+    },
+    /// A user's API keys for the v4 API, through the platform API.
+    ApiKey {
+        #[command(flatten)]
+        target: platform_cli::Target,
+        #[command(subcommand)]
+        command: platform_cli::ApiKeyCommand,
+    },
+    /// A user's admin UI password, through the platform API.
+    Password {
+        #[command(flatten)]
+        target: platform_cli::Target,
+        #[command(subcommand)]
+        command: platform_cli::PasswordCommand,
+    },
+    /// Issue a single-use admin UI sign-in link for a user.
+    SignInLink {
+        #[command(flatten)]
+        target: platform_cli::Target,
+        #[command(flatten)]
+        user: platform_cli::UserRef,
+    },
 }
 
 fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (reqwest is built without a default).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    // Tools for receivers need no service configuration.
-    if let Some(Command::Verify(args)) = &cli.command {
-        return verify::run(args);
+    // The tools need no service configuration (the platform tools talk to a running service).
+    if let Some(command) = &cli.command
+        && let Some(code) = run_tool(command)
+    {
+        return code;
     }
     let config = match load_config(cli.config.as_deref()) {
         Ok(config) => config,
@@ -62,7 +100,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(&config).await,
             Command::Migrate => migrate(&config).await,
-            Command::Verify(_) => unreachable!("handled before the configuration is read"),
+            _ => unreachable!("tools run before the configuration is read"),
         }
     });
     match result {
@@ -73,6 +111,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a command-line tool; `None` for the service's own commands (`serve`, `migrate`).
+fn run_tool(command: &Command) -> Option<ExitCode> {
+    if let Command::Verify(args) = command {
+        return Some(verify::run(args));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match command {
+            Command::Emit { target, args } => platform_cli::emit(target, args).await,
+            Command::Directory { target, command } => {
+                platform_cli::directory(target, command).await
+            }
+            Command::ApiKey { target, command } => platform_cli::api_key(target, command).await,
+            Command::Password { target, command } => platform_cli::password(target, command).await,
+            Command::SignInLink { target, user } => platform_cli::sign_in_link(target, user).await,
+            Command::Serve | Command::Migrate | Command::Verify(_) => return None,
+        }
+        .into()
+    });
+    Some(match result? {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("zivio-webhooks: {error:#}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 /// Reads the configuration and starts logging; warnings are logged once logging is up.

@@ -114,3 +114,153 @@ async fn verify_accepts_a_real_request_and_names_what_fails() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("the secret is not valid"), "{out}");
 }
+
+/// Runs a platform tool of `zivio-webhooks` against the service; returns exit code, stdout and
+/// stderr.
+fn tool(
+    api: &crate::support::api::Api,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zivio-webhooks"));
+    command
+        .args(args)
+        .env("ZIVIO_WEBHOOKS_URL", api.service.url(""))
+        .env(
+            "ZIVIO_WEBHOOKS_PLATFORM_KEY",
+            api.var("ZIVIO_WEBHOOKS_PLATFORM_KEY").unwrap(),
+        );
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn platform_tools_publish_and_manage_the_directory() {
+    let Some(setup) = setup(Backend::Sqlite, "1h", true).await else {
+        return;
+    };
+    let api = &setup.api;
+    let body =
+        json!({"name": "emit", "url": setup.receiver.url("/emit"), "events": ["invoices.*"]});
+    api.create_webhook(&setup.key, "acme", body).await;
+
+    // emit: a catalog example, delivered.
+    let (code, id, err) = tool(
+        api,
+        &[
+            "emit",
+            "invoice.paid",
+            "--tenant",
+            "acme",
+            "--division",
+            "uk",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(id.starts_with("evt_"), "{id}");
+    let received = setup.receiver.wait_for("/emit", 1, WAIT).await;
+    assert_eq!(received[0].headers["webhook-id"], id.as_str());
+    let (code, _, err) = tool(api, &["emit", "nothing.real", "--tenant", "acme"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not an event type of the catalog"), "{err}");
+
+    // directory apply, twice: the second run changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("directory.json");
+    std::fs::write(
+        &file,
+        json!({"tenants": [{"id": "globex", "name": "Globex", "roles": [
+        {"name": "hooks", "permissions": ["webhooks:manage", "invoices:read:tenant"]}],
+        "users": [{"id": "g1", "email": "g1@globex.example", "name": "G One", "active": true,
+                   "placement": {"business_unit": "emea"}, "roles": ["hooks"]}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let store = api.store().await;
+    let globex = zivio_core::ids::TenantId::parse("globex").unwrap();
+    let g1 = zivio_core::ids::UserId::parse("g1").unwrap();
+    let mut states = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = tool(api, &["directory", "apply", file.to_str().unwrap()], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, "applied 1 tenant(s), 1 role(s), 1 user(s)");
+        states.push(store.user_with_roles(&globex, &g1).await.unwrap().unwrap());
+    }
+    assert_eq!(states[0], states[1], "applying again changes nothing");
+    assert_eq!(states[0].0.email, "g1@globex.example");
+
+    // API keys: create (works at once), list, revoke (stops working).
+    let user = ["--tenant", "globex", "--user", "g1"];
+    let (code, key, err) = tool(api, &[&["api-key", "create"][..], &user].concat(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        api.v4(&key, "globex", reqwest::Method::GET, "/v4/webhooks", None)
+            .await
+            .status,
+        200
+    );
+    let (_, listed, _) = tool(api, &[&["api-key", "list"][..], &user].concat(), &[]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let key_id = listed["api_keys"][0]["id"].as_str().unwrap().to_owned();
+    let (code, _, err) = tool(
+        api,
+        &[&["api-key", "revoke"][..], &user, &[key_id.as_str()]].concat(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        api.v4(&key, "globex", reqwest::Method::GET, "/v4/webhooks", None)
+            .await
+            .status,
+        401
+    );
+
+    // A password from the environment, then signing in with it; a sign-in link.
+    let (code, _, err) = tool(
+        api,
+        &[&["password", "set"][..], &user].concat(),
+        &[("ZIVIO_WEBHOOKS_NEW_PASSWORD", "a long passphrase here")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(api.service.url("/admin/sign-in"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("tenant=globex&email=g1%40globex.example&password=a+long+passphrase+here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let (code, link, err) = tool(api, &[&["sign-in-link"][..], &user].concat(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(link.contains("/admin/sign-in/link/"), "{link}");
+
+    // Without a key the tools say where to find one.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zivio-webhooks"));
+    let output = command
+        .args([
+            "emit",
+            "invoice.paid",
+            "--tenant",
+            "acme",
+            "--data-dir",
+            "/nonexistent",
+        ])
+        .env_remove("ZIVIO_WEBHOOKS_PLATFORM_KEY")
+        .env("ZIVIO_WEBHOOKS_URL", api.service.url(""))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("ZIVIO_WEBHOOKS_PLATFORM_KEY"));
+}

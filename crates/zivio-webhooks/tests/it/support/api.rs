@@ -70,6 +70,15 @@ impl Api {
         })
     }
 
+    /// The value of a variable the service was started with.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     fn vars(&self) -> Vec<(&str, &str)> {
         self.env
             .iter()
