@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod keys;
+mod listen;
 mod platform_cli;
 mod startup;
 mod telemetry;
@@ -33,11 +34,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service (the default).
-    Serve,
+    Serve {
+        /// Development mode: webhooks may also point at loopback and plain http (for `listen`).
+        /// Never in production.
+        #[arg(long)]
+        dev: bool,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Check a captured request's signature (exit 0 valid, 1 invalid, 2 unreadable input).
     Verify(verify::VerifyArgs),
+    /// A local receiver for development: verifies and prints every event it gets.
+    Listen(listen::ListenArgs),
     /// Publish an event through the platform API: a catalog example or a file.
     Emit {
         #[command(flatten)]
@@ -97,8 +105,8 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(&config).await,
+        match cli.command.unwrap_or(Command::Serve { dev: false }) {
+            Command::Serve { dev } => serve(&config, dev).await,
             Command::Migrate => migrate(&config).await,
             _ => unreachable!("tools run before the configuration is read"),
         }
@@ -124,6 +132,7 @@ fn run_tool(command: &Command) -> Option<ExitCode> {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match command {
+            Command::Listen(args) => listen::run(args).await,
             Command::Emit { target, args } => platform_cli::emit(target, args).await,
             Command::Directory { target, command } => {
                 platform_cli::directory(target, command).await
@@ -131,7 +140,7 @@ fn run_tool(command: &Command) -> Option<ExitCode> {
             Command::ApiKey { target, command } => platform_cli::api_key(target, command).await,
             Command::Password { target, command } => platform_cli::password(target, command).await,
             Command::SignInLink { target, user } => platform_cli::sign_in_link(target, user).await,
-            Command::Serve | Command::Migrate | Command::Verify(_) => return None,
+            Command::Serve { .. } | Command::Migrate | Command::Verify(_) => return None,
         }
         .into()
     });
@@ -165,10 +174,20 @@ fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
+async fn serve(config: &Config, dev: bool) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while starting must still shut down cleanly.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
-    let app = startup::App::build(config).await?;
+    let mut config = config.clone();
+    if dev {
+        config.allow_http = true;
+        config.allow_private_cidrs.extend(
+            ["127.0.0.0/8", "::1/128"].map(|net| net.parse::<ipnet::IpNet>().expect("valid")),
+        );
+        tracing::warn!(
+            "DEVELOPMENT MODE (--dev): webhooks may point at loopback and plain http. Never use this in production."
+        );
+    }
+    let app = startup::App::build(&config).await?;
     app.run(shutdown).await
 }
 

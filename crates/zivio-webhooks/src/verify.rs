@@ -61,13 +61,7 @@ fn check(args: &VerifyArgs) -> anyhow::Result<Result<String, String>> {
             key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
         })
     };
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs(),
-    )
-    .unwrap_or(i64::MAX);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let verdict = signing::verify(
         &secret,
         header("webhook-id"),

@@ -264,3 +264,149 @@ async fn platform_tools_publish_and_manage_the_directory() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("ZIVIO_WEBHOOKS_PLATFORM_KEY"));
 }
+
+/// A `zivio-webhooks listen` process and every line it printed so far.
+struct Listening {
+    _child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Listening {
+    fn start(args: &[&str], secret: &str) -> Listening {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_zivio-webhooks"))
+            .arg("listen")
+            .args(args)
+            .env("ZIVIO_WEBHOOK_SECRET", secret)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let collected = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = reader.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Listening {
+            _child: child,
+            lines,
+        }
+    }
+
+    /// The output so far, once a line containing every one of `parts` has been printed.
+    async fn wait_for(&self, parts: &[&str]) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let lines = self.lines.lock().unwrap().clone();
+            if lines
+                .iter()
+                .any(|line| parts.iter().all(|part| line.contains(part)))
+            {
+                return lines.join("\n");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {parts:?} in:\n{}",
+                lines.join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn listen_verifies_what_the_service_sends_and_passes_it_on() {
+    let Some(mut api) = crate::support::api::Api::start(
+        Backend::Sqlite,
+        &[
+            ("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "127.0.0.0/8"),
+            ("ZIVIO_WEBHOOKS_RETRY_SCHEDULE", "1h"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let key = api.tenant_with_admin("acme", "u1").await;
+    let (port, downstream_port) = (free_port(), free_port());
+    let body =
+        json!({"name": "listen", "url": format!("https://127.0.0.1:{port}/hook"), "events": ["*"]});
+    let created = api.create_webhook(&key, "acme", body).await;
+    let (id, secret) = (
+        created["webhook"]["id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    // A plain-HTTP listener plays the local app the first one passes verified events on to.
+    let downstream = Listening::start(
+        &["--http", "--addr", &format!("127.0.0.1:{downstream_port}")],
+        &secret,
+    );
+    downstream.wait_for(&["listening on http://"]).await;
+    let listening = Listening::start(
+        &[
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--forward",
+            &format!("http://127.0.0.1:{downstream_port}/app"),
+        ],
+        &secret,
+    );
+    listening
+        .wait_for(&["listening on https://", "ZIVIO_WEBHOOKS_EXTRA_ROOT_CA"])
+        .await;
+    api.restart_with(&[("ZIVIO_WEBHOOKS_EXTRA_ROOT_CA", ca.to_str().unwrap())])
+        .await;
+
+    let sent = api
+        .v4(
+            &key,
+            "acme",
+            reqwest::Method::POST,
+            &format!("/v4/webhooks/{id}/test"),
+            None,
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.text);
+    let event = sent.body["event_id"].as_str().unwrap();
+    let out = listening
+        .wait_for(&[event, "webhook.test", "signature valid"])
+        .await;
+    assert!(out.contains("\"test\": true"), "the body, pretty: {out}");
+    listening.wait_for(&["passed on to", "204"]).await;
+    downstream
+        .wait_for(&["POST /app", event, "signature valid"])
+        .await;
+
+    // A request that does not verify is answered 503 and the reason printed.
+    let refused = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{downstream_port}/app"))
+        .header("webhook-id", "evt_forged")
+        .header(
+            "webhook-timestamp",
+            time::OffsetDateTime::now_utc().unix_timestamp().to_string(),
+        )
+        .header("webhook-signature", "v1,Zm9yZ2Vk")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    downstream
+        .wait_for(&["evt_forged", "INVALID: no `v1` signature"])
+        .await;
+}
