@@ -410,3 +410,67 @@ async fn listen_verifies_what_the_service_sends_and_passes_it_on() {
         .wait_for(&["evt_forged", "INVALID: no `v1` signature"])
         .await;
 }
+
+/// The receiver guide's manual verification (Python, standard library only) checks a request
+/// the service really sent: the code block is taken from `docs/receiving-webhooks.md` as it is.
+#[tokio::test]
+async fn the_guides_python_example_verifies_a_real_request() {
+    let guide = include_str!("../../../../docs/receiving-webhooks.md");
+    let start = guide.find("Without a library").expect("the manual example");
+    let code = guide[start..]
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a python block");
+    let Some(setup) = setup(Backend::Sqlite, "1h", true).await else {
+        return;
+    };
+    let body = json!({"name": "guide", "url": setup.receiver.url("/guide"), "events": ["*"]});
+    let created = setup.api.create_webhook(&setup.key, "acme", body).await;
+    let (id, secret) = (
+        created["webhook"]["id"].as_str().unwrap(),
+        created["secret"].as_str().unwrap(),
+    );
+    setup
+        .api
+        .v4(
+            &setup.key,
+            "acme",
+            reqwest::Method::POST,
+            &format!("/v4/webhooks/{id}/test"),
+            None,
+        )
+        .await;
+    let request = setup.receiver.wait_for("/guide", 1, WAIT).await.remove(0);
+    let headers: serde_json::Map<String, serde_json::Value> = request
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap())))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("body"), &request.body).unwrap();
+    std::fs::write(
+        dir.path().join("headers.json"),
+        serde_json::Value::Object(headers).to_string(),
+    )
+    .unwrap();
+    let script = format!(
+        "{code}\nimport json, sys\nheaders = json.load(open(sys.argv[1]))\nbody = open(sys.argv[2], 'rb').read()\n\
+         print(verify(sys.argv[3], headers, body), verify(sys.argv[3], headers, body + b' '))\n"
+    );
+    std::fs::write(dir.path().join("verify.py"), script).unwrap();
+    let output = Command::new("python3")
+        .arg(dir.path().join("verify.py"))
+        .arg(dir.path().join("headers.json"))
+        .arg(dir.path().join("body"))
+        .arg(secret)
+        .output()
+        .expect("python3 runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        printed.trim(),
+        "True False",
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
