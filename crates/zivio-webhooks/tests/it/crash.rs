@@ -12,7 +12,10 @@ use zivio_core::webhook::WebhookId;
 use crate::support::api::{Api, Backend, on_both_backends};
 use crate::support::receiver::Receiver;
 
-on_both_backends!(accepted_events_survive_a_kill_9);
+on_both_backends!(
+    accepted_events_survive_a_kill_9,
+    twenty_kills_at_random_moments_lose_nothing
+);
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -188,4 +191,130 @@ async fn a_dying_instance_hands_its_work_to_another_after_the_lease() {
         "{requests} requests for 200 events"
     );
     drop(survivor);
+}
+
+/// A number in `0..bound` that differs from run to run (no seeded generator is needed).
+fn random_below(bound: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes) % bound
+}
+
+/// The crash campaign: 20 times, publish while a receiver is up and kill the service with
+/// SIGKILL at a random moment, then restart it. At the end every accepted event reached the
+/// receiver, nothing published after a webhook was disabled or deleted reached it, and nothing is
+/// left pending or leased.
+async fn twenty_kills_at_random_moments_lose_nothing(backend: Backend) {
+    let receiver_dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(receiver_dir.path()).await;
+    let Some((mut api, key)) = start(backend, &receiver).await else {
+        return;
+    };
+    let mut ids = HashMap::new();
+    for path in ["/kept", "/disabled", "/deleted"] {
+        let created = api
+            .create_webhook(
+                &key,
+                "acme",
+                json!({"name": path, "url": receiver.url(path), "events": ["*"]}),
+            )
+            .await;
+        ids.insert(path, created["webhook"]["id"].as_str().unwrap().to_owned());
+    }
+    let mut accepted = HashSet::new();
+    let mut after_disable = HashSet::new();
+    let mut after_delete = HashSet::new();
+    for round in 0..20 {
+        match round {
+            5 => {
+                let path = format!("/v4/webhooks/{}/disable", ids["/disabled"]);
+                assert_eq!(
+                    api.v4(&key, "acme", Method::POST, &path, None).await.status,
+                    200
+                );
+            }
+            10 => {
+                let path = format!("/v4/webhooks/{}", ids["/deleted"]);
+                assert_eq!(
+                    api.v4(&key, "acme", Method::DELETE, &path, None)
+                        .await
+                        .status,
+                    204
+                );
+            }
+            _ => {}
+        }
+        // Publish in small batches until the kill; a batch whose answer did not arrive was not
+        // accepted (it may or may not be stored: either is allowed).
+        let url = api.service.url("/platform/v4/tenants/acme/events/batch");
+        let platform_key = api.var("ZIVIO_WEBHOOKS_PLATFORM_KEY").unwrap().to_owned();
+        let publisher = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut accepted = Vec::new();
+            loop {
+                let answer = client
+                    .post(&url)
+                    .bearer_auth(&platform_key)
+                    .json(&batch(10))
+                    .send()
+                    .await;
+                let Ok(answer) = answer else { return accepted };
+                if answer.status() != 202 {
+                    return accepted;
+                }
+                let Ok(body) = answer.json::<Value>().await else {
+                    return accepted;
+                };
+                accepted.extend(
+                    body["ids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|id| id.as_str().unwrap().to_owned()),
+                );
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50 + random_below(500))).await;
+        api.service.kill().await;
+        let published = publisher.await.unwrap();
+        if round >= 5 {
+            after_disable.extend(published.iter().cloned());
+        }
+        if round >= 10 {
+            after_delete.extend(published.iter().cloned());
+        }
+        accepted.extend(published);
+        api.restart_with(&[]).await;
+    }
+    assert!(
+        accepted.len() >= 100,
+        "only {} events were accepted",
+        accepted.len()
+    );
+    all_arrive(&receiver, "/kept", &accepted).await;
+    let reached = |path: &str| -> HashSet<String> {
+        receiver
+            .received(path)
+            .iter()
+            .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        reached("/disabled").is_disjoint(&after_disable),
+        "an event published after the disable was sent"
+    );
+    assert!(
+        reached("/deleted").is_disjoint(&after_delete),
+        "an event published after the delete was sent"
+    );
+    // Nothing stays pending or leased.
+    let store = api.store().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.pending_deliveries().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries stay pending"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
