@@ -10,6 +10,7 @@ mod deliveries;
 mod delivery;
 mod directory;
 mod events;
+mod hostile;
 mod operations;
 mod postgres;
 mod startup;

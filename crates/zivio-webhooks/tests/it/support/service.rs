@@ -124,6 +124,11 @@ impl Service {
         }
     }
 
+    /// The process id (to read its memory use from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
