@@ -37,6 +37,9 @@ pub enum AppError {
     /// An invalid query parameter (400), named.
     #[error("invalid query parameter `{}`: {}", .0.field, .0.message)]
     InvalidParameter(FieldError),
+    /// Too many requests; try again after this many seconds (429).
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
     /// Valid input that collides with the current state (409).
     #[error("{0}")]
     Conflict(String),

@@ -40,6 +40,18 @@ impl IntoResponse for ApiError {
                 problem
             }
             AppError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, detail),
+            AppError::RateLimited(seconds) => {
+                let mut response = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("Too many requests with this API key; retry in {seconds} s."),
+                )
+                .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(seconds),
+                );
+                return response;
+            }
             AppError::Unavailable(cause) => {
                 tracing::warn!(error = %chain(&cause), "database unavailable");
                 let mut response = Problem::new(

@@ -35,6 +35,11 @@ impl FromRequestParts<AppState> for ApiCaller {
             )
             .into());
         };
+        // Limited per key before the key is looked up: a flood costs no database work.
+        let key_digest = hex::encode(zivio_app::digest(key));
+        if let Err(wait) = state.api_limiter.take(&key_digest) {
+            return Err(AppError::RateLimited(wait.as_secs().max(1)).into());
+        }
         let caller = zivio_app::caller::authenticate_api_key(&state.services, key, tenant).await?;
         tracing::Span::current().record("tenant", caller.tenant.as_str());
         Ok(ApiCaller(caller))
@@ -100,7 +105,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ValidJson<T> {
         }
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(body_failure)?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|error| json_problem(&error).into_response())?;
@@ -153,4 +158,21 @@ fn named_field(message: &str) -> Option<&str> {
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("unknown field `"))?;
     rest.split('`').next()
+}
+
+/// A body that could not be read: too slow (408, `ZIVIO_WEBHOOKS_CLIENT_TIMEOUT`), too large
+/// (413), or broken (400).
+pub(crate) fn body_failure(rejection: axum::extract::rejection::BytesRejection) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "The request body did not arrive in time.",
+            )
+            .into_response();
+        }
+        source = error.source();
+    }
+    rejection.into_response()
 }

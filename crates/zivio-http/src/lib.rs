@@ -22,6 +22,7 @@ pub mod admin;
 mod api_v4;
 mod error;
 mod extract;
+pub mod limits;
 mod metrics;
 mod openapi;
 mod ops;
@@ -43,6 +44,10 @@ pub struct AppState {
     /// Proxies whose `X-Forwarded-For` names the client (for sign-in rate limits).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub sign_in_limiter: Arc<admin::SignInLimiter>,
+    /// v4 API requests per API key (429 with `Retry-After` beyond it).
+    pub api_limiter: Arc<limits::RateLimiter>,
+    /// How long a client may take to send a request body (408 after it).
+    pub client_timeout: std::time::Duration,
 }
 
 /// A JSON answer that must never be cached anywhere: it shows a secret or key once.
@@ -117,6 +122,10 @@ fn finish(router: Router<AppState>, state: &AppState) -> Router {
                 // A panicking handler answers 500 (as problem JSON), never a dropped connection.
                 .layer(CatchPanicLayer::new())
                 .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+                // A slow client cannot hold a request open forever.
+                .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                    state.client_timeout,
+                ))
                 // The hard cap; routes that take more (event batches) raise the default.
                 .layer(RequestBodyLimitLayer::new(platform::BATCH_BODY_LIMIT)),
         )

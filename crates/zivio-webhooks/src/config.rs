@@ -42,6 +42,8 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("MAX_WEBHOOKS_PER_TENANT", Some("100")),
     ("MAX_IN_FLIGHT_PER_WEBHOOK", Some("16")),
     ("MAX_IN_FLIGHT", Some("1024")),
+    ("API_RATE_LIMIT", Some("100")),
+    ("CLIENT_TIMEOUT", Some("30s")),
     ("AUDIT_RETENTION", Some("365d")),
     ("BOOTSTRAP", None),
 ];
@@ -95,6 +97,10 @@ pub struct Config {
     pub max_in_flight_per_webhook: u32,
     /// Deliveries one instance sends at once, over all webhooks.
     pub max_in_flight: u32,
+    /// v4 API requests per second per API key (and the burst allowed).
+    pub api_rate_limit: u32,
+    /// How long a client may take to send a request body.
+    pub client_timeout: Duration,
     pub audit_retention: Duration,
     pub bootstrap: bool,
 }
@@ -267,6 +273,8 @@ impl Config {
         let max_webhooks_per_tenant = read.positive("MAX_WEBHOOKS_PER_TENANT");
         let max_in_flight_per_webhook = read.positive("MAX_IN_FLIGHT_PER_WEBHOOK");
         let max_in_flight = read.positive("MAX_IN_FLIGHT");
+        let api_rate_limit = read.positive("API_RATE_LIMIT");
+        let client_timeout = read.duration("CLIENT_TIMEOUT");
         let audit_retention = read.duration("AUDIT_RETENTION");
         let bootstrap = read.flag("BOOTSTRAP").unwrap_or(embedded);
         if database
@@ -316,6 +324,8 @@ impl Config {
             max_webhooks_per_tenant: max_webhooks_per_tenant.expect("checked"),
             max_in_flight_per_webhook: max_in_flight_per_webhook.expect("checked"),
             max_in_flight: max_in_flight.expect("checked"),
+            api_rate_limit: api_rate_limit.expect("checked"),
+            client_timeout: client_timeout.expect("checked"),
             audit_retention: audit_retention.expect("checked"),
             bootstrap,
         };
@@ -353,6 +363,8 @@ impl Config {
             max_webhooks_per_tenant = self.max_webhooks_per_tenant,
             max_in_flight_per_webhook = self.max_in_flight_per_webhook,
             max_in_flight = self.max_in_flight,
+            api_rate_limit = self.api_rate_limit,
+            client_timeout = %duration::format(self.client_timeout),
             "configuration"
         );
     }

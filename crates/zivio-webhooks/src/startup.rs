@@ -107,6 +107,11 @@ impl App {
             platform_keys: keys.platform.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             sign_in_limiter: Default::default(),
+            api_limiter: Arc::new(zivio_http::limits::RateLimiter::new(
+                f64::from(config.api_rate_limit),
+                config.api_rate_limit,
+            )),
+            client_timeout: config.client_timeout,
         };
         let routers = zivio_http::routers(state, config.platform_listen.is_some());
         let platform = match config.platform_listen {

@@ -5,10 +5,8 @@
 //! the session. Pages call the same use cases as the v4 API, so the privilege boundary is the
 //! same.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -20,6 +18,7 @@ use zivio_app::sessions::{self, Signed};
 use zivio_app::{AppError, Caller};
 
 use crate::AppState;
+use crate::limits::RateLimiter;
 
 mod pages;
 
@@ -141,6 +140,10 @@ impl IntoResponse for PageError {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; "),
+            ),
+            AppError::RateLimited(seconds) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many requests; try again in {seconds} s."),
             ),
             AppError::InvalidParameter(error) => (
                 StatusCode::BAD_REQUEST,
@@ -430,45 +433,37 @@ fn client_ip(
     )
 }
 
-/// Sign-in attempts allowed per account and per client address in a window; more are refused
-/// until the window passes (guessing passwords stays slow).
-#[derive(Default)]
+/// Sign-in attempts allowed per account and per client address (10 and 30 in 5 minutes, then
+/// one more every 30 and 10 seconds): guessing passwords stays slow.
 pub struct SignInLimiter {
-    windows: Mutex<HashMap<String, (Instant, u32)>>,
+    accounts: RateLimiter,
+    addresses: RateLimiter,
 }
 
-const SIGN_IN_WINDOW: Duration = Duration::from_secs(5 * 60);
 const PER_ACCOUNT: u32 = 10;
 const PER_ADDRESS: u32 = 30;
-const PRUNE_ABOVE: usize = 10_000;
+const SIGN_IN_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+impl Default for SignInLimiter {
+    fn default() -> Self {
+        let window = SIGN_IN_WINDOW.as_secs_f64();
+        SignInLimiter {
+            accounts: RateLimiter::new(f64::from(PER_ACCOUNT) / window, PER_ACCOUNT),
+            addresses: RateLimiter::new(f64::from(PER_ADDRESS) / window, PER_ADDRESS),
+        }
+    }
+}
 
 impl SignInLimiter {
-    /// Counts an attempt; `false` when one of its keys is over its limit.
+    /// Counts an attempt; `false` when the address or the account is over its limit. An
+    /// address over its limit does not get to spend account budgets.
     pub(crate) fn allow(&self, account: &str, address: Option<IpAddr>) -> bool {
-        let now = Instant::now();
-        let mut windows = self
-            .windows
-            .lock()
-            .expect("the limiter lock is never poisoned");
-        // Expired windows go when the map grows, not at every attempt.
-        if windows.len() > PRUNE_ABOVE {
-            windows.retain(|_, (start, _)| now.duration_since(*start) < SIGN_IN_WINDOW);
-        }
-        let mut count = |key: String, limit: u32| {
-            let (start, count) = windows.entry(key).or_insert((now, 0));
-            if now.duration_since(*start) >= SIGN_IN_WINDOW {
-                (*start, *count) = (now, 0);
-            }
-            *count += 1;
-            *count <= limit
-        };
-        // An address over its limit does not get to spend account budgets either.
         if let Some(ip) = address
-            && !count(format!("address:{ip}"), PER_ADDRESS)
+            && self.addresses.take(&ip.to_string()).is_err()
         {
             return false;
         }
-        count(format!("account:{}", account.to_lowercase()), PER_ACCOUNT)
+        self.accounts.take(&account.to_lowercase()).is_ok()
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod abuse;
 mod admin_ui;
 mod cli;
 mod crash;
