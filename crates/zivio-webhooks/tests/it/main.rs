@@ -14,5 +14,6 @@ mod events;
 mod hostile;
 mod operations;
 mod postgres;
+mod security;
 mod startup;
 mod webhooks;
