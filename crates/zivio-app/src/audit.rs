@@ -51,18 +51,33 @@ pub async fn list(
         })
         .flatten();
     Ok(AuditPage {
-        entries: records
-            .into_iter()
-            .map(|record| AuditEntryView {
-                at: rfc3339(record.entry.at),
-                actor_id: record.entry.actor_id,
-                action: record.entry.action,
-                webhook_id: record.entry.webhook_id,
-                changes: record.entry.changes,
-            })
-            .collect(),
+        entries: records.into_iter().map(view).collect(),
         next_cursor,
     })
+}
+
+/// The newest entries about one webhook of the caller's tenant.
+pub async fn of_webhook(
+    services: &Services,
+    caller: &Caller,
+    webhook: &str,
+    limit: u32,
+) -> AppResult<Vec<AuditEntryView>> {
+    let records = services
+        .store
+        .webhook_audit_entries(&caller.tenant, webhook, limit.min(MAX_PAGE))
+        .await?;
+    Ok(records.into_iter().map(view).collect())
+}
+
+fn view(record: zivio_store::AuditRecord) -> AuditEntryView {
+    AuditEntryView {
+        at: rfc3339(record.entry.at),
+        actor_id: record.entry.actor_id,
+        action: record.entry.action,
+        webhook_id: record.entry.webhook_id,
+        changes: record.entry.changes,
+    }
 }
 
 fn encode_cursor(at: OffsetDateTime, id: i64) -> String {

@@ -656,6 +656,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>>;
 
+    /// The newest entries about one webhook (also after it was deleted).
+    async fn webhook_audit_entries(
+        &self,
+        tenant: &TenantId,
+        webhook: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
     /// Deletes audit entries recorded before `cutoff` (in bounded batches, so a large backlog
     /// never holds a long write); returns how many.
     async fn purge_audit(&self, cutoff: OffsetDateTime) -> StoreResult<u64>;

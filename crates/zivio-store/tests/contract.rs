@@ -2133,6 +2133,17 @@ async fn admin_sessions_links_and_pending_secrets(database: &TestDatabase, _: Ba
     );
 
     // Sessions by digest, touched, with a secret kept once.
+    let about_one = audit(&acme, NOW, AuditAction::WebhookCreated).webhook("wh_1");
+    store
+        .create_sign_in_link(&acme, &u1, b"link-3", NOW, &about_one)
+        .await
+        .unwrap();
+    let entries = store
+        .webhook_audit_entries(&acme, "wh_1", 10)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "only the entry about that webhook");
+    assert_eq!(entries[0].entry.webhook_id.as_deref(), Some("wh_1"));
     let signed_in = audit(&acme, NOW, AuditAction::SignedIn);
     store
         .create_session(b"session-1", &acme, &u1, NOW, &signed_in)

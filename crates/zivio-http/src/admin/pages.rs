@@ -596,13 +596,7 @@ async fn webhook_page(
         },
         Err(error) => return Err(error.into()),
     };
-    let audit = audit::list(services, &admin.caller, None, Some(100))
-        .await?
-        .entries
-        .into_iter()
-        .filter(|entry| entry.webhook_id.as_deref() == Some(webhook.id.as_str()))
-        .take(10)
-        .collect();
+    let audit = audit::of_webhook(services, &admin.caller, &webhook.id, 10).await?;
     let owner = zivio_core::ids::UserId::parse(&webhook.owner_id)
         .map_err(|_| AppError::NotFound("webhook owner"))?;
     let (owner_access, _) =

@@ -14,3 +14,6 @@ CREATE TABLE admin_sessions (
 ) STRICT;
 CREATE INDEX admin_sessions_user ON admin_sessions (tenant_id, user_id);
 CREATE INDEX admin_sessions_seen ON admin_sessions (last_seen_at);
+
+-- The audit entries of one webhook (its admin page), newest first.
+CREATE INDEX audit_webhook_time ON audit_log (tenant_id, webhook_id, at DESC, id DESC);

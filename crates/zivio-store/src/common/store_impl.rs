@@ -624,6 +624,15 @@ macro_rules! store_impl {
                 webhooks::audit_entries(self.reader(), tenant, before, limit).await
             }
 
+            async fn webhook_audit_entries(
+                &self,
+                tenant: &id::TenantId,
+                webhook: &str,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::AuditRecord>> {
+                webhooks::webhook_audit_entries(self.reader(), tenant, webhook, limit).await
+            }
+
             async fn purge_audit(&self, cutoff: Instant) -> $crate::StoreResult<u64> {
                 self.purge_in_batches(cutoff, 1_000, history::PURGE_AUDIT).await
             }

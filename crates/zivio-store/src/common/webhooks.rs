@@ -233,7 +233,23 @@ macro_rules! webhook_queries {
             rows.iter().map(audit_from_row).collect()
         }
 
-
+        pub(crate) async fn webhook_audit_entries(
+            pool: &Pool,
+            tenant: &TenantId,
+            webhook: &str,
+            limit: u32,
+        ) -> StoreResult<Vec<AuditRecord>> {
+            let rows = sqlx::query(
+                "SELECT id, tenant_id, at, actor_id, action, webhook_id, changes FROM audit_log
+                 WHERE tenant_id = $1 AND webhook_id = $2 ORDER BY at DESC, id DESC LIMIT $3",
+            )
+            .bind(tenant.as_str())
+            .bind(webhook)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(audit_from_row).collect()
+        }
     };
 }
 
