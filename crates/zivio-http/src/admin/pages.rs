@@ -501,6 +501,14 @@ struct WebhookPage {
     audit: Vec<audit::AuditEntryView>,
     errors: HashMap<String, String>,
     names: HashMap<String, String>,
+    /// What the edit form shows: the stored values, or what was typed when it was refused.
+    edit: EditValues,
+}
+
+pub struct EditValues {
+    pub name: String,
+    pub description: String,
+    pub url: String,
 }
 
 pub async fn webhook(
@@ -604,6 +612,11 @@ async fn webhook_page(
     Ok(WebhookPage {
         layout: Layout::of(admin, &webhook.name, "webhooks"),
         names: HashMap::from([(webhook.id.clone(), webhook.name.clone())]),
+        edit: EditValues {
+            name: webhook.name.clone(),
+            description: webhook.description.clone(),
+            url: webhook.url.clone(),
+        },
         picker: picker(services.catalog, &webhook.events),
         covers_owner: admin.caller.access.covers(&owner_access),
         webhook,
@@ -653,6 +666,18 @@ pub async fn update_webhook(
                 field_errors(errors),
             )
             .await?;
+            // Keep what was typed, so that only the refused part needs fixing.
+            let mut page = page;
+            page.edit = EditValues {
+                name: fields.text("name"),
+                description: fields.text("description"),
+                url: fields
+                    .get("url")
+                    .map_or(page.edit.url.clone(), str::to_owned),
+            };
+            if fields.get("events_shown").is_some() {
+                page.picker = picker(state.services.catalog, &fields.all("events"));
+            }
             Ok(with_status(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }
         Err(error) => Err(error.into()),

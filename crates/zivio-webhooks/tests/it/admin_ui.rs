@@ -549,3 +549,76 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
     assert_eq!(&statuses[..10], &[401; 10]);
     assert_eq!(&statuses[10..], &[429, 429]);
 }
+
+#[tokio::test]
+async fn a_refused_edit_keeps_what_was_typed() {
+    let Some(setup) = setup(Backend::Sqlite, "1h", true).await else {
+        return;
+    };
+    let answer = setup
+        .api
+        .platform(
+            Method::PUT,
+            "acme/users/u1/password",
+            Some(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(answer.status, 204);
+    let body = json!({"name": "before", "url": setup.receiver.url("/e"), "events": ["*"]});
+    let created = setup.api.create_webhook(&setup.key, "acme", body).await;
+    let id = created["webhook"]["id"].as_str().unwrap();
+    let session = session_cookie(&setup, PASSWORD).await;
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("_token", zivio_app::sessions::form_token(&session).as_str()),
+            ("name", "renamed <b>"),
+            ("description", "typed text"),
+            ("url", "http://10.0.0.1/internal"),
+            ("events_shown", "1"),
+            ("events", "invoices.*"),
+        ])
+        .finish();
+    let refused = plain_client()
+        .post(setup.api.service.url(&format!("/admin/webhooks/{id}")))
+        .header("cookie", format!("zivio_session={session}"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains("value=\"http://10.0.0.1/internal\""),
+        "the typed URL is kept"
+    );
+    assert!(
+        page.contains("value=\"renamed &#60;b&#62;\"")
+            || page.contains("value=\"renamed &lt;b&gt;\""),
+        "the typed name, escaped"
+    );
+    assert!(page.contains("typed text</textarea>"));
+    assert!(
+        page.contains("value=\"invoices.*\" checked"),
+        "the typed events are kept"
+    );
+    assert!(
+        page.contains("id=\"url-error\""),
+        "the reason is shown by the field"
+    );
+    let webhook = setup
+        .api
+        .v4(
+            &setup.key,
+            "acme",
+            Method::GET,
+            &format!("/v4/webhooks/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        webhook.body["webhook"]["name"], "before",
+        "nothing was saved"
+    );
+}
