@@ -171,3 +171,127 @@ async fn injection_attempts_are_just_invalid_input() {
         200
     );
 }
+
+/// Another tenant's admin, on every v4 route that names a webhook or a delivery, gets 404 (never
+/// 403, which would confirm the id) and changes nothing; lists never show the other tenant.
+#[tokio::test]
+async fn no_route_reaches_another_tenant() {
+    let Some(setup) = crate::support::sending::setup(Backend::Sqlite, "1h", true).await else {
+        return;
+    };
+    let api = &setup.api;
+    let (hook, _) = setup.webhook("/acme").await;
+    let event = setup.publish().await;
+    let attempt = setup.attempts(&event, &hook, 1).await.remove(0).id;
+    let intruder = api.tenant_with_admin("globex", "g1").await;
+    let routes = [
+        (Method::GET, format!("/v4/webhooks/{hook}")),
+        (Method::PATCH, format!("/v4/webhooks/{hook}")),
+        (Method::DELETE, format!("/v4/webhooks/{hook}")),
+        (Method::POST, format!("/v4/webhooks/{hook}/rotate-secret")),
+        (Method::POST, format!("/v4/webhooks/{hook}/disable")),
+        (Method::POST, format!("/v4/webhooks/{hook}/enable")),
+        (Method::POST, format!("/v4/webhooks/{hook}/test")),
+        (
+            Method::GET,
+            format!("/v4/webhooks/{hook}/preview?event_type=invoice.paid"),
+        ),
+        (Method::GET, format!("/v4/deliveries/{attempt}")),
+        (Method::POST, format!("/v4/deliveries/{attempt}/resend")),
+    ];
+    for (method, path) in routes {
+        let body = (method == Method::PATCH).then(|| json!({"name": "taken over"}));
+        let answer = api
+            .v4(&intruder, "globex", method.clone(), &path, body)
+            .await;
+        assert_eq!(answer.status, 404, "{method} {path}: {}", answer.text);
+    }
+    for path in [
+        "/v4/webhooks".to_owned(),
+        format!("/v4/deliveries?webhook_id={hook}"),
+        format!("/v4/deliveries?event_id={event}"),
+        "/v4/audit-log".to_owned(),
+    ] {
+        let answer = api.v4(&intruder, "globex", Method::GET, &path, None).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert!(
+            !answer.text.contains(&hook) && !answer.text.contains(&event),
+            "{path}: {}",
+            answer.text
+        );
+    }
+    // Nor do the admin pages, read or write.
+    let set = api
+        .platform(
+            Method::PUT,
+            "globex/users/g1/password",
+            Some(json!({"password": "globex pass phrase"})),
+        )
+        .await;
+    assert_eq!(set.status, 204);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = client
+        .post(api.service.url("/admin/sign-in"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("tenant=globex&email=g1%40globex.example.com&password=globex+pass+phrase")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let session = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = zivio_app::sessions::form_token(session.trim_start_matches("zivio_session="));
+    for path in [
+        format!("/admin/webhooks/{hook}"),
+        format!("/admin/deliveries/{attempt}"),
+    ] {
+        let page = client
+            .get(api.service.url(&path))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 404, "{path}");
+    }
+    let disable = client
+        .post(api.service.url(&format!("/admin/webhooks/{hook}/disable")))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disable.status(), 404);
+
+    // The API key of one tenant does not work for the other at all.
+    let answer = api
+        .v4(&intruder, "acme", Method::GET, "/v4/webhooks", None)
+        .await;
+    assert_eq!(answer.status, 401);
+    let webhook = api
+        .v4(
+            &setup.key,
+            "acme",
+            Method::GET,
+            &format!("/v4/webhooks/{hook}"),
+            None,
+        )
+        .await;
+    assert_eq!(webhook.body["webhook"]["enabled"], true, "nothing changed");
+    assert_eq!(webhook.body["webhook"]["name"], "/acme");
+    assert_eq!(
+        setup.receiver.received("/acme").len(),
+        1,
+        "nothing more was sent"
+    );
+}
