@@ -40,6 +40,8 @@ pub struct App {
     services: Services,
     retention: Retention,
     mailer: Option<Mailer>,
+    /// How long a client may take to send a request's headers (and, in the router, its body).
+    client_timeout: std::time::Duration,
     routers: Routers,
     public: TcpListener,
     platform: Option<TcpListener>,
@@ -128,6 +130,7 @@ impl App {
                 audit: config.audit_retention,
             },
             mailer,
+            client_timeout: config.client_timeout,
             routers,
             public,
             platform,
@@ -167,10 +170,15 @@ impl App {
             tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
         }
         tracing::info!(addr = %self.addr(), "listening");
-        let public = serve(self.public, self.routers.public, stopped.clone());
+        let public = serve(
+            self.public,
+            self.routers.public,
+            stopped.clone(),
+            self.client_timeout,
+        );
         match (self.platform, self.routers.platform) {
             (Some(listener), Some(router)) => {
-                let platform = serve(listener, router, stopped);
+                let platform = serve(listener, router, stopped, self.client_timeout);
                 tokio::try_join!(public, platform)?;
             }
             _ => public.await?,
@@ -211,20 +219,59 @@ async fn maintain(services: Services, retention: Retention, mut stopped: watch::
     }
 }
 
+/// Serves the router until shutdown, then lets open requests finish. Like `axum::serve`, plus a
+/// timeout on reading request headers (axum's server sets none): a slow client (slowloris)
+/// cannot hold a connection open by dribbling them.
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
     mut stopped: watch::Receiver<bool>,
+    header_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    })
-    .await
-    .context("HTTP server failed")
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait a little, keep serving.
+                    tracing::warn!(error = %error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            },
+        );
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::trace!(error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The URL a browser on this machine reaches a listener at (a wildcard address becomes loopback).
