@@ -318,26 +318,18 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
 
 /// Signs in without a browser and returns the session cookie's value.
 async fn session_cookie(setup: &Setup, password: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let answer = client
-        .post(setup.api.service.url("/admin/sign-in"))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs([
-                    ("tenant", "acme"),
-                    ("email", "u1@acme.example.com"),
-                    ("password", password),
-                ])
-                .finish(),
+    let answer = setup
+        .api
+        .post_form(
+            "/admin/sign-in",
+            None,
+            &[
+                ("tenant", "acme"),
+                ("email", "u1@acme.example.com"),
+                ("password", password),
+            ],
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(answer.status(), 303);
     let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
@@ -519,31 +511,31 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
 
     // A user without a password cannot sign in, not even with an empty one.
     api.put_user("acme", "nopass", true, &["admin"]).await;
-    let empty = client
-        .post(api.service.url("/admin/sign-in"))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("tenant=acme&email=nopass%40acme.example.com&password=")
-        .send()
-        .await
-        .unwrap();
+    let empty = api
+        .post_form(
+            "/admin/sign-in",
+            None,
+            &[
+                ("tenant", "acme"),
+                ("email", "nopass@acme.example.com"),
+                ("password", ""),
+            ],
+        )
+        .await;
     assert_eq!(empty.status(), 401);
 
     // Guessing passwords is slowed down per account, however the email is spelled.
 
     let mut statuses = Vec::new();
     for _ in 0..12 {
-        let answer = client
-            .post(api.service.url("/admin/sign-in"))
-            .header("sec-fetch-site", "same-origin")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!(
-                "tenant=acme&email={}u2%40ACME.example.com&password=guess",
-                "+".repeat(statuses.len())
-            ))
-            .send()
-            .await
-            .unwrap();
+        let email = format!("{}u2@ACME.example.com", " ".repeat(statuses.len()));
+        let answer = api
+            .post_form(
+                "/admin/sign-in",
+                None,
+                &[("tenant", "acme"), ("email", &email), ("password", "guess")],
+            )
+            .await;
         statuses.push(answer.status().as_u16());
     }
     assert_eq!(&statuses[..10], &[401; 10]);
@@ -568,25 +560,22 @@ async fn a_refused_edit_keeps_what_was_typed() {
     let created = setup.api.create_webhook(&setup.key, "acme", body).await;
     let id = created["webhook"]["id"].as_str().unwrap();
     let session = session_cookie(&setup, PASSWORD).await;
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("_token", zivio_app::sessions::form_token(&session).as_str()),
-            ("name", "renamed <b>"),
-            ("description", "typed text"),
-            ("url", "http://10.0.0.1/internal"),
-            ("events_shown", "1"),
-            ("events", "invoices.*"),
-        ])
-        .finish();
-    let refused = plain_client()
-        .post(setup.api.service.url(&format!("/admin/webhooks/{id}")))
-        .header("cookie", format!("zivio_session={session}"))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form)
-        .send()
-        .await
-        .unwrap();
+    let token = zivio_app::sessions::form_token(&session);
+    let refused = setup
+        .api
+        .post_form(
+            &format!("/admin/webhooks/{id}"),
+            Some(&format!("zivio_session={session}")),
+            &[
+                ("_token", token.as_str()),
+                ("name", "renamed <b>"),
+                ("description", "typed text"),
+                ("url", "http://10.0.0.1/internal"),
+                ("events_shown", "1"),
+                ("events", "invoices.*"),
+            ],
+        )
+        .await;
     assert_eq!(refused.status(), 422);
     let page = refused.text().await.unwrap();
     assert!(

@@ -230,17 +230,17 @@ async fn platform_tools_publish_and_manage_the_directory() {
         &[("ZIVIO_WEBHOOKS_NEW_PASSWORD", "a long passphrase here")],
     );
     assert_eq!(code, 0, "{err}");
-    let signed_in = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(api.service.url("/admin/sign-in"))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("tenant=globex&email=g1%40globex.example&password=a+long+passphrase+here")
-        .send()
-        .await
-        .unwrap();
+    let signed_in = api
+        .post_form(
+            "/admin/sign-in",
+            None,
+            &[
+                ("tenant", "globex"),
+                ("email", "g1@globex.example"),
+                ("password", "a long passphrase here"),
+            ],
+        )
+        .await;
     assert_eq!(signed_in.status(), 303);
     let (code, link, err) = tool(api, &[&["sign-in-link"][..], &user].concat(), &[]);
     assert_eq!(code, 0, "{err}");

@@ -76,17 +76,17 @@ async fn secrets_never_reach_logs_or_the_database_in_clear() {
         .unwrap()
         .trim_start_matches("zivio_session=")
         .to_owned();
-    let signed_in = client
-        .post(api.service.url("/admin/sign-in"))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "tenant=acme&email=u1%40acme.example.com&password={}",
-            password.replace(' ', "+")
-        ))
-        .send()
-        .await
-        .unwrap();
+    let signed_in = api
+        .post_form(
+            "/admin/sign-in",
+            None,
+            &[
+                ("tenant", "acme"),
+                ("email", "u1@acme.example.com"),
+                ("password", password),
+            ],
+        )
+        .await;
     assert_eq!(signed_in.status(), 303);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
@@ -233,14 +233,17 @@ async fn no_route_reaches_another_tenant() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let signed_in = client
-        .post(api.service.url("/admin/sign-in"))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("tenant=globex&email=g1%40globex.example.com&password=globex+pass+phrase")
-        .send()
-        .await
-        .unwrap();
+    let signed_in = api
+        .post_form(
+            "/admin/sign-in",
+            None,
+            &[
+                ("tenant", "globex"),
+                ("email", "g1@globex.example.com"),
+                ("password", "globex pass phrase"),
+            ],
+        )
+        .await;
     assert_eq!(signed_in.status(), 303);
     let session = signed_in.headers()["set-cookie"]
         .to_str()
@@ -262,15 +265,13 @@ async fn no_route_reaches_another_tenant() {
             .unwrap();
         assert_eq!(page.status(), 404, "{path}");
     }
-    let disable = client
-        .post(api.service.url(&format!("/admin/webhooks/{hook}/disable")))
-        .header("cookie", &session)
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("_token={token}"))
-        .send()
-        .await
-        .unwrap();
+    let disable = api
+        .post_form(
+            &format!("/admin/webhooks/{hook}/disable"),
+            Some(&session),
+            &[("_token", token.as_str())],
+        )
+        .await;
     assert_eq!(disable.status(), 404);
 
     // The API key of one tenant does not work for the other at all.

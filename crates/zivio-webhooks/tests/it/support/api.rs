@@ -149,6 +149,31 @@ impl Api {
         }
     }
 
+    /// Posts an admin UI form as a browser on this site would (`Sec-Fetch-Site: same-origin`),
+    /// with the session cookie (`zivio_session=...`) when given; redirects are not followed.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut request = client
+            .post(self.service.url(path))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        request.body(body).send().await.unwrap()
+    }
+
     pub async fn platform(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let auth = format!("Bearer {PLATFORM_KEY}");
         self.send(
