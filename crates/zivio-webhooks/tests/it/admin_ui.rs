@@ -237,7 +237,10 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
     );
 
     // A post from another site, with the session cookie the browser would attach: refused.
-    let session = session_cookie(&setup, PASSWORD).await;
+    let session = setup
+        .api
+        .sign_in("acme", "u1@acme.example.com", PASSWORD)
+        .await;
     let url = setup
         .api
         .service
@@ -255,6 +258,14 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
         async move { request.body(body).send().await.unwrap().status().as_u16() }
     };
     let with_token = format!("_token={token}");
+    let enabled = || async {
+        let path = format!("/v4/webhooks/{id}");
+        let answer = setup
+            .api
+            .v4(&setup.key, "acme", Method::GET, &path, None)
+            .await;
+        answer.body["webhook"]["enabled"].clone()
+    };
     // A valid token does not help a request that says it comes from elsewhere…
     assert_eq!(
         post(vec![("sec-fetch-site", "cross-site")], with_token.clone()).await,
@@ -273,33 +284,13 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
         .await,
         403
     );
-    let webhook = setup
-        .api
-        .v4(
-            &setup.key,
-            "acme",
-            Method::GET,
-            &format!("/v4/webhooks/{id}"),
-            None,
-        )
-        .await;
-    assert_eq!(webhook.body["webhook"]["enabled"], true, "nothing changed");
+    assert_eq!(enabled().await, true, "nothing changed");
     // The same form, same-site and with the token, goes through (the checks above are real).
     assert_eq!(
         post(vec![("sec-fetch-site", "same-origin")], with_token).await,
         303
     );
-    let webhook = setup
-        .api
-        .v4(
-            &setup.key,
-            "acme",
-            Method::GET,
-            &format!("/v4/webhooks/{id}"),
-            None,
-        )
-        .await;
-    assert_eq!(webhook.body["webhook"]["enabled"], false);
+    assert_eq!(enabled().await, false);
 
     // Signing in is only refused for a cross-site post (it has no session yet).
     let sign_in = client
@@ -314,34 +305,6 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
         .await
         .unwrap();
     assert_eq!(sign_in.status(), 403);
-}
-
-/// Signs in without a browser and returns the session cookie's value.
-async fn session_cookie(setup: &Setup, password: &str) -> String {
-    let answer = setup
-        .api
-        .post_form(
-            "/admin/sign-in",
-            None,
-            &[
-                ("tenant", "acme"),
-                ("email", "u1@acme.example.com"),
-                ("password", password),
-            ],
-        )
-        .await;
-    assert_eq!(answer.status(), 303);
-    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
-        "{cookie}"
-    );
-    cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("zivio_session=")
-        .to_owned()
 }
 
 /// Contrast (WCAG 2 formula), computed in the page for every element with text of its own.
@@ -559,7 +522,10 @@ async fn a_refused_edit_keeps_what_was_typed() {
     let body = json!({"name": "before", "url": setup.receiver.url("/e"), "events": ["*"]});
     let created = setup.api.create_webhook(&setup.key, "acme", body).await;
     let id = created["webhook"]["id"].as_str().unwrap();
-    let session = session_cookie(&setup, PASSWORD).await;
+    let session = setup
+        .api
+        .sign_in("acme", "u1@acme.example.com", PASSWORD)
+        .await;
     let token = zivio_app::sessions::form_token(&session);
     let refused = setup
         .api

@@ -230,18 +230,8 @@ async fn platform_tools_publish_and_manage_the_directory() {
         &[("ZIVIO_WEBHOOKS_NEW_PASSWORD", "a long passphrase here")],
     );
     assert_eq!(code, 0, "{err}");
-    let signed_in = api
-        .post_form(
-            "/admin/sign-in",
-            None,
-            &[
-                ("tenant", "globex"),
-                ("email", "g1@globex.example"),
-                ("password", "a long passphrase here"),
-            ],
-        )
+    api.sign_in("globex", "g1@globex.example", "a long passphrase here")
         .await;
-    assert_eq!(signed_in.status(), 303);
     let (code, link, err) = tool(api, &[&["sign-in-link"][..], &user].concat(), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(link.contains("/admin/sign-in/link/"), "{link}");

@@ -76,18 +76,7 @@ async fn secrets_never_reach_logs_or_the_database_in_clear() {
         .unwrap()
         .trim_start_matches("zivio_session=")
         .to_owned();
-    let signed_in = api
-        .post_form(
-            "/admin/sign-in",
-            None,
-            &[
-                ("tenant", "acme"),
-                ("email", "u1@acme.example.com"),
-                ("password", password),
-            ],
-        )
-        .await;
-    assert_eq!(signed_in.status(), 303);
+    api.sign_in("acme", "u1@acme.example.com", password).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let output = api.service.stdout()
@@ -233,26 +222,11 @@ async fn no_route_reaches_another_tenant() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let signed_in = api
-        .post_form(
-            "/admin/sign-in",
-            None,
-            &[
-                ("tenant", "globex"),
-                ("email", "g1@globex.example.com"),
-                ("password", "globex pass phrase"),
-            ],
-        )
+    let id = api
+        .sign_in("globex", "g1@globex.example.com", "globex pass phrase")
         .await;
-    assert_eq!(signed_in.status(), 303);
-    let session = signed_in.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let token = zivio_app::sessions::form_token(session.trim_start_matches("zivio_session="));
+    let session = format!("zivio_session={id}");
+    let token = zivio_app::sessions::form_token(&id);
     for path in [
         format!("/admin/webhooks/{hook}"),
         format!("/admin/deliveries/{attempt}"),

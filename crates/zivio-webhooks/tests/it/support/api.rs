@@ -174,6 +174,30 @@ impl Api {
         request.body(body).send().await.unwrap()
     }
 
+    /// Signs in to the admin UI with a password (as a same-site browser would) and returns the
+    /// session id from the cookie, checking the cookie's attributes.
+    pub async fn sign_in(&self, tenant: &str, email: &str, password: &str) -> String {
+        let answer = self
+            .post_form(
+                "/admin/sign-in",
+                None,
+                &[("tenant", tenant), ("email", email), ("password", password)],
+            )
+            .await;
+        assert_eq!(answer.status(), 303, "signed in");
+        let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+            "{cookie}"
+        );
+        cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_start_matches("zivio_session=")
+            .to_owned()
+    }
+
     pub async fn platform(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let auth = format!("Bearer {PLATFORM_KEY}");
         self.send(
