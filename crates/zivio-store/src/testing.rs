@@ -35,12 +35,18 @@ impl TestDatabase {
     /// A new, empty PostgreSQL database, or `None` when `ZIVIO_TEST_DATABASE_URL` is unset.
     pub async fn postgres() -> Option<Self> {
         let server = std::env::var(POSTGRES_URL_VAR).ok()?;
+        Some(Self::postgres_on(&server).await)
+    }
+
+    /// A new, empty PostgreSQL database on `server` (a URL whose user may create databases).
+    pub async fn postgres_on(server: &str) -> Self {
+        let server = server.to_owned();
         let name = format!("zivio_t_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnectOptions::from_str(&server)
-            .expect("ZIVIO_TEST_DATABASE_URL is a PostgreSQL URL")
+            .expect("a PostgreSQL URL")
             .connect()
             .await
-            .expect("connect to ZIVIO_TEST_DATABASE_URL");
+            .expect("connect to the PostgreSQL server");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
@@ -51,10 +57,10 @@ impl TestDatabase {
             .database(&name)
             .to_url_lossy()
             .to_string();
-        Some(Self {
+        Self {
             url,
             cleanup: Cleanup::Postgres { server, name },
-        })
+        }
     }
 }
 

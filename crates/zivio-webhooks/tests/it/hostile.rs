@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::support::api::{Api, Backend};
-use crate::support::pki::TestCa;
+use zivio_bench::pki::TestCa;
 use crate::support::receiver::Receiver;
 use crate::support::sending::WAIT;
 

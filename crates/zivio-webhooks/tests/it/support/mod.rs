@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod browser;
-pub mod pki;
 pub mod receiver;
 pub mod sending;
 pub mod service;

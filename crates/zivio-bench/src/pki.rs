@@ -1,5 +1,6 @@
-//! A test certificate authority: the service trusts its PEM (`ZIVIO_WEBHOOKS_EXTRA_ROOT_CA`), and
-//! it signs server certificates good or bad (expired, for another host) on demand.
+//! A certificate authority for local HTTPS receivers (benchmarks and tests): the service trusts
+//! its PEM (`ZIVIO_WEBHOOKS_EXTRA_ROOT_CA`), and it signs server certificates good or bad (expired,
+//! for another host) on demand.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -1,0 +1,123 @@
+//! `zivio-bench`: runs the scenarios of BENCHMARKS.md and writes their figures as JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use zivio_bench::receiver::Receiver;
+use zivio_bench::report::Report;
+use zivio_bench::scenarios::Bench;
+use zivio_bench::service::{Backend, Launch, service_binary};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the real zivio-webhooks service end to end (see BENCHMARKS.md)")]
+struct Args {
+    /// What to run; `all` runs the ceiling and every scenario but `soak` on each backend.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    #[arg(long, value_enum, default_value = "both")]
+    backend: Backends,
+    /// PostgreSQL server on which a fresh database is created for each service (and dropped).
+    #[arg(long, env = "ZIVIO_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Multiplies the number of events of each scenario (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// How long `soak` runs, in seconds.
+    #[arg(long, default_value_t = 600)]
+    soak_seconds: u64,
+    /// Where the figures are written as JSON.
+    #[arg(long, default_value = "target/zivio-bench/results.json")]
+    out: PathBuf,
+    /// The service binary; by default the `zivio-webhooks` beside this one (built first when
+    /// run through cargo).
+    #[arg(long)]
+    service_binary: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Ceiling,
+    Throughput,
+    Fanout,
+    Wide,
+    Latency,
+    Isolation,
+    Statements,
+    Soak,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backends {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let binary = match args.service_binary {
+        Some(binary) => binary,
+        None => service_binary()?,
+    };
+    let backends = match (args.backend, &args.database_url) {
+        (Backends::Sqlite, _) => vec![Backend::Sqlite],
+        (Backends::Postgres, _) => vec![Backend::Postgres],
+        (Backends::Both, Some(_)) => vec![Backend::Sqlite, Backend::Postgres],
+        (Backends::Both, None) => {
+            eprintln!("no --database-url (ZIVIO_BENCH_DATABASE_URL): PostgreSQL is skipped");
+            vec![Backend::Sqlite]
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let receiver = Receiver::start(dir.path()).await?;
+    let mut bench = Bench {
+        launch: Launch {
+            binary,
+            backend: backends[0],
+            postgres_server: args.database_url.clone(),
+            receiver_ca: receiver.ca_path.clone(),
+        },
+        receiver,
+        report: Report::default(),
+        scale: args.scale,
+        soak: Duration::from_secs(args.soak_seconds),
+    };
+    bench.ceiling().await.context("ceiling")?;
+    let all = args.scenario == Scenario::All;
+    for backend in backends {
+        bench.launch.backend = backend;
+        if all || args.scenario == Scenario::Throughput {
+            bench.throughput().await.context("throughput")?;
+        }
+        if all || args.scenario == Scenario::Fanout {
+            bench.fanout().await.context("fanout")?;
+        }
+        if all || args.scenario == Scenario::Wide {
+            bench.wide().await.context("wide")?;
+        }
+        if all || args.scenario == Scenario::Latency {
+            bench.latency().await.context("latency")?;
+        }
+        if all || args.scenario == Scenario::Isolation {
+            bench.isolation().await.context("isolation")?;
+        }
+        if all || args.scenario == Scenario::Statements {
+            bench.statements().await.context("statements")?;
+        }
+        if args.scenario == Scenario::Soak {
+            bench.soak().await.context("soak")?;
+        }
+    }
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&bench.report)?)
+        .with_context(|| format!("write {}", args.out.display()))?;
+    println!("figures written to {}", args.out.display());
+    Ok(())
+}
