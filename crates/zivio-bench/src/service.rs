@@ -107,6 +107,7 @@ impl Service {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("\"target\":\"sqlx::query\"") {
                     counted.fetch_add(1, Ordering::Relaxed);
+                    if std::env::var("TMP_STMT").is_ok() { eprintln!("{line}"); }
                     continue;
                 }
                 let Ok(log) = serde_json::from_str::<Value>(&line) else {
@@ -147,9 +148,18 @@ impl Service {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// Stops the service as an operator would (SIGTERM), killing it after 30 s.
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
     }
 
     async fn call(

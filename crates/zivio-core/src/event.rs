@@ -52,38 +52,39 @@ pub fn envelope(id: &str, event_type: &str, occurred_at: OffsetDateTime, data: &
 /// A digest of what a producer published, independent of key order in its JSON: tells a
 /// repeated idempotency key (same event) from a conflicting one.
 pub fn fingerprint(published: &Value) -> [u8; 32] {
-    let mut canonical = String::new();
+    let mut canonical = Vec::with_capacity(1024);
     write_canonical(published, &mut canonical);
-    Sha256::digest(canonical.as_bytes()).into()
+    Sha256::digest(&canonical).into()
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Compact JSON with object keys sorted. Stored fingerprints depend on these exact bytes.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (index, key) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by_key(|(key, _)| *key);
+            out.push(b'{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[key], out);
+                serde_json::to_writer(&mut *out, key).expect("writing to memory");
+                out.push(b':');
+                write_canonical(value, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to memory"),
     }
 }
 
@@ -114,6 +115,17 @@ mod tests {
         let late = new_event_id(2_000, [0; 10]);
         assert!(early.starts_with("evt_") && early < late);
         assert!(new_test_event_id(1, [0; 10]).starts_with("evt_test_"));
+    }
+
+    #[test]
+    fn canonical_form_is_compact_sorted_json() {
+        let value = json!({"b": [1, 2.5, null, true], "a": {"z": "é\"\n", "y": -3}, "": "x"});
+        let mut out = Vec::new();
+        write_canonical(&value, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"":"x","a":{"y":-3,"z":"é\"\n"},"b":[1,2.5,null,true]}"#
+        );
     }
 
     #[test]

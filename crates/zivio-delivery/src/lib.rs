@@ -90,6 +90,17 @@ impl WebhookBounds {
         };
         held < cap
     }
+
+    /// Whether a claim may take this webhook's work: only with room for a whole share (`bound`
+    /// deliveries; a slow webhook: when it holds nothing). Claiming a share at a time instead of
+    /// each freed slot keeps claims (write transactions) to a fraction of the deliveries.
+    fn claimable(&self, bound: usize) -> bool {
+        let room = self.held.available_permits();
+        match self.slow.load(Ordering::Relaxed) {
+            true => room == 2 * bound,
+            false => room >= bound,
+        }
+    }
 }
 
 pub struct Engine {
@@ -165,14 +176,14 @@ impl Engine {
                     0
                 }
             };
-            if started == CLAIM_BATCH as usize {
-                // A full batch: there is probably more, and room for it.
+            if started > 0 {
+                // Claims take a share per webhook: there may be more, and room for it.
                 continue;
             }
             // Work that is due but cannot be taken now (busy webhooks, no capacity) must not make
-            // this loop spin: finished attempts wake it.
+            // this loop spin: finished attempts wake it when a claim could take more.
             let wait = match self.idle_wait().await {
-                due_now if due_now.is_zero() && started == 0 => IDLE_POLL,
+                due_now if due_now.is_zero() => IDLE_POLL,
                 wait => wait.max(MIN_IDLE_WAIT),
             };
             tokio::select! {
@@ -210,14 +221,18 @@ impl Engine {
             self.config.instance,
             self.claims.fetch_add(1, Ordering::Relaxed)
         );
-        let hold = self
+        let mut hold = self
             .config
             .lease
             .max(self.config.request_timeout + Duration::from_secs(5));
+        if self.services.store.backend() == Backend::Sqlite {
+            // A restart frees every SQLite lease, so a long one delays nothing after a crash, and
+            // one that already covers the attempt spares a write before each send.
+            hold += self.config.request_timeout + ATTEMPT_MARGIN;
+        }
         let lease_until = now + hold;
         let saturated = self.saturated_webhooks();
-        let per_webhook =
-            u32::try_from(self.config.max_in_flight_per_webhook * 2).unwrap_or(u32::MAX);
+        let per_webhook = u32::try_from(self.config.max_in_flight_per_webhook).unwrap_or(u32::MAX);
         let claimed = self
             .services
             .store
@@ -265,17 +280,18 @@ impl Engine {
         Ok(started)
     }
 
-    /// Webhooks holding as much work as they may: the next claim leaves theirs alone.
+    /// Webhooks without room for another share of work: the next claim leaves theirs alone.
     fn saturated_webhooks(&self) -> Vec<WebhookId> {
         let mut webhooks = self.webhooks.lock().expect("not poisoned");
-        let full = self.config.max_in_flight_per_webhook * 2;
+        let bound = self.config.max_in_flight_per_webhook;
+        let full = bound * 2;
         // Forget webhooks that hold nothing and are not slow, so the map stays small.
         webhooks.retain(|_, bounds| {
             bounds.held.available_permits() < full || bounds.slow.load(Ordering::Relaxed)
         });
         webhooks
             .iter()
-            .filter(|(_, bounds)| !bounds.may_hold_more(full))
+            .filter(|(_, bounds)| !bounds.claimable(bound))
             .map(|(id, _)| id.clone())
             .collect()
     }
@@ -405,10 +421,18 @@ impl Engine {
             "attempt finished"
         );
         self.save(&lease, &record).await;
-        // Free the capacity before waking the loop, so that its next claim can use it.
+        // Free the capacity before waking the loop, so that its next claim can use it. The loop
+        // is woken when a claim could now take more: this webhook has room for a share again,
+        // or the instance's capacity is nearly used up (every freed slot counts).
+        let bound = self.config.max_in_flight_per_webhook;
+        let webhook = permits.bounds.clone();
+        let was_claimable = webhook.claimable(bound);
         drop(_turn);
         drop(permits);
-        self.wake.notify_one();
+        if (webhook.claimable(bound) && !was_claimable) || self.global.available_permits() <= bound
+        {
+            self.wake.notify_one();
+        }
     }
 
     /// The permits an attempt sends under: a slot of its webhook, the probe slot while the

@@ -138,6 +138,15 @@ pub struct QueuedDelivery {
     pub body: Vec<u8>,
 }
 
+/// Where a leased delivery goes now, read just before its attempt.
+pub(crate) struct SendTarget {
+    pub url: String,
+    pub secret_ciphertext: Vec<u8>,
+    /// The webhook is enabled (or this is a test event) and its owner is active.
+    pub may_send: bool,
+    pub leased_until: OffsetDateTime,
+}
+
 /// A delivery claimed for one attempt, with everything needed to send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedDelivery {
@@ -544,7 +553,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<AttemptOutcome>;
 
     /// Just before sending: extends the lease to `lease_until` if it is still held and not
-    /// expired at `now` (so the attempt cannot outlive it), and returns the webhook's current URL
+    /// expired at `now` (so the attempt cannot outlive it; no write when the lease already runs
+    /// that long), and returns the webhook's current URL
     /// and sealed secret (a rotation or URL change since the claim applies). A lease lost or
     /// expired, or a delivery no longer pending: `None`. A webhook disabled meanwhile, or one
     /// whose owner is inactive or gone, has the delivery cancelled: `None` too. `None` means send

@@ -51,8 +51,9 @@ mod sessions {
     );
 }
 mod queue {
-    // Per webhook (so a backlog cannot crowd out the others), oldest first; concurrent claims
-    // from other instances skip rows already being claimed.
+    // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
+    // from the index by webhook and due time, so a claim costs steps per webhook, not per queued
+    // delivery); concurrent claims from other instances skip rows already being claimed.
     crate::common::queue_queries!(
         sqlx::Postgres,
         super::to_db,
@@ -60,16 +61,14 @@ mod queue {
         time::OffsetDateTime,
         "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
      WHERE id IN (SELECT due.id
-                  FROM (SELECT DISTINCT webhook_id FROM deliveries
-                        WHERE state = 'pending' AND next_attempt_at <= $2
-                          AND (lease_owner IS NULL OR lease_expires_at <= $2)
-                          AND webhook_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))) hooks
+                  FROM webhooks hooks
                   CROSS JOIN LATERAL (
                       SELECT id FROM deliveries
-                      WHERE webhook_id = hooks.webhook_id AND state = 'pending' AND next_attempt_at <= $2
+                      WHERE webhook_id = hooks.id AND state = 'pending' AND next_attempt_at <= $2
                         AND (lease_owner IS NULL OR lease_expires_at <= $2)
                       ORDER BY next_attempt_at LIMIT $6
                       FOR UPDATE SKIP LOCKED) due
+                  WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
                   LIMIT $4)"
     );
 }

@@ -264,10 +264,17 @@ macro_rules! queue_queries {
 
         /// The webhook's current URL and secret, and whether it may still send (enabled or a test
         /// event, owner active); `None` when the delivery is no longer pending under this lease.
-        pub(crate) async fn current_target(pool: &Pool, lease: &str, delivery: i64) -> StoreResult<Option<(String, Vec<u8>, bool)>> {
+        /// The webhook's current URL and sealed secret for a delivery leased to `lease`, whether
+        /// it may be sent (webhook enabled or a test event, owner active), and until when the
+        /// lease runs.
+        pub(crate) async fn current_target(
+            pool: &Pool,
+            lease: &str,
+            delivery: i64,
+        ) -> StoreResult<Option<crate::SendTarget>> {
             let row = sqlx::query(
                 "SELECT w.url, w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
-                        u.active AS owner_active
+                        u.active AS owner_active, d.lease_expires_at
                  FROM deliveries d
                  JOIN events e ON e.id = d.event_id
                  JOIN webhooks w ON w.id = d.webhook_id
@@ -278,9 +285,15 @@ macro_rules! queue_queries {
             .bind(lease)
             .fetch_optional(pool)
             .await?;
-            Ok(row.map(|row| {
-                let may_send = row.get::<bool, _>("enabled") && row.get::<Option<bool>, _>("owner_active").unwrap_or(false);
-                (row.get("url"), row.get("secret_ciphertext"), may_send)
+            Ok(row.map(|row| crate::SendTarget {
+                url: row.get("url"),
+                secret_ciphertext: row.get("secret_ciphertext"),
+                may_send: row.get::<bool, _>("enabled")
+                    && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
+                leased_until: row
+                    .get::<Option<$t>, _>("lease_expires_at")
+                    .map($from)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             }))
         }
 

@@ -470,25 +470,31 @@ macro_rules! store_impl {
                 now: Instant,
                 lease_until: Instant,
             ) -> $crate::StoreResult<Option<(String, Vec<u8>)>> {
-                let token = lease.to_owned();
-                let renewed = self
-                    .write_grouped(move |tx| {
-                        Box::pin(async move { queue::renew(tx, &token, delivery, now, lease_until).await })
-                    })
-                    .await?;
-                if !renewed {
+                let Some(target) = queue::current_target(self.reader(), lease, delivery).await? else {
+                    return Ok(None);
+                };
+                if target.leased_until <= now {
                     return Ok(None);
                 }
-                match queue::current_target(self.reader(), lease, delivery).await? {
-                    Some((url, secret, true)) => Ok(Some((url, secret))),
-                    Some((_, _, false)) => {
-                        let mut tx = self.begin_write().await?;
-                        queue::cancel(&mut tx, lease, delivery).await?;
-                        tx.commit().await?;
-                        Ok(None)
-                    }
-                    None => Ok(None),
+                if !target.may_send {
+                    let mut tx = self.begin_write().await?;
+                    queue::cancel(&mut tx, lease, delivery).await?;
+                    tx.commit().await?;
+                    return Ok(None);
                 }
+                // Most claims already lease long enough (see the engine): no write at all then.
+                if target.leased_until < lease_until {
+                    let token = lease.to_owned();
+                    let renewed = self
+                        .write_grouped(move |tx| {
+                            Box::pin(async move { queue::renew(tx, &token, delivery, now, lease_until).await })
+                        })
+                        .await?;
+                    if !renewed {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some((target.url, target.secret_ciphertext)))
             }
 
             async fn release_deliveries(
