@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zivio_core::access::{Access, ResourceMeta};
+use zivio_core::catalog::Catalog;
 use zivio_core::directory::Placement;
 use zivio_core::event::{envelope, fingerprint, new_event_id, new_test_event_id};
 use zivio_core::ids::{TenantId, UserId};
@@ -36,7 +37,7 @@ pub struct EventInput {
 }
 
 /// A validated event, ready for fan-out.
-struct Accepted {
+pub struct Accepted {
     key: Option<String>,
     event_type: String,
     collection: String,
@@ -56,35 +57,8 @@ pub async fn publish(
     batch: bool,
 ) -> AppResult<Vec<String>> {
     let tenant = crate::directory::existing_tenant(tenant)?;
-    if batch && (inputs.is_empty() || inputs.len() > MAX_BATCH) {
-        return Err(AppError::invalid(
-            "events",
-            format!("must hold 1 to {MAX_BATCH} events"),
-        ));
-    }
     let now = services.now();
-    let field = |index: usize, name: &str| {
-        if batch {
-            format!("events[{index}].{name}")
-        } else {
-            name.to_owned()
-        }
-    };
-    let mut errors = Vec::new();
-    let accepted: Vec<Option<Accepted>> = inputs
-        .into_iter()
-        .enumerate()
-        .map(|(index, input)| {
-            validate(services, input, now, &mut errors, |name| field(index, name))
-        })
-        .collect();
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
-    let accepted: Vec<Accepted> = accepted
-        .into_iter()
-        .map(|event| event.expect("no errors"))
-        .collect();
+    let accepted = accept(services.catalog, inputs, batch, now)?;
     if services.store.tenant(&tenant).await?.is_none() {
         return Err(AppError::NotFound("tenant"));
     }
@@ -99,8 +73,46 @@ pub async fn publish(
         })
 }
 
+/// Validates one event (`batch` false) or a batch without any I/O: every field error at once
+/// (batch fields named `events[i].…`), or the events ready for fan-out.
+pub fn accept(
+    catalog: &Catalog,
+    inputs: Vec<EventInput>,
+    batch: bool,
+    now: OffsetDateTime,
+) -> AppResult<Vec<Accepted>> {
+    if batch && (inputs.is_empty() || inputs.len() > MAX_BATCH) {
+        return Err(AppError::invalid(
+            "events",
+            format!("must hold 1 to {MAX_BATCH} events"),
+        ));
+    }
+    let field = |index: usize, name: &str| {
+        if batch {
+            format!("events[{index}].{name}")
+        } else {
+            name.to_owned()
+        }
+    };
+    let mut errors = Vec::new();
+    let accepted: Vec<Option<Accepted>> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, input)| {
+            validate(catalog, input, now, &mut errors, |name| field(index, name))
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    Ok(accepted
+        .into_iter()
+        .map(|event| event.expect("no errors"))
+        .collect())
+}
+
 fn validate(
-    services: &Services,
+    catalog: &Catalog,
     input: EventInput,
     now: OffsetDateTime,
     errors: &mut Vec<FieldError>,
@@ -108,11 +120,10 @@ fn validate(
 ) -> Option<Accepted> {
     let before = errors.len();
     let mut fail = |name: &str, message: &str| errors.push(FieldError::new(field(name), message));
-    let collection = services
-        .catalog
+    let collection = catalog
         .collection_of_type(&input.event_type)
         .map(|c| c.name.clone());
-    if services.catalog.event_type(&input.event_type).is_none() {
+    if catalog.event_type(&input.event_type).is_none() {
         fail(
             "type",
             &format!("`{}` is not an event type of the catalog", input.event_type),

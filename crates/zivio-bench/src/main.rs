@@ -13,7 +13,8 @@ use zivio_bench::service::{Backend, Launch, service_binary};
 #[derive(Parser)]
 #[command(about = "Benchmarks the real zivio-webhooks service end to end (see BENCHMARKS.md)")]
 struct Args {
-    /// What to run; `all` runs the ceiling and every scenario but `soak` on each backend.
+    /// What to run; `all` runs the ceiling and every scenario but `soak` on each backend
+    /// (`scaleout` on PostgreSQL only).
     #[arg(value_enum, default_value = "all")]
     scenario: Scenario,
     #[arg(long, value_enum, default_value = "both")]
@@ -46,6 +47,7 @@ enum Scenario {
     Latency,
     Isolation,
     Statements,
+    Scaleout,
     Soak,
 }
 
@@ -108,6 +110,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if all || args.scenario == Scenario::Statements {
             bench.statements().await.context("statements")?;
+        }
+        if (all || args.scenario == Scenario::Scaleout) && backend == Backend::Postgres {
+            bench.scaleout().await.context("scale-out")?;
         }
         if args.scenario == Scenario::Soak {
             bench.soak().await.context("soak")?;

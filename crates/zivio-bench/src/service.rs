@@ -56,9 +56,9 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `serve` with the benchmark defaults plus `env`, and waits until it listens.
+    /// Starts `serve` on a fresh database with the benchmark defaults plus `env`, and waits
+    /// until it listens.
     pub async fn start(launch: &Launch, env: &[(&str, &str)]) -> anyhow::Result<Service> {
-        let dir = tempfile::tempdir()?;
         let database = match launch.backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -69,9 +69,25 @@ impl Service {
                 Some(TestDatabase::postgres_on(server).await)
             }
         };
-        let database_url = match &database {
-            Some(database) => database.url.clone(),
-            None => format!("sqlite://{}", dir.path().join("zivio.db").display()),
+        Service::spawn(launch, database, None, env).await
+    }
+
+    /// Another instance on this one's PostgreSQL database.
+    pub async fn another_instance(&self, launch: &Launch) -> anyhow::Result<Service> {
+        Service::spawn(launch, None, Some(self.database_url.clone()), &[]).await
+    }
+
+    async fn spawn(
+        launch: &Launch,
+        database: Option<TestDatabase>,
+        shared_database: Option<String>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Service> {
+        let dir = tempfile::tempdir()?;
+        let database_url = match (&database, shared_database) {
+            (Some(database), _) => database.url.clone(),
+            (None, Some(url)) => url,
+            (None, None) => format!("sqlite://{}", dir.path().join("zivio.db").display()),
         };
         let mut command = Command::new(&launch.binary);
         command
@@ -107,7 +123,6 @@ impl Service {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("\"target\":\"sqlx::query\"") {
                     counted.fetch_add(1, Ordering::Relaxed);
-                    if std::env::var("TMP_STMT").is_ok() { eprintln!("{line}"); }
                     continue;
                 }
                 let Ok(log) = serde_json::from_str::<Value>(&line) else {
@@ -310,6 +325,17 @@ impl Service {
                 .map_or(0, |kib| kib * 1024)
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// PostgreSQL's write-ahead log position, in bytes (all databases of the server).
+    pub async fn wal_position(&self) -> anyhow::Result<u64> {
+        use sqlx::Connection as _;
+        let mut connection = sqlx::PgConnection::connect(&self.database_url).await?;
+        let (position,): (i64,) =
+            sqlx::query_as("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+                .fetch_one(&mut connection)
+                .await?;
+        Ok(u64::try_from(position)?)
     }
 
     /// Bytes the database takes now (SQLite: pages in use; PostgreSQL: the database's size).

@@ -26,7 +26,7 @@ pub mod limits;
 mod metrics;
 mod openapi;
 mod ops;
-mod platform;
+pub mod platform;
 pub mod problem;
 
 use problem::Problem;

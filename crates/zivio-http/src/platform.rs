@@ -86,6 +86,12 @@ struct PublishedBatch {
     ids: Vec<String>,
 }
 
+impl PublishBatchRequest {
+    pub fn into_inputs(self) -> Vec<EventInput> {
+        self.events.into_iter().map(EventInput::from).collect()
+    }
+}
+
 impl From<PublishEventRequest> for EventInput {
     fn from(request: PublishEventRequest) -> Self {
         EventInput {
@@ -137,7 +143,7 @@ async fn publish_batch(
     Path(tenant): Path<String>,
     ValidJson(body): ValidJson<PublishBatchRequest>,
 ) -> ApiResult<(StatusCode, Json<PublishedBatch>)> {
-    let inputs = body.events.into_iter().map(EventInput::from).collect();
+    let inputs = body.into_inputs();
     let ids = events::publish(&state.services, &tenant, inputs, true).await?;
     Ok((StatusCode::ACCEPTED, Json(PublishedBatch { ids })))
 }
