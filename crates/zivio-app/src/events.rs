@@ -98,9 +98,7 @@ pub fn accept(
     let accepted: Vec<Option<Accepted>> = inputs
         .into_iter()
         .enumerate()
-        .map(|(index, input)| {
-            validate(catalog, input, now, &mut errors, |name| field(index, name))
-        })
+        .map(|(index, input)| validate(catalog, input, now, &mut errors, |name| field(index, name)))
         .collect();
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));

@@ -16,7 +16,8 @@ pub struct TestCa {
 }
 
 impl TestCa {
-    pub fn new() -> TestCa {
+    /// A new CA with a fresh key.
+    pub fn generate() -> TestCa {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -44,7 +44,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on 127.0.0.1:0 and writes its CA to `dir/receiver-ca.pem`.
     pub async fn start(dir: &Path) -> anyhow::Result<Receiver> {
-        let ca = Arc::new(TestCa::new());
+        let ca = Arc::new(TestCa::generate());
         let ca_path = dir.join("receiver-ca.pem");
         std::fs::write(&ca_path, &ca.pem).context("write the receiver's CA")?;
         let acceptor = TlsAcceptor::from(ca.server("localhost", false));

@@ -74,9 +74,15 @@ impl Bench {
     /// HTTP/2 receiver) and over HTTP/1.1 (64 connections); the faster one is the ceiling.
     pub async fn ceiling(&mut self) -> anyhow::Result<()> {
         let mut best: f64 = 0.0;
-        for (name, http1) in [("signed requests/s, HTTP/2", false), ("signed requests/s, HTTP/1.1", true)] {
-            let rate = self.drive_receiver(http1, 64, Duration::from_secs(5)).await?;
-            self.report.add("ceiling", None, name, rate, "requests/s", None);
+        for (name, http1) in [
+            ("signed requests/s, HTTP/2", false),
+            ("signed requests/s, HTTP/1.1", true),
+        ] {
+            let rate = self
+                .drive_receiver(http1, 64, Duration::from_secs(5))
+                .await?;
+            self.report
+                .add("ceiling", None, name, rate, "requests/s", None);
             best = best.max(rate);
         }
         self.report.ceiling = Some(best);
@@ -288,7 +294,10 @@ impl Bench {
             "MiB",
             None,
         );
-        Arc::into_inner(service).context("publishers done")?.stop().await;
+        Arc::into_inner(service)
+            .context("publishers done")?
+            .stop()
+            .await;
         Ok(())
     }
 
@@ -322,7 +331,11 @@ impl Bench {
         let keys = service.tenant(TENANT, 1).await?;
         for webhook in 0..100 {
             service
-                .webhook(TENANT, &keys[0], &self.receiver.url(&format!("/fan/{webhook}")))
+                .webhook(
+                    TENANT,
+                    &keys[0],
+                    &self.receiver.url(&format!("/fan/{webhook}")),
+                )
                 .await?;
         }
         let events = self.count(300);
@@ -439,10 +452,22 @@ impl Bench {
                 .collect();
             let p = Percentiles::of(latencies).context("samples")?;
             let name = format!("{rate} events/s for {seconds:.0} s");
-            self.report
-                .add("latency", Some(backend), format!("{name}: p50"), p.p50, "ms", None);
-            self.report
-                .add("latency", Some(backend), format!("{name}: p95"), p.p95, "ms", None);
+            self.report.add(
+                "latency",
+                Some(backend),
+                format!("{name}: p50"),
+                p.p50,
+                "ms",
+                None,
+            );
+            self.report.add(
+                "latency",
+                Some(backend),
+                format!("{name}: p95"),
+                p.p95,
+                "ms",
+                None,
+            );
             self.report.add(
                 "latency",
                 Some(backend),
@@ -451,10 +476,19 @@ impl Bench {
                 "ms",
                 Some(Target::AtMost(p99_target)),
             );
-            self.report
-                .add("latency", Some(backend), format!("{name}: max"), p.max, "ms", None);
+            self.report.add(
+                "latency",
+                Some(backend),
+                format!("{name}: max"),
+                p.max,
+                "ms",
+                None,
+            );
         }
-        Arc::into_inner(service).context("publishers done")?.stop().await;
+        Arc::into_inner(service)
+            .context("publishers done")?
+            .stop()
+            .await;
         Ok(())
     }
 
@@ -528,7 +562,10 @@ impl Bench {
             self.report
                 .add("isolation", Some(backend), name, p.p99, "ms", None);
             p99.push(p.p99);
-            Arc::into_inner(service).context("publishers done")?.stop().await;
+            Arc::into_inner(service)
+                .context("publishers done")?
+                .stop()
+                .await;
         }
         self.report.add(
             "isolation",
@@ -563,7 +600,13 @@ impl Bench {
         }
         publishing.await??;
         let first_minute = samples.iter().take(12).copied().max().unwrap_or_default();
-        let last_minute = samples.iter().rev().take(12).copied().max().unwrap_or_default();
+        let last_minute = samples
+            .iter()
+            .rev()
+            .take(12)
+            .copied()
+            .max()
+            .unwrap_or_default();
         let minutes = self.soak.as_secs() / 60;
         self.report.add(
             "memory",
@@ -581,7 +624,10 @@ impl Bench {
             "MiB",
             Some(Target::AtMost(200.0)),
         );
-        Arc::into_inner(service).context("publisher done")?.stop().await;
+        Arc::into_inner(service)
+            .context("publisher done")?
+            .stop()
+            .await;
         Ok(())
     }
 

@@ -152,7 +152,9 @@ impl Service {
             base: format!("http://{addr}"),
             pid,
             database_url,
-            client: reqwest::Client::builder().pool_max_idle_per_host(256).build()?,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()?,
             statements,
             _dir: dir,
             _database: database,
@@ -315,13 +317,19 @@ impl Service {
 
     /// (current, peak) resident memory in bytes.
     pub fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
                 .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
                 .map_or(0, |kib| kib * 1024)
         };
         (field("VmRSS:"), field("VmHWM:"))

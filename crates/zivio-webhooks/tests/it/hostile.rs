@@ -1,7 +1,8 @@
 //! Hostile receivers on loopback: silence, a byte per second, an endless body, garbage instead
-//! of HTTP, a connection reset mid-request, expired and wrong-host certificates. Each attempt is
-//! recorded with the right outcome and error kind and retried where the rules say so, a healthy
-//! webhook keeps its pace meanwhile, and the service's memory stays bounded.
+//! of HTTP, a connection reset mid-request, expired and wrong-host certificates, 200 after 10 s to
+//! half the requests. Each attempt is recorded with the right outcome and error kind and retried
+//! where the rules say so, a healthy webhook keeps its pace meanwhile, and the service's memory
+//! stays bounded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::support::api::{Api, Backend};
 use zivio_bench::pki::TestCa;
-use crate::support::receiver::Receiver;
+
+use crate::support::api::{Api, Backend};
+use crate::support::receiver::{Receiver, Reply};
 use crate::support::sending::WAIT;
 
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +110,7 @@ async fn resetting() -> SocketAddr {
 
 #[tokio::test]
 async fn hostile_receivers_are_recorded_right_and_hurt_nobody_else() {
-    let ca = TestCa::new();
+    let ca = TestCa::generate();
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, &ca.pem).unwrap();
@@ -283,4 +285,75 @@ async fn hostile_receivers_are_recorded_right_and_hurt_nobody_else() {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
     assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+/// A receiver that answers 200 after 10 s to half the requests and at once to the others, with
+/// a 3 s request timeout: the slow half is recorded as `timeout` and retried until it succeeds,
+/// the fast half succeeds, and another webhook keeps its pace meanwhile.
+#[tokio::test]
+async fn a_receiver_slow_to_half_the_requests_times_out_only_those() {
+    let Some(setup) = crate::support::sending::setup_with(
+        Backend::Sqlite,
+        "1s",
+        true,
+        &[("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "3s")],
+    )
+    .await
+    else {
+        return;
+    };
+    let slow = Reply::Delay(Duration::from_secs(10));
+    let fast = Reply::Status(200);
+    setup
+        .receiver
+        .script("/half", &[slow, fast, slow, fast, slow, fast]);
+    let (half, _) = setup.webhook("/half").await;
+    let mut events = Vec::new();
+    for _ in 0..6 {
+        events.push(setup.publish().await);
+    }
+    // The healthy webhook is created afterwards: its event must arrive while the slow requests
+    // are still hanging.
+    let (_, _) = setup.webhook("/ok").await;
+    let started = tokio::time::Instant::now();
+    setup.publish().await;
+    setup.receiver.wait_for("/ok", 1, WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the other webhook waited: {:?}",
+        started.elapsed()
+    );
+    let mut timeouts = 0;
+    for event in &events {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        let attempts = loop {
+            let store = setup.api.store().await;
+            let attempts = store
+                .attempts_of(
+                    &zivio_core::ids::TenantId::parse("acme").unwrap(),
+                    event,
+                    &zivio_core::webhook::WebhookId::parse(&half).unwrap(),
+                )
+                .await
+                .unwrap();
+            if attempts.last().is_some_and(|attempt| attempt.succeeded) {
+                break attempts;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{event}: not delivered: {attempts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for failed in &attempts[..attempts.len() - 1] {
+            assert_eq!(failed.error_kind.as_deref(), Some("timeout"), "{failed:?}");
+            assert!(
+                (2_900..=3_750).contains(&failed.duration_ms),
+                "the request timeout holds: {failed:?}"
+            );
+            assert!(failed.next_attempt_at.is_some(), "retried: {failed:?}");
+            timeouts += 1;
+        }
+    }
+    assert_eq!(timeouts, 3, "exactly the slow half timed out");
 }

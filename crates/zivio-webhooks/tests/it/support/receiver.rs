@@ -53,7 +53,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on 127.0.0.1:0 and writes its CA to `dir/receiver-ca.pem`.
     pub async fn start(dir: &Path) -> Receiver {
-        let ca = zivio_bench::pki::TestCa::new();
+        let ca = zivio_bench::pki::TestCa::generate();
         let ca_path = dir.join("receiver-ca.pem");
         std::fs::write(&ca_path, &ca.pem).unwrap();
         let config = ca.server("localhost", false);
