@@ -10,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use zivio_app::{Services, random, unix_millis};
 use zivio_core::retry::{RetrySchedule, Verdict};
 use zivio_core::webhook::{WebhookId, time_ordered_hex};
-use zivio_store::{AttemptRecord, AutoDisable, Backend, ClaimedDelivery, StoreResult};
+use zivio_store::{
+    AttemptRecord, AutoDisable, Backend, ClaimedDelivery, FinishedAttempt, StoreResult,
+};
 
 mod attempt;
 pub mod client;
@@ -33,6 +35,8 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
 /// recording the result.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
+/// At most this many finished attempts are recorded in one transaction.
+const RECORD_BATCH: usize = 256;
 /// How often the queue depth and due lag gauges are refreshed.
 const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -113,6 +117,15 @@ pub struct Engine {
     webhooks: Mutex<HashMap<WebhookId, Arc<WebhookBounds>>>,
     claims: AtomicU64,
     wake: Arc<Notify>,
+    /// Finished attempts on their way to the recorder (see `record_batches`).
+    to_record: mpsc::UnboundedSender<Recording>,
+    recordings: Mutex<Option<mpsc::UnboundedReceiver<Recording>>>,
+}
+
+/// A finished attempt and who waits for it to be recorded.
+struct Recording {
+    finished: FinishedAttempt,
+    recorded: oneshot::Sender<()>,
 }
 
 impl Engine {
@@ -128,6 +141,7 @@ impl Engine {
             config.extra_root_ca.as_deref(),
             config.request_timeout,
         )?;
+        let (to_record, recordings) = mpsc::unbounded_channel();
         Ok(Arc::new(Engine {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
             tasks: Arc::new(Semaphore::new(MAX_TASKS as usize)),
@@ -137,6 +151,8 @@ impl Engine {
             webhooks: Mutex::new(HashMap::new()),
             claims: AtomicU64::new(0),
             wake,
+            to_record,
+            recordings: Mutex::new(Some(recordings)),
         }))
     }
 
@@ -155,6 +171,8 @@ impl Engine {
                 }
             }
         }
+        let recordings = self.recordings.lock().expect("not poisoned").take();
+        let recording = recordings.map(|queue| tokio::spawn(self.clone().record_batches(queue)));
         let listening = {
             let (store, wake) = (self.services.store.clone(), self.wake.clone());
             tokio::spawn(async move {
@@ -202,6 +220,9 @@ impl Engine {
             tracing::warn!(
                 "attempts still in flight at shutdown; their leases expire and they are retried"
             );
+        }
+        if let Some(recording) = recording {
+            recording.abort();
         }
     }
 
@@ -420,7 +441,28 @@ impl Engine {
             error_kind = ?record.error_kind,
             "attempt finished"
         );
-        self.save(&lease, &record).await;
+        let auto_disable = AutoDisable {
+            failing_before: time::Duration::try_from(self.config.auto_disable_after)
+                .ok()
+                .and_then(|after| record.created_at.checked_sub(after))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            mail: self.config.mail_notices,
+        };
+        let finished = FinishedAttempt {
+            lease,
+            record,
+            auto_disable,
+        };
+        let (recorded, waiting) = oneshot::channel();
+        if self
+            .to_record
+            .send(Recording { finished, recorded })
+            .is_ok()
+        {
+            // Held (with the webhook's slot) until recorded: what a crash can repeat stays
+            // within the in-flight bound.
+            let _ = waiting.await;
+        }
         // Free the capacity before waking the loop, so that its next claim can use it. The loop
         // is woken when a claim could now take more: this webhook has room for a share again,
         // or the instance's capacity is nearly used up (every freed slot counts).
@@ -465,15 +507,56 @@ impl Engine {
         }
     }
 
-    /// Records the attempt, retrying briefly: an unrecorded attempt is repeated after its lease.
-    async fn save(&self, lease: &str, record: &AttemptRecord) {
-        let auto_disable = AutoDisable {
-            failing_before: time::Duration::try_from(self.config.auto_disable_after)
-                .ok()
-                .and_then(|after| record.created_at.checked_sub(after))
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            mail: self.config.mail_notices,
-        };
+    /// Records finished attempts in batches: whatever is waiting when the previous batch is
+    /// done goes in one transaction, so the store's work per attempt shrinks as load grows. A
+    /// batch that fails is recorded attempt by attempt.
+    async fn record_batches(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Recording>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH {
+                match queue.try_recv() {
+                    Ok(recording) => batch.push(recording),
+                    Err(_) => break,
+                }
+            }
+            let attempts = batch.iter().map(|r| r.finished.clone()).collect();
+            match self.services.store.record_attempts(attempts).await {
+                Ok(outcomes) => {
+                    for (recording, outcome) in batch.iter().zip(outcomes) {
+                        if outcome.auto_disabled {
+                            self.disabled_automatically(&recording.finished.record);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, attempts = batch.len(), "recording a batch of attempts failed; recording them one by one");
+                    for recording in &batch {
+                        self.save(&recording.finished).await;
+                    }
+                }
+            }
+            for recording in batch {
+                let _ = recording.recorded.send(());
+            }
+        }
+    }
+
+    fn disabled_automatically(&self, record: &AttemptRecord) {
+        tracing::warn!(
+            webhook = %record.webhook_id,
+            tenant = %record.tenant,
+            mail = self.config.mail_notices,
+            "webhook disabled automatically: it kept failing for longer than ZIVIO_WEBHOOKS_AUTO_DISABLE_AFTER"
+        );
+    }
+
+    /// Records one attempt, retrying briefly: an unrecorded attempt is repeated after its lease.
+    async fn save(&self, finished: &FinishedAttempt) {
+        let FinishedAttempt {
+            lease,
+            record,
+            auto_disable,
+        } = finished;
         let pauses = [
             Duration::from_millis(100),
             Duration::from_millis(500),
@@ -483,17 +566,12 @@ impl Engine {
             match self
                 .services
                 .store
-                .record_attempt(lease, record, auto_disable)
+                .record_attempt(lease, record, *auto_disable)
                 .await
             {
                 Ok(outcome) => {
                     if outcome.auto_disabled {
-                        tracing::warn!(
-                            webhook = %record.webhook_id,
-                            tenant = %record.tenant,
-                            mail = self.config.mail_notices,
-                            "webhook disabled automatically: it kept failing for longer than ZIVIO_WEBHOOKS_AUTO_DISABLE_AFTER"
-                        );
+                        self.disabled_automatically(record);
                     }
                     return;
                 }

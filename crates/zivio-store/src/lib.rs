@@ -200,6 +200,14 @@ pub struct AttemptOutcome {
     pub auto_disabled: bool,
 }
 
+/// A finished attempt to record under the lease its delivery was claimed with.
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub lease: String,
+    pub record: AttemptRecord,
+    pub auto_disable: AutoDisable,
+}
+
 /// When a failure disables its webhook: it has failed without a success since before
 /// `failing_before`. `mail` queues a notice to every active manager of the tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -550,7 +558,23 @@ pub trait Store: Send + Sync + 'static {
         lease: &str,
         attempt: &AttemptRecord,
         auto_disable: AutoDisable,
-    ) -> StoreResult<AttemptOutcome>;
+    ) -> StoreResult<AttemptOutcome> {
+        let finished = FinishedAttempt {
+            lease: lease.to_owned(),
+            record: attempt.clone(),
+            auto_disable,
+        };
+        let mut outcomes = self.record_attempts(vec![finished]).await?;
+        Ok(outcomes.remove(0))
+    }
+
+    /// Records several attempts as `record_attempt` does each, in one transaction (outcomes in
+    /// the same order): the webhook's latest attempt and hourly counters are written once per
+    /// webhook, and only a webhook's latest failure of the batch may disable it.
+    async fn record_attempts(
+        &self,
+        attempts: Vec<FinishedAttempt>,
+    ) -> StoreResult<Vec<AttemptOutcome>>;
 
     /// Just before sending: extends the lease to `lease_until` if it is still held and not
     /// expired at `now` (so the attempt cannot outlive it; no write when the lease already runs

@@ -13,7 +13,7 @@ use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, Webho
 use zivio_store::testing::TestDatabase;
 use zivio_store::{AttemptCursor, AttemptFilter, EventTypeFilter, HealthCounts};
 use zivio_store::{AttemptRecord, AuditCursor, AutoDisable, ClaimedDelivery, NewEvent, StoreError};
-use zivio_store::{Backend, ConnectOptions, KeyCheck, Store};
+use zivio_store::{Backend, ConnectOptions, FinishedAttempt, KeyCheck, Store};
 
 const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
 
@@ -88,6 +88,7 @@ contract!(
     the_deliveries_log_filters_and_pages_newest_first,
     every_deliveries_log_filter_is_served_by_a_tenant_index,
     health_counts_follow_the_attempts,
+    a_batch_of_attempts_records_as_they_happened_in_order,
     a_webhook_failing_too_long_is_disabled_once_and_its_managers_mailed,
     test_events_reach_a_disabled_webhook,
     retention_deletes_old_history_but_never_pending_work,
@@ -1713,6 +1714,129 @@ async fn health_counts_follow_the_attempts(database: &TestDatabase, _: Backend) 
         health(store.clone(), acme, end).await[&hooks[1].id].failing_since,
         None
     );
+}
+
+/// A batch recorded at once (handed over out of order) ends where recording its attempts one
+/// by one in time order would: latest attempt, failure streak and counters per webhook, and a
+/// webhook disabled once, at its latest failure.
+async fn a_batch_of_attempts_records_as_they_happened_in_order(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 2).await;
+    for event in ["evt_2", "evt_3"] {
+        let deliveries = hooks.iter().map(|hook| (hook.id.clone(), 0)).collect();
+        store
+            .publish_events(&acme, &[new_event(event, None, deliveries)], NOW, None)
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim_deliveries("b:1", NOW, NOW + time::Duration::seconds(30), 10, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 6);
+    let second = time::Duration::seconds(1);
+    let retry = Some(NOW + time::Duration::hours(1));
+    // (webhook, succeeded, seconds after NOW, retried)
+    let plan = [
+        (0, false, 2, true),
+        (1, true, 0, false),
+        (0, false, 0, true),
+        (1, false, 2, false),
+        (0, true, 1, false),
+        (1, false, 1, true),
+    ];
+    let mut taken = vec![0, 0];
+    let batch: Vec<FinishedAttempt> = plan
+        .iter()
+        .map(|&(hook, succeeded, after, retried)| {
+            let delivery = claimed
+                .iter()
+                .filter(|c| c.webhook_id == hooks[hook].id)
+                .nth(taken[hook])
+                .unwrap();
+            taken[hook] += 1;
+            let mut record = attempt_of(delivery, succeeded, retried.then_some(retry).flatten());
+            record.created_at = NOW + second * after;
+            FinishedAttempt {
+                lease: "b:1".into(),
+                record,
+                // Hook 1 fails since NOW + 1 s, hook 0 only since NOW + 2 s.
+                auto_disable: AutoDisable {
+                    failing_before: NOW + time::Duration::milliseconds(1500),
+                    mail: false,
+                },
+            }
+        })
+        .collect();
+    let outcomes = store.record_attempts(batch).await.unwrap();
+    assert!(outcomes.iter().all(|outcome| outcome.moved));
+    let disabled: Vec<usize> = (0..plan.len())
+        .filter(|&i| outcomes[i].auto_disabled)
+        .collect();
+    assert_eq!(disabled, [3], "hook 1, once, at its latest failure");
+
+    let health: std::collections::HashMap<_, _> = store
+        .webhook_health(
+            &acme,
+            None,
+            NOW - time::Duration::days(7),
+            NOW - time::Duration::days(1),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let first = &health[&hooks[0].id];
+    assert_eq!(first.last_attempt_at, Some(NOW + 2 * second));
+    assert_eq!(first.last_succeeded, Some(false));
+    assert_eq!(
+        first.failing_since,
+        Some(NOW + 2 * second),
+        "since the failure after the success"
+    );
+    assert_eq!((first.succeeded_24h, first.attempts_24h), (1, 3));
+    let second_hook = &health[&hooks[1].id];
+    assert_eq!(second_hook.last_attempt_at, Some(NOW + 2 * second));
+    assert_eq!(second_hook.failing_since, Some(NOW + second));
+    assert_eq!(
+        (second_hook.succeeded_24h, second_hook.attempts_24h),
+        (1, 3)
+    );
+    assert!(
+        store
+            .webhook(&acme, &hooks[1].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+            .is_some()
+    );
+    assert!(
+        store
+            .webhook(&acme, &hooks[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+            .is_none()
+    );
+    // Hook 0's retries wait; hook 1's was cancelled by the disable.
+    let due = store
+        .claim_deliveries(
+            "b:2",
+            NOW + time::Duration::hours(2),
+            NOW + time::Duration::hours(3),
+            10,
+            10,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().all(|d| d.webhook_id == hooks[0].id));
 }
 
 async fn a_webhook_failing_too_long_is_disabled_once_and_its_managers_mailed(

@@ -140,34 +140,60 @@ macro_rules! queue_queries {
             Ok((moved, inserted))
         }
 
-        /// Notes the latest attempt on its webhook (unless a later one is already noted) and
-        /// moves `failing_since` (set by the first failure after a success, cleared by a
-        /// success). It runs first in the attempt's transaction: every write that touches a
-        /// webhook and its deliveries locks the webhook row first (as disabling does), so
-        /// recording and disabling cannot deadlock on PostgreSQL.
-        pub(crate) async fn note_latest_attempt(tx: &mut Connection, attempt: &AttemptRecord) -> StoreResult<()> {
-            sqlx::query(
-                "UPDATE webhooks SET last_attempt_at = $2, last_attempt_succeeded = $3,
-                     last_error_kind = $4, last_error_detail = $5,
-                     failing_since = CASE WHEN $3 THEN NULL ELSE COALESCE(failing_since, $2) END
-                 WHERE id = $1 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)
-                   AND EXISTS (SELECT 1 FROM deliveries WHERE id = $6)",
-            )
-            .bind(attempt.webhook_id.as_str())
-            .bind($to(attempt.created_at))
-            .bind(attempt.succeeded)
-            .bind(&attempt.error_kind)
-            .bind(&attempt.error_detail)
-            .bind(attempt.delivery_id)
-            .execute(&mut *tx)
-            .await?;
+        /// Notes each webhook's latest attempt of the batch on the webhook (unless a later one is
+        /// already noted) and moves `failing_since` as the attempts did in order (set by the
+        /// first failure after a success, cleared by a success). It runs first in the
+        /// transaction, webhooks in id order: every write that touches a webhook and its
+        /// deliveries locks the webhook row first (as disabling does), so recording and
+        /// disabling cannot deadlock on PostgreSQL.
+        pub(crate) async fn note_latest_attempts(tx: &mut Connection, attempts: &[&AttemptRecord]) -> StoreResult<()> {
+            let mut by_webhook: std::collections::BTreeMap<&str, Vec<&AttemptRecord>> =
+                std::collections::BTreeMap::new();
+            for attempt in attempts {
+                by_webhook.entry(attempt.webhook_id.as_str()).or_default().push(attempt);
+            }
+            for (webhook, mut attempts) in by_webhook {
+                attempts.sort_by_key(|attempt| attempt.created_at);
+                let latest = attempts[attempts.len() - 1];
+                // The failures since the batch's last success (all of them without one).
+                let trailing = attempts.iter().rposition(|attempt| attempt.succeeded).map_or(0, |last| last + 1);
+                let first_failure = attempts.get(trailing).map(|attempt| $to(attempt.created_at));
+                sqlx::query(
+                    "UPDATE webhooks SET last_attempt_at = $2, last_attempt_succeeded = $3,
+                         last_error_kind = $4, last_error_detail = $5,
+                         failing_since = CASE WHEN $3 THEN NULL WHEN $7 THEN $8
+                                              ELSE COALESCE(failing_since, $8) END
+                     WHERE id = $1 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)
+                       AND EXISTS (SELECT 1 FROM deliveries WHERE id = $6)",
+                )
+                .bind(webhook)
+                .bind($to(latest.created_at))
+                .bind(latest.succeeded)
+                .bind(&latest.error_kind)
+                .bind(&latest.error_detail)
+                .bind(latest.delivery_id)
+                .bind(trailing > 0)
+                .bind(first_failure)
+                .execute(&mut *tx)
+                .await?;
+            }
             Ok(())
         }
 
-        /// Counts the attempt in its webhook's hourly health counter.
-        pub(crate) async fn count_attempt(tx: &mut Connection, attempt: &AttemptRecord) -> StoreResult<()> {
-            let at = attempt.created_at;
-            let hour_start = at - time::Duration::seconds(at.unix_timestamp().rem_euclid(3600)) - time::Duration::nanoseconds(i64::from(at.nanosecond()));
+        /// The start of the hour `at` falls in (the health counters' bucket).
+        pub(crate) fn hour_of(at: OffsetDateTime) -> OffsetDateTime {
+            at - time::Duration::seconds(at.unix_timestamp().rem_euclid(3600))
+                - time::Duration::nanoseconds(i64::from(at.nanosecond()))
+        }
+
+        /// Adds attempts to a webhook's hourly health counter.
+        pub(crate) async fn count_attempts(
+            tx: &mut Connection,
+            webhook: &str,
+            hour_start: OffsetDateTime,
+            succeeded: i32,
+            failed: i32,
+        ) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO webhook_attempt_hours (webhook_id, hour_start, succeeded, failed)
                  VALUES ($1, $2, $3, $4)
@@ -175,10 +201,10 @@ macro_rules! queue_queries {
                  SET succeeded = webhook_attempt_hours.succeeded + excluded.succeeded,
                      failed = webhook_attempt_hours.failed + excluded.failed",
             )
-            .bind(attempt.webhook_id.as_str())
+            .bind(webhook)
             .bind($to(hour_start))
-            .bind(i32::from(attempt.succeeded))
-            .bind(i32::from(!attempt.succeeded))
+            .bind(succeeded)
+            .bind(failed)
             .execute(&mut *tx)
             .await?;
             Ok(())

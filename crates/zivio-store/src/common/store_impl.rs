@@ -413,30 +413,54 @@ macro_rules! store_impl {
                 Ok(claimed)
             }
 
-            async fn record_attempt(
+            async fn record_attempts(
                 &self,
-                lease: &str,
-                attempt: &$crate::AttemptRecord,
-                auto_disable: $crate::AutoDisable,
-            ) -> $crate::StoreResult<$crate::AttemptOutcome> {
-                let (lease, attempt) = (lease.to_owned(), attempt.clone());
+                attempts: Vec<$crate::FinishedAttempt>,
+            ) -> $crate::StoreResult<Vec<$crate::AttemptOutcome>> {
                 self.write_grouped(move |tx| Box::pin(async move {
-                    queue::note_latest_attempt(&mut *tx, &attempt).await?;
-                    let (moved, recorded) = queue::record_attempt(&mut *tx, &lease, &attempt).await?;
-                    let mut auto_disabled = false;
-                    if recorded {
-                        queue::count_attempt(&mut *tx, &attempt).await?;
+                    let records: Vec<&$crate::AttemptRecord> =
+                        attempts.iter().map(|finished| &finished.record).collect();
+                    queue::note_latest_attempts(&mut *tx, &records).await?;
+                    let mut outcomes = Vec::with_capacity(attempts.len());
+                    let mut counts = std::collections::BTreeMap::new();
+                    // Per webhook, its latest recorded failure: the one that may disable it.
+                    let mut failures: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+                    for (index, finished) in attempts.iter().enumerate() {
+                        let attempt = &finished.record;
+                        let (moved, recorded) = queue::record_attempt(&mut *tx, &finished.lease, attempt).await?;
+                        outcomes.push($crate::AttemptOutcome { moved, auto_disabled: false });
+                        if !recorded {
+                            continue;
+                        }
+                        let count: &mut (i32, i32) = counts
+                            .entry((attempt.webhook_id.as_str(), queue::hour_of(attempt.created_at)))
+                            .or_default();
+                        if attempt.succeeded {
+                            count.0 += 1;
+                        } else {
+                            count.1 += 1;
+                            let latest = failures.entry(attempt.webhook_id.as_str()).or_insert(index);
+                            if attempts[*latest].record.created_at <= attempt.created_at {
+                                *latest = index;
+                            }
+                        }
                     }
-                    if recorded && !attempt.succeeded
-                        && let Some(notice) = queue::auto_disable(
+                    for ((webhook, hour), (succeeded, failed)) in counts {
+                        queue::count_attempts(&mut *tx, webhook, hour, succeeded, failed).await?;
+                    }
+                    for index in failures.into_values() {
+                        let $crate::FinishedAttempt { record: attempt, auto_disable, .. } = &attempts[index];
+                        let Some(notice) = queue::auto_disable(
                             &mut *tx,
                             &attempt.webhook_id,
                             attempt.created_at,
                             auto_disable.failing_before,
                         )
                         .await?
-                    {
-                        auto_disabled = true;
+                        else {
+                            continue;
+                        };
+                        outcomes[index].auto_disabled = true;
                         webhooks::cancel_pending(&mut *tx, &attempt.webhook_id, attempt.created_at).await?;
                         let audit = Audit::new(
                             &attempt.tenant,
@@ -458,7 +482,7 @@ macro_rules! store_impl {
                             }
                         }
                     }
-                    Ok($crate::AttemptOutcome { moved, auto_disabled })
+                    Ok(outcomes)
                 }))
                 .await
             }
