@@ -1748,7 +1748,7 @@ async fn a_batch_of_attempts_records_as_they_happened_in_order(
         (0, true, 1, false),
         (1, false, 1, true),
     ];
-    let mut taken = vec![0, 0];
+    let mut taken = [0, 0];
     let batch: Vec<FinishedAttempt> = plan
         .iter()
         .map(|&(hook, succeeded, after, retried)| {
