@@ -764,6 +764,8 @@ impl Bench {
                 .publish_in_batches(&publishers, events, BATCH, 1)
                 .await?;
             let cpu: Duration = services.iter().map(Service::cpu).sum();
+            // A second send of some event would come after the first: give it time to show.
+            tokio::time::sleep(Duration::from_secs(2)).await;
             let arrivals = self.receiver.take();
             let distinct: std::collections::HashSet<&str> =
                 arrivals.iter().map(|a| a.event_id.as_str()).collect();
@@ -799,7 +801,8 @@ impl Bench {
                 "µs",
                 None,
             );
-            for service in services {
+            // The first instance owns the database (dropped when it stops): it stops last.
+            for service in services.into_iter().rev() {
                 service.stop().await;
             }
         }

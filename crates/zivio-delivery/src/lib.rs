@@ -373,15 +373,7 @@ impl Engine {
             tokio::time::Instant::now() + Duration::try_from(budget).unwrap_or(Duration::ZERO);
         let Some(_turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
             // Shutting down or out of time: give the work back rather than leave it to its lease.
-            if let Err(error) = self
-                .services
-                .store
-                .release_deliveries(&lease, &[delivery.id])
-                .await
-            {
-                tracing::warn!(error = %error, "could not give a delivery back; its lease expires");
-            }
-            self.wake.notify_one();
+            self.give_back(&lease, delivery.id).await;
             return;
         };
         // The freshest URL and secret, and a last check that the webhook may still send. The
@@ -400,9 +392,14 @@ impl Engine {
                 delivery.url = url;
                 delivery.secret_ciphertext = secret;
             }
-            Ok(None) => return,
+            Ok(None) => {
+                // Cancelled or no longer ours: the freed slot may let a claim take more.
+                self.wake.notify_one();
+                return;
+            }
             Err(error) => {
-                tracing::warn!(error = %error, "could not check a delivery before sending; its lease expires");
+                tracing::warn!(error = %error, "could not check a delivery before sending; giving it back");
+                self.give_back(&lease, delivery.id).await;
                 return;
             }
         }
@@ -424,6 +421,10 @@ impl Engine {
         // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
         let timed_out = outcome.error_kind == Some("timeout")
             || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
+        // Whether a claim could take this webhook's work before this attempt ends (judged before
+        // the slow flag changes, which changes the answer).
+        let bound = self.config.max_in_flight_per_webhook;
+        let was_claimable = bounds.claimable(bound);
         bounds.slow.store(timed_out, Ordering::Relaxed);
         self.services.metrics.record_attempt(
             verdict,
@@ -453,28 +454,41 @@ impl Engine {
             record,
             auto_disable,
         };
+        // Held (with the webhook's slot) until recorded: what a crash can repeat stays within the
+        // in-flight bound.
         let (recorded, waiting) = oneshot::channel();
-        if self
-            .to_record
-            .send(Recording { finished, recorded })
-            .is_ok()
-        {
-            // Held (with the webhook's slot) until recorded: what a crash can repeat stays
-            // within the in-flight bound.
-            let _ = waiting.await;
+        match self.to_record.send(Recording { finished, recorded }) {
+            Ok(()) => {
+                let _ = waiting.await;
+            }
+            Err(mpsc::error::SendError(recording)) => {
+                tracing::error!("the attempt recorder has stopped; recording directly");
+                self.save(&recording.finished).await;
+            }
         }
         // Free the capacity before waking the loop, so that its next claim can use it. The loop
         // is woken when a claim could now take more: this webhook has room for a share again,
         // or the instance's capacity is nearly used up (every freed slot counts).
-        let bound = self.config.max_in_flight_per_webhook;
         let webhook = permits.bounds.clone();
-        let was_claimable = webhook.claimable(bound);
         drop(_turn);
         drop(permits);
         if (webhook.claimable(bound) && !was_claimable) || self.global.available_permits() <= bound
         {
             self.wake.notify_one();
         }
+    }
+
+    /// Gives a leased delivery back as it was (its lease would otherwise keep it for long).
+    async fn give_back(&self, lease: &str, delivery: i64) {
+        if let Err(error) = self
+            .services
+            .store
+            .release_deliveries(lease, &[delivery])
+            .await
+        {
+            tracing::warn!(error = %error, "could not give a delivery back; its lease expires");
+        }
+        self.wake.notify_one();
     }
 
     /// The permits an attempt sends under: a slot of its webhook, the probe slot while the
@@ -522,21 +536,25 @@ impl Engine {
             let attempts = batch.iter().map(|r| r.finished.clone()).collect();
             match self.services.store.record_attempts(attempts).await {
                 Ok(outcomes) => {
-                    for (recording, outcome) in batch.iter().zip(outcomes) {
+                    for (recording, outcome) in batch.into_iter().zip(outcomes) {
                         if outcome.auto_disabled {
                             self.disabled_automatically(&recording.finished.record);
                         }
+                        let _ = recording.recorded.send(());
                     }
                 }
                 Err(error) => {
+                    // One by one, each with its own retries, without holding up later batches
+                    // (recording twice is harmless: attempts are recorded once by id).
                     tracing::warn!(error = %error, attempts = batch.len(), "recording a batch of attempts failed; recording them one by one");
-                    for recording in &batch {
-                        self.save(&recording.finished).await;
+                    for recording in batch {
+                        let engine = self.clone();
+                        tokio::spawn(async move {
+                            engine.save(&recording.finished).await;
+                            let _ = recording.recorded.send(());
+                        });
                     }
                 }
-            }
-            for recording in batch {
-                let _ = recording.recorded.send(());
             }
         }
     }

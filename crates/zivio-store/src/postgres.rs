@@ -63,13 +63,14 @@ mod queue {
      WHERE id IN (SELECT due.id
                   FROM webhooks hooks
                   CROSS JOIN LATERAL (
-                      SELECT id FROM deliveries
+                      SELECT id, next_attempt_at FROM deliveries
                       WHERE webhook_id = hooks.id AND state = 'pending' AND next_attempt_at <= $2
                         AND (lease_owner IS NULL OR lease_expires_at <= $2)
                       ORDER BY next_attempt_at LIMIT $6
                       FOR UPDATE SKIP LOCKED) due
                   WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
-                  LIMIT $4)"
+                  ORDER BY due.next_attempt_at LIMIT $4)",
+        "SELECT 1 FROM webhooks WHERE id = $1 FOR NO KEY UPDATE"
     );
 }
 mod webhooks {

@@ -52,7 +52,9 @@ mod queue {
                         AND (lease_owner IS NULL OR lease_expires_at <= $2)
                       ORDER BY next_attempt_at LIMIT $6)
                   WHERE w.id NOT IN (SELECT value FROM json_each($5))
-                  ORDER BY d.next_attempt_at LIMIT $4)"
+                  ORDER BY d.next_attempt_at LIMIT $4)",
+        // One writer at a time: the transaction already excludes everyone.
+        "SELECT 1 FROM webhooks WHERE id = $1"
     );
 }
 mod webhooks {

@@ -2,7 +2,7 @@
 //! statement differs per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`.
 
 macro_rules! queue_queries {
-    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr) => {
+    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $lock_webhook:expr) => {
         use sqlx::Row as _;
         use time::OffsetDateTime;
         use zivio_core::ids::TenantId;
@@ -111,7 +111,8 @@ macro_rules! queue_queries {
                      response_body, response_truncated, duration_ms, error_kind, error_detail,
                      next_attempt_at, created_at, event_type_prefix)
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20
-                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $3)",
+                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $3)
+                 ON CONFLICT (id) DO NOTHING",
             )
             .bind(&attempt.id)
             .bind(attempt.tenant.as_str())
@@ -153,6 +154,8 @@ macro_rules! queue_queries {
                 by_webhook.entry(attempt.webhook_id.as_str()).or_default().push(attempt);
             }
             for (webhook, mut attempts) in by_webhook {
+                // Locked whether or not the update below changes it.
+                sqlx::query($lock_webhook).bind(webhook).execute(&mut *tx).await?;
                 attempts.sort_by_key(|attempt| attempt.created_at);
                 let latest = attempts[attempts.len() - 1];
                 // The failures since the batch's last success (all of them without one).
