@@ -421,11 +421,7 @@ impl Engine {
         // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
         let timed_out = outcome.error_kind == Some("timeout")
             || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
-        // Whether a claim could take this webhook's work before this attempt ends (judged before
-        // the slow flag changes, which changes the answer).
-        let bound = self.config.max_in_flight_per_webhook;
-        let was_claimable = bounds.claimable(bound);
-        bounds.slow.store(timed_out, Ordering::Relaxed);
+        let was_slow = bounds.slow.swap(timed_out, Ordering::Relaxed);
         self.services.metrics.record_attempt(
             verdict,
             outcome.error_kind,
@@ -467,13 +463,16 @@ impl Engine {
             }
         }
         // Free the capacity before waking the loop, so that its next claim can use it. The loop
-        // is woken when a claim could now take more: this webhook has room for a share again,
-        // or the instance's capacity is nearly used up (every freed slot counts).
+        // is woken when a claim could now take more: this webhook has room for a share again, or
+        // is no longer slow (its backlog waited for the probe), or the instance's capacity is
+        // nearly used up (every freed slot counts).
+        let bound = self.config.max_in_flight_per_webhook;
         let webhook = permits.bounds.clone();
+        let was_claimable = webhook.claimable(bound);
         drop(_turn);
         drop(permits);
-        if (webhook.claimable(bound) && !was_claimable) || self.global.available_permits() <= bound
-        {
+        let room_again = webhook.claimable(bound) && !was_claimable;
+        if room_again || (was_slow && !timed_out) || self.global.available_permits() <= bound {
             self.wake.notify_one();
         }
     }

@@ -53,7 +53,9 @@ mod sessions {
 mod queue {
     // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
     // from the index by webhook and due time, so a claim costs steps per webhook, not per queued
-    // delivery); concurrent claims from other instances skip rows already being claimed.
+    // delivery); concurrent claims from other instances skip rows already being claimed. No
+    // ORDER BY before the LIMIT: it would lock every webhook's share, not just those claimed,
+    // and starve concurrent claims; webhooks are visited in table order instead.
     crate::common::queue_queries!(
         sqlx::Postgres,
         super::to_db,
@@ -63,13 +65,13 @@ mod queue {
      WHERE id IN (SELECT due.id
                   FROM webhooks hooks
                   CROSS JOIN LATERAL (
-                      SELECT id, next_attempt_at FROM deliveries
+                      SELECT id FROM deliveries
                       WHERE webhook_id = hooks.id AND state = 'pending' AND next_attempt_at <= $2
                         AND (lease_owner IS NULL OR lease_expires_at <= $2)
                       ORDER BY next_attempt_at LIMIT $6
                       FOR UPDATE SKIP LOCKED) due
                   WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
-                  ORDER BY due.next_attempt_at LIMIT $4)",
+                  LIMIT $4)",
         "SELECT 1 FROM webhooks WHERE id = $1 FOR NO KEY UPDATE"
     );
 }
