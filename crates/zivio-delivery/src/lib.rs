@@ -427,8 +427,9 @@ impl Engine {
             outcome.error_kind,
             outcome.duration.as_secs_f64(),
         );
-        // Stamped when recorded, not when started: attempts enter the log in time order, so a
-        // page cursor handed out meanwhile cannot skip a slow attempt.
+        // Stamped when it ends, not when it started: attempts enter the log nearly in time order,
+        // so a page cursor handed out meanwhile can miss only an attempt stamped in the few
+        // milliseconds its batch waits to commit, never a slow attempt.
         let record = self.record(&delivery, self.services.now(), outcome);
         tracing::debug!(
             webhook = %delivery.webhook_id,
