@@ -52,21 +52,8 @@ impl Receiver {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let serving = state.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let _ = tcp.set_nodelay(true);
-                let (acceptor, state) = (acceptor.clone(), serving.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service =
-                        hyper::service::service_fn(move |request| answer(state.clone(), request));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
+        serve_https(listener, acceptor, move |request| {
+            answer(serving.clone(), request)
         });
         Ok(Receiver {
             addr,
@@ -110,6 +97,32 @@ impl Receiver {
             .max()
             .unwrap_or_else(Instant::now))
     }
+}
+
+/// Serves HTTPS on `listener` until the runtime ends: each connection is TLS-accepted and its
+/// requests (HTTP/1.1 or HTTP/2, keep-alive) answered by `answer`.
+pub fn serve_https<F, Fut, B>(listener: TcpListener, acceptor: TlsAcceptor, answer: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, hyper::Error>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, answer) = (acceptor.clone(), answer.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(answer))
+                    .await;
+            });
+        }
+    });
 }
 
 async fn answer(
