@@ -21,11 +21,15 @@ pub fn decode(text: &str) -> AppResult<(OffsetDateTime, String)> {
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let micros: i128 = micros.parse().map_err(|_| invalid())?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
     if id.is_empty() {
         return Err(invalid());
     }
-    let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| invalid())?;
+    // Checked: a crafted cursor must be a 400, never an overflow.
+    let nanos = i128::from(micros)
+        .checked_mul(1_000)
+        .ok_or_else(invalid)?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
     Ok((at, id.to_owned()))
 }
 
@@ -58,6 +62,10 @@ mod tests {
             &URL_SAFE_NO_PAD.encode("x:y"),
             &URL_SAFE_NO_PAD.encode("12"),
             &URL_SAFE_NO_PAD.encode("12:"),
+            &URL_SAFE_NO_PAD.encode("170141183460469231731687303715884105727:dlv_1"),
+            &URL_SAFE_NO_PAD.encode("-170141183460469231731687303715884105:dlv_1"),
+            &URL_SAFE_NO_PAD.encode("9223372036854775807:dlv_1"),
+            &URL_SAFE_NO_PAD.encode("-9223372036854775808:dlv_1"),
         ] {
             assert!(decode(bad).is_err(), "{bad}");
         }

@@ -93,6 +93,19 @@ impl Collection {
     pub fn wildcard(&self) -> String {
         format!("{}.*", self.name)
     }
+
+    /// Whether the field at `keys` (from a resource's root, arrays not counted) is declared: a
+    /// plain object, a field group's path, an embedded object, or on the way to one of them.
+    pub fn declares(&self, keys: &[String]) -> bool {
+        self.objects
+            .iter()
+            .chain(self.field_groups.values().flatten())
+            .chain(self.embedded.keys())
+            .any(|path| {
+                path.0.len() >= keys.len()
+                    && path.0.iter().zip(keys).all(|(step, key)| step.key == *key)
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

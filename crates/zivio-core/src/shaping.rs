@@ -3,6 +3,15 @@
 //! paths (inside arrays too); embedded objects follow their own collection's rules and shrink
 //! to `{"id": ...}` when the owner cannot read that collection at all. Fields the catalog does
 //! not declare pass through: the platform owns the v4 schema.
+//!
+//! Shaping fails closed. On the way to a withheld field or an embedded object, every value must
+//! have the declared shape (an object, or for a `[]` step an array of objects; null holds
+//! nothing and stays). Where it has another shape (an array where an object is declared, an
+//! object keyed by ids where an array is declared, a scalar, an array of arrays), the whole
+//! subtree is removed for owners who lack what it may hold. And because data can hide a
+//! withheld field one level deeper than declared, a key named like a withheld field is removed
+//! wherever it occurs in the resource (outside the embedded objects, which follow their own
+//! collection's rules).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,6 +82,35 @@ impl ShapeProfile {
             .get(collection)
             .is_some_and(|(_, groups)| groups.contains(group))
     }
+
+    /// Whether nothing of `collection` (and of what it embeds) is withheld from this owner.
+    fn sees_all(&self, catalog: &Catalog, collection: &str) -> bool {
+        let mut pending = vec![collection];
+        let mut seen = BTreeSet::new();
+        while let Some(name) = pending.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let Some(declared) = catalog.collection(name) else {
+                continue;
+            };
+            let complete = self
+                .collections
+                .get(name)
+                .is_some_and(|(readable, groups)| {
+                    *readable
+                        && declared
+                            .field_groups
+                            .keys()
+                            .all(|group| groups.contains(group))
+                });
+            if !complete {
+                return false;
+            }
+            pending.extend(declared.embedded.values().map(String::as_str));
+        }
+        true
+    }
 }
 
 /// `data` of a resource of `collection`, shaped for `profile`. An unknown collection (a type
@@ -81,389 +119,175 @@ impl ShapeProfile {
 pub fn shape(catalog: &Catalog, collection: &str, data: &Value, profile: &ShapeProfile) -> Value {
     let mut shaped = data.clone();
     if let Some(declared) = catalog.collection(collection) {
-        shape_in_place(catalog, declared, &mut shaped, profile);
+        shape_in_place(catalog, declared, &mut shaped, profile, false);
     }
     shaped
 }
 
+/// One declared path that leads to something withheld from the owner.
+enum Way<'a> {
+    /// A field of a group the owner lacks: removed.
+    Withheld(&'a [Step]),
+    /// An embedded object of which the owner may not see everything: shaped by its own
+    /// collection, or shrunk to its id.
+    Embedded(&'a [Step], &'a Collection),
+}
+
+impl<'a> Way<'a> {
+    fn steps(&self) -> &'a [Step] {
+        match self {
+            Way::Withheld(steps) | Way::Embedded(steps, _) => steps,
+        }
+    }
+
+    fn rest(&self) -> Way<'a> {
+        match self {
+            Way::Withheld(steps) => Way::Withheld(&steps[1..]),
+            Way::Embedded(steps, target) => Way::Embedded(&steps[1..], target),
+        }
+    }
+}
+
+/// `strict`: whether an undeclared object or array at the root of `value` is removed too (true
+/// for embedded objects, whose root is on the way to what they withhold; the resource's own
+/// root takes new fields from the platform as they come).
 fn shape_in_place(
     catalog: &Catalog,
     collection: &Collection,
     value: &mut Value,
     profile: &ShapeProfile,
+    strict: bool,
 ) {
-    for (group, paths) in &collection.field_groups {
-        if !profile.holds(&collection.name, group) {
-            for path in paths {
-                remove_at(value, path.steps());
-            }
+    let mut ways: Vec<Way> = collection
+        .field_groups
+        .iter()
+        .filter(|(group, _)| !profile.holds(&collection.name, group))
+        .flat_map(|(_, paths)| paths.iter().map(|path| Way::Withheld(path.steps())))
+        .collect();
+    for (path, target) in &collection.embedded {
+        if let Some(embedded) = catalog.collection(target)
+            && !profile.sees_all(catalog, target)
+        {
+            ways.push(Way::Embedded(path.steps(), embedded));
         }
     }
-    for (path, target) in &collection.embedded {
-        let Some(embedded) = catalog.collection(target) else {
-            continue;
+    if !ways.is_empty() {
+        let pruner = Pruner {
+            catalog,
+            collection,
+            profile,
         };
-        each_at(value, path.steps(), &mut |object| {
-            if !object.is_object() {
-                return;
-            }
-            if profile.can_read(target) {
-                shape_in_place(catalog, embedded, object, profile);
-            } else {
-                let id = object.get("id").cloned().unwrap_or(Value::Null);
-                *object = Value::Object(Map::from_iter([("id".to_owned(), id)]));
-            }
+        pruner.prune(value, &mut Vec::new(), &ways, strict);
+    }
+}
+
+/// Applies ways to what lies on them, within one resource or embedded object.
+struct Pruner<'a> {
+    catalog: &'a Catalog,
+    collection: &'a Collection,
+    profile: &'a ShapeProfile,
+}
+
+impl Pruner<'_> {
+    /// Applies `ways` (paths relative to `value`, each with at least one step) to the object
+    /// `value`, found at the keys `at` below the resource. Whatever stands on the way to
+    /// something withheld must have its declared shape, or it is removed whole; and in a
+    /// `strict` object an object or array that the catalog does not declare there is removed
+    /// too, since it could hold a withheld field nested deeper than declared.
+    fn prune(&self, value: &mut Value, at: &mut Vec<String>, ways: &[Way], strict: bool) {
+        let Some(object) = value.as_object_mut() else {
+            return;
+        };
+        object.retain(|key, child| {
+            at.push(key.clone());
+            let keep = self.keep(key, child, at, ways, strict);
+            at.pop();
+            keep
         });
     }
+
+    /// Whether the field `key` (at `at`) of an object on the way stays, shaping it if so.
+    fn keep(
+        &self,
+        key: &str,
+        child: &mut Value,
+        at: &mut Vec<String>,
+        ways: &[Way],
+        strict: bool,
+    ) -> bool {
+        let mine: Vec<&Way> = ways
+            .iter()
+            .filter(|way| way.steps()[0].key == key)
+            .collect();
+        if mine.is_empty() {
+            return !strict || !holds_structure(child) || self.collection.declares(at);
+        }
+        let mut deeper = Vec::new();
+        for way in mine {
+            let step = &way.steps()[0];
+            if !fits(child, step.each) {
+                return false;
+            }
+            match way {
+                Way::Withheld(steps) if steps.len() == 1 => return false,
+                Way::Embedded(steps, target) if steps.len() == 1 => {
+                    for object in objects_in(child) {
+                        self.embedded(target, object);
+                    }
+                }
+                _ => deeper.push(way.rest()),
+            }
+        }
+        if !deeper.is_empty() {
+            for object in objects_in(child) {
+                self.prune(object, at, &deeper, true);
+            }
+        }
+        true
+    }
+
+    /// An embedded object, shaped by its own collection's rules, or shrunk to its id when the
+    /// owner cannot read that collection at all.
+    fn embedded(&self, target: &Collection, object: &mut Value) {
+        if self.profile.can_read(&target.name) {
+            shape_in_place(self.catalog, target, object, self.profile, true);
+        } else {
+            let id = object.get("id").cloned().unwrap_or(Value::Null);
+            *object = Value::Object(Map::from_iter([("id".to_owned(), id)]));
+        }
+    }
 }
 
-/// Removes the field at `steps` wherever it occurs (through every element of `[]` arrays).
-fn remove_at(value: &mut Value, steps: &[Step]) {
-    let Some((step, rest)) = steps.split_first() else {
-        return;
-    };
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
-    if rest.is_empty() {
-        object.shift_remove(&step.key);
-        return;
-    }
-    if let Some(child) = object.get_mut(&step.key) {
-        descend(child, &mut |next| remove_at(next, rest));
-    }
-}
-
-/// Calls `visit` on every value at `steps`.
-fn each_at(value: &mut Value, steps: &[Step], visit: &mut dyn FnMut(&mut Value)) {
-    let Some((step, rest)) = steps.split_first() else {
-        visit(value);
-        return;
-    };
-    if let Some(child) = value
-        .as_object_mut()
-        .and_then(|object| object.get_mut(&step.key))
-    {
-        descend(child, &mut |next| each_at(next, rest, visit));
-    }
-}
-
-/// The value itself, or each element of an array. Arrays are entered whether or not the
-/// catalog marks the step with `[]`: data shaped differently from the declaration must fail
-/// closed (fields still removed), never open.
-fn descend(child: &mut Value, visit: &mut dyn FnMut(&mut Value)) {
+/// Whether `child` has the shape a step declares: an object, or for a `[]` step an array of
+/// objects; null (nothing there) fits both.
+fn fits(child: &Value, each: bool) -> bool {
     match child {
-        Value::Array(items) => items.iter_mut().for_each(visit),
-        other => visit(other),
+        Value::Null => true,
+        Value::Object(_) => !each,
+        Value::Array(items) => each && items.iter().all(|item| item.is_object() || item.is_null()),
+        _ => false,
+    }
+}
+
+/// Whether `value` can hold a field: an object, or an array with one somewhere inside.
+fn holds_structure(value: &Value) -> bool {
+    match value {
+        Value::Object(_) => true,
+        Value::Array(items) => items.iter().any(holds_structure),
+        _ => false,
+    }
+}
+
+/// The objects a step leads to: the value itself, or each element of its array.
+fn objects_in(child: &mut Value) -> Vec<&mut Value> {
+    match child {
+        Value::Array(items) => items.iter_mut().filter(|item| item.is_object()).collect(),
+        Value::Object(_) => vec![child],
+        _ => Vec::new(),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::directory::{Placement, Role, User};
-    use crate::ids::{RoleName, UserId};
-
-    fn catalog() -> &'static Catalog {
-        Catalog::builtin()
-    }
-
-    fn access(permissions: &[&str]) -> Access {
-        let role = Role {
-            name: RoleName::parse("r").unwrap(),
-            permissions: permissions.iter().map(|p| p.to_string()).collect(),
-        };
-        let user = User {
-            id: UserId::parse("owner").unwrap(),
-            email: "o@example.com".into(),
-            name: "O".into(),
-            active: true,
-            placement: Placement::default(),
-            roles: vec![role.name.clone()],
-        };
-        Access::of(&user, &[role])
-    }
-
-    fn example(event_type: &str) -> Value {
-        catalog().event_type(event_type).unwrap().example.clone()
-    }
-
-    #[test]
-    fn financials_are_removed_at_every_depth() {
-        let data = example("invoice.paid");
-        assert!(data["invoice_items"][0].get("unit_cost").is_some());
-        let profile = ShapeProfile::of(&access(&["invoices:read:tenant"]), catalog(), "invoices");
-        let shaped = shape(catalog(), "invoices", &data, &profile);
-        for field in ["net_total", "tax_total", "total"] {
-            assert!(shaped.get(field).is_none(), "{field}");
-        }
-        for item in shaped["invoice_items"].as_array().unwrap() {
-            for field in ["unit_cost", "net_total_price", "tax_total", "total_price"] {
-                assert!(item.get(field).is_none(), "invoice_items[].{field}");
-            }
-            assert!(item.get("description").is_some(), "other item fields stay");
-        }
-        assert_eq!(shaped["id"], data["id"]);
-    }
-
-    #[test]
-    fn embedded_objects_shrink_without_read_access_and_follow_their_own_groups() {
-        let data = example("invoice.approved");
-        let no_users = ShapeProfile::of(&access(&["invoices:read:tenant"]), catalog(), "invoices");
-        let shaped = shape(catalog(), "invoices", &data, &no_users);
-        assert_eq!(
-            shaped["approved_by"],
-            json!({"id": data["approved_by"]["id"]})
-        );
-        assert_eq!(shaped["supplier"], json!({"id": data["supplier"]["id"]}));
-
-        let users_no_contact = ShapeProfile::of(
-            &access(&[
-                "invoices:read:tenant",
-                "users:read:own",
-                "suppliers:read:division",
-            ]),
-            catalog(),
-            "invoices",
-        );
-        let shaped = shape(catalog(), "invoices", &data, &users_no_contact);
-        assert!(
-            shaped["approved_by"].get("first_name").is_some(),
-            "any read scope shows the object"
-        );
-        assert!(
-            shaped["approved_by"].get("email").is_none(),
-            "users:fields:contact is needed for email"
-        );
-        assert!(shaped["supplier"].get("name").is_some());
-        assert!(
-            shaped["supplier"].get("tax_number").is_none(),
-            "suppliers:fields:compliance"
-        );
-
-        let with_contact = ShapeProfile::of(
-            &access(&[
-                "invoices:read:tenant",
-                "users:read:tenant",
-                "users:fields:contact",
-            ]),
-            catalog(),
-            "invoices",
-        );
-        let shaped = shape(catalog(), "invoices", &data, &with_contact);
-        assert_eq!(shaped["approved_by"]["email"], data["approved_by"]["email"]);
-    }
-
-    #[test]
-    fn purchase_order_owners_are_shaped_by_jobs_and_suppliers() {
-        let data = example("purchase_order.issued");
-        let profile = ShapeProfile::of(
-            &access(&["purchase_orders:read:tenant"]),
-            catalog(),
-            "purchase_orders",
-        );
-        let shaped = shape(catalog(), "purchase_orders", &data, &profile);
-        assert_eq!(
-            shaped["owners"]["job"],
-            json!({"id": data["owners"]["job"]["id"]})
-        );
-        assert_eq!(
-            shaped["owners"]["supplier"],
-            json!({"id": data["owners"]["supplier"]["id"]})
-        );
-    }
-
-    #[test]
-    fn arrays_where_objects_were_declared_are_still_shaped() {
-        let mut data = example("purchase_order.issued");
-        let job = data["owners"]["job"].clone();
-        data["owners"]["job"] = json!([job.clone(), job]);
-        let profile = ShapeProfile::of(
-            &access(&["purchase_orders:read:tenant"]),
-            catalog(),
-            "purchase_orders",
-        );
-        let shaped = shape(catalog(), "purchase_orders", &data, &profile);
-        for job in shaped["owners"]["job"].as_array().unwrap() {
-            assert_eq!(job.as_object().unwrap().len(), 1, "shrunk to its id: {job}");
-        }
-        let mut invoice = example("invoice.paid");
-        invoice["total"] = json!(["1.00", "2.00"]);
-        let profile = ShapeProfile::of(&access(&["invoices:read:tenant"]), catalog(), "invoices");
-        assert!(
-            shape(catalog(), "invoices", &invoice, &profile)
-                .get("total")
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn unknown_collections_and_fields_pass_through() {
-        let data = json!({"id": "1", "anything": {"nested": true}});
-        let profile = ShapeProfile::of(&access(&[]), catalog(), "gadgets");
-        assert_eq!(shape(catalog(), "gadgets", &data, &profile), data);
-        let mut invoice = example("invoice.created");
-        invoice["new_field_from_platform"] = json!({"x": 1});
-        let profile = ShapeProfile::of(&access(&["invoices:read:tenant"]), catalog(), "invoices");
-        let shaped = shape(catalog(), "invoices", &invoice, &profile);
-        assert_eq!(shaped["new_field_from_platform"], json!({"x": 1}));
-    }
-
-    #[test]
-    fn profiles_ignore_what_shaping_does_not_use() {
-        let a = ShapeProfile::of(
-            &access(&["invoices:read:division", "jobs:read:own"]),
-            catalog(),
-            "invoices",
-        );
-        let b = ShapeProfile::of(
-            &access(&[
-                "invoices:read:tenant",
-                "jobs:read:tenant",
-                "bids:read:tenant",
-            ]),
-            catalog(),
-            "invoices",
-        );
-        assert_eq!(a, b, "scopes decide visibility, not shape");
-        let c = ShapeProfile::of(
-            &access(&["invoices:read:tenant", "invoices:fields:financials"]),
-            catalog(),
-            "invoices",
-        );
-        assert_ne!(a, c);
-    }
-
-    mod properties {
-        use proptest::prelude::*;
-
-        use super::*;
-
-        fn all_examples() -> Vec<(String, Value)> {
-            catalog()
-                .collections()
-                .iter()
-                .flat_map(|c| {
-                    c.event_types
-                        .iter()
-                        .map(move |t| (c.name.clone(), t.example.clone()))
-                })
-                .collect()
-        }
-
-        /// A random profile: each collection readable or not, each group held or not.
-        fn any_profile(collection: String) -> impl Strategy<Value = (String, ShapeProfile)> {
-            let flags = proptest::collection::vec(any::<bool>(), 64);
-            flags.prop_map(move |flags| {
-                let mut index = 0;
-                let profile = ShapeProfile::build(catalog(), &collection, |_, _| {
-                    index += 1;
-                    flags[index % flags.len()]
-                });
-                (collection.clone(), profile)
-            })
-        }
-
-        fn example_and_profile() -> impl Strategy<Value = (Value, String, ShapeProfile)> {
-            let examples = all_examples();
-            (0..examples.len()).prop_flat_map(move |index| {
-                let (collection, data) = examples[index].clone();
-                any_profile(collection)
-                    .prop_map(move |(collection, profile)| (data.clone(), collection, profile))
-            })
-        }
-
-        /// Whether anything exists at `steps` in `value`.
-        fn present(value: &Value, steps: &[Step]) -> bool {
-            let Some((step, rest)) = steps.split_first() else {
-                return true;
-            };
-            let Some(child) = value.get(&step.key) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            match child {
-                Value::Array(items) if step.each => items.iter().any(|item| present(item, rest)),
-                other => present(other, rest),
-            }
-        }
-
-        /// No field of a group the profile lacks, in the resource or any embedded object.
-        fn assert_no_withheld_field(
-            collection: &Collection,
-            value: &Value,
-            profile: &ShapeProfile,
-        ) {
-            for (group, paths) in &collection.field_groups {
-                if !profile.holds(&collection.name, group) {
-                    for path in paths {
-                        assert!(
-                            !present(value, path.steps()),
-                            "{}: {path} leaked",
-                            collection.name
-                        );
-                    }
-                }
-            }
-            for (path, target) in &collection.embedded {
-                let embedded = catalog().collection(target).unwrap();
-                let mut copy = value.clone();
-                each_at(&mut copy, path.steps(), &mut |object| {
-                    if !object.is_object() {
-                        return;
-                    }
-                    if profile.can_read(target) {
-                        assert_no_withheld_field(embedded, object, profile);
-                    } else {
-                        assert_eq!(
-                            object.as_object().unwrap().len(),
-                            1,
-                            "{path} shrinks to its id"
-                        );
-                    }
-                });
-            }
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(128))]
-
-            #[test]
-            fn an_owner_with_every_permission_gets_the_input(index in 0usize..56) {
-                let examples = all_examples();
-                let (collection, data) = &examples[index % examples.len()];
-                let profile = ShapeProfile::everything(catalog(), collection);
-                prop_assert_eq!(&shape(catalog(), collection, data, &profile), data);
-            }
-
-            #[test]
-            fn withheld_groups_never_appear((data, collection, profile) in example_and_profile()) {
-                let shaped = shape(catalog(), &collection, &data, &profile);
-                assert_no_withheld_field(catalog().collection(&collection).unwrap(), &shaped, &profile);
-            }
-
-            #[test]
-            fn shaping_is_idempotent((data, collection, profile) in example_and_profile()) {
-                let once = shape(catalog(), &collection, &data, &profile);
-                let twice = shape(catalog(), &collection, &once, &profile);
-                prop_assert_eq!(once, twice);
-            }
-
-            #[test]
-            fn undeclared_fields_pass_through(
-                (data, collection, profile) in example_and_profile(),
-                key in "x_[a-z]{1,8}",
-                extra in any::<i64>(),
-            ) {
-                let mut data = data;
-                data[key.as_str()] = json!({"value": extra});
-                let shaped = shape(catalog(), &collection, &data, &profile);
-                prop_assert_eq!(&shaped[key.as_str()], &json!({"value": extra}));
-            }
-        }
-    }
-}
+mod properties;
+#[cfg(test)]
+mod tests;
