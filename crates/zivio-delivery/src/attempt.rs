@@ -11,7 +11,7 @@ use zivio_core::keys::SecretsKey;
 use zivio_core::retry::{Verdict, verdict_for_status};
 use zivio_core::secret::SigningSecret;
 use zivio_core::signing::sign;
-use zivio_core::url_policy::{Destination, UrlPolicy};
+use zivio_core::url_policy::{Destination, UrlPolicy, WebhookUrl};
 use zivio_store::ClaimedDelivery;
 
 use crate::client::{Refused, Unresolved, resolve_vetted};
@@ -58,19 +58,46 @@ impl Outcome {
     }
 }
 
-/// Where and how an attempt may go.
+/// How an attempt goes out.
 pub struct Route<'a> {
     pub client: &'a reqwest::Client,
-    pub policy: &'a UrlPolicy,
-    pub resolver: &'a dyn Resolver,
     pub secrets_key: &'a SecretsKey,
 }
 
-pub async fn send(route: &Route<'_>, delivery: &ClaimedDelivery, now: OffsetDateTime) -> Outcome {
+/// A destination that passed the URL policy just now, or the error kind and detail of why it
+/// may not be reached.
+pub type Vetted = Result<WebhookUrl, (&'static str, String)>;
+
+/// Vets `url` again, as at every attempt (even when a pooled connection would skip the
+/// resolver): literal addresses by the policy, host names by resolving them now (and again by
+/// the client's resolver on every new connection).
+pub async fn vet(policy: &UrlPolicy, resolver: &dyn Resolver, url: &str) -> Vetted {
+    let url = policy
+        .parse(url)
+        .map_err(|error| ("refused_destination", error.to_string()))?;
+    if let Ok(Destination::Name(host)) = url.destination()
+        && let Err(error) = resolve_vetted(resolver, policy, &host).await
+    {
+        let kind = if error.is::<Unresolved>() {
+            "dns"
+        } else {
+            "refused_destination"
+        };
+        return Err((kind, error.to_string()));
+    }
+    Ok(url)
+}
+
+/// Signs and sends `delivery` to the `vetted` destination. The caller reads the sealed secret
+/// after vetting, so that nothing slow stands between reading the secret and signing with it.
+pub async fn send(
+    route: &Route<'_>,
+    delivery: &ClaimedDelivery,
+    vetted: Vetted,
+    now: OffsetDateTime,
+) -> Outcome {
     let Route {
         client,
-        policy,
-        resolver,
         secrets_key,
     } = *route;
     let timestamp = now.unix_timestamp();
@@ -83,6 +110,10 @@ pub async fn send(route: &Route<'_>, delivery: &ClaimedDelivery, now: OffsetDate
     ] {
         headers.insert(name.to_owned(), Value::String(value));
     }
+    let url = match vetted {
+        Ok(url) => url,
+        Err((kind, detail)) => return Outcome::failed(kind, detail, headers, Duration::ZERO),
+    };
     let secret = match SigningSecret::open(
         &delivery.secret_ciphertext,
         secrets_key,
@@ -98,30 +129,6 @@ pub async fn send(route: &Route<'_>, delivery: &ClaimedDelivery, now: OffsetDate
             );
         }
     };
-    // Vetted again at every attempt, even when a pooled connection would skip the resolver:
-    // literal addresses by the policy, host names by resolving them now (and again by the
-    // client's resolver on every new connection).
-    let url = match policy.parse(&delivery.url) {
-        Ok(url) => url,
-        Err(error) => {
-            return Outcome::failed(
-                "refused_destination",
-                error.to_string(),
-                headers,
-                Duration::ZERO,
-            );
-        }
-    };
-    if let Ok(Destination::Name(host)) = url.destination()
-        && let Err(error) = resolve_vetted(resolver, policy, &host).await
-    {
-        let kind = if error.is::<Unresolved>() {
-            "dns"
-        } else {
-            "refused_destination"
-        };
-        return Outcome::failed(kind, error.to_string(), headers, Duration::ZERO);
-    }
     let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.body);
     headers.insert("webhook-signature".to_owned(), Value::String(signature));
     let mut request_headers = HeaderMap::new();

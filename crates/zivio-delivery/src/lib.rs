@@ -35,6 +35,8 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
 /// recording the result.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
+/// A delivery whose URL changes this many times while it is being vetted goes back to the queue.
+const MAX_URL_CHANGES: u32 = 3;
 /// At most this many finished attempts are recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 /// How often the queue depth and due lag gauges are refreshed.
@@ -364,11 +366,12 @@ impl Engine {
         } = lease;
         let bounds = &permits.bounds;
         // Wait for the webhook's turn and the instance's capacity, but never so long that the
-        // lease could run out during the attempt: then someone else might send it too.
+        // lease could run out during the attempt: then someone else might send it too. Vetting
+        // (resolving for up to 5 s) comes before the lease is extended.
         let budget = lease_until
             - self.services.now()
             - self.config.request_timeout
-            - Duration::from_secs(2);
+            - Duration::from_secs(7);
         let deadline =
             tokio::time::Instant::now() + Duration::try_from(budget).unwrap_or(Duration::ZERO);
         let Some(_turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
@@ -376,42 +379,58 @@ impl Engine {
             self.give_back(&lease, delivery.id).await;
             return;
         };
-        // The freshest URL and secret, and a last check that the webhook may still send. The
-        // lease is extended to cover the whole attempt (resolving, sending, recording); a lease
-        // that expired meanwhile means someone else may have it: send nothing.
+        // The destination is vetted first (resolving may take seconds); then the freshest URL
+        // and secret are read with a last check that the webhook may still send, so that a
+        // rotation committed while resolving applies to this request. A URL changed meanwhile is
+        // vetted in turn and read again. The lease is extended to cover the whole attempt
+        // (sending, recording); a lease that expired meanwhile means someone else may have it:
+        // send nothing.
+        let policy = &self.services.url_policy;
+        let resolver = self.services.resolver.as_ref();
         let mut delivery = delivery;
-        let now = self.services.now();
-        let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
-        match self
-            .services
-            .store
-            .begin_attempt(&lease, delivery.id, now, attempt_until)
-            .await
-        {
-            Ok(Some((url, secret))) => {
-                delivery.url = url;
-                delivery.secret_ciphertext = secret;
-            }
-            Ok(None) => {
-                // Cancelled or no longer ours: the freed slot may let a claim take more.
-                self.wake.notify_one();
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "could not check a delivery before sending; giving it back");
-                self.give_back(&lease, delivery.id).await;
-                return;
+        let mut vetted = attempt::vet(policy, resolver, &delivery.url).await;
+        let mut reads = 0;
+        loop {
+            let now = self.services.now();
+            let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
+            match self
+                .services
+                .store
+                .begin_attempt(&lease, delivery.id, now, attempt_until)
+                .await
+            {
+                Ok(Some((url, secret))) => {
+                    delivery.secret_ciphertext = secret;
+                    if url == delivery.url {
+                        break;
+                    }
+                    reads += 1;
+                    if reads == MAX_URL_CHANGES {
+                        self.give_back(&lease, delivery.id).await;
+                        return;
+                    }
+                    vetted = attempt::vet(policy, resolver, &url).await;
+                    delivery.url = url;
+                }
+                Ok(None) => {
+                    // Cancelled or no longer ours: the freed slot may let a claim take more.
+                    self.wake.notify_one();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not check a delivery before sending; giving it back");
+                    self.give_back(&lease, delivery.id).await;
+                    return;
+                }
             }
         }
         let now = self.services.now();
         let in_flight = self.services.metrics.in_flight();
         let route = attempt::Route {
             client: &self.client,
-            policy: &self.services.url_policy,
-            resolver: self.services.resolver.as_ref(),
             secrets_key: &self.services.secrets_key,
         };
-        let outcome = attempt::send(&route, &delivery, now).await;
+        let outcome = attempt::send(&route, &delivery, vetted, now).await;
         drop(in_flight);
         let verdict = match outcome.verdict {
             Verdict::Delivered => "delivered",

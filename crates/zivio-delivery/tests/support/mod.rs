@@ -1,0 +1,264 @@
+//! An engine running in process on a real SQLite store, one webhook with one queued event, a
+//! resolver the test controls, and a plain-HTTP receiver that keeps connections alive. Each
+//! test file uses a part of it.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, watch};
+use zivio_app::metrics::Metrics;
+use zivio_app::{Resolver, Services, Settings, SystemClock};
+use zivio_core::catalog::Catalog;
+use zivio_core::directory::{Placement, Role, Tenant, User};
+use zivio_core::ids::{RoleName, TenantId, UserId};
+use zivio_core::keys::SecretsKey;
+use zivio_core::retry::RetrySchedule;
+use zivio_core::secret::SigningSecret;
+use zivio_core::url_policy::UrlPolicy;
+use zivio_core::webhook::{SealedSecret, Webhook, WebhookId};
+use zivio_delivery::{Engine, EngineConfig};
+use zivio_store::testing::TestDatabase;
+use zivio_store::{AttemptRecord, ConnectOptions, NewEvent, Store};
+
+pub const EVENT_ID: &str = "evt_engine_test";
+
+/// What a receiver got: every request's text (head and body), in order.
+#[derive(Default)]
+pub struct Received {
+    pub count: AtomicUsize,
+    pub requests: Mutex<Vec<String>>,
+}
+
+/// A plain-HTTP receiver that answers `first` to the first request and 200 afterwards, keeping
+/// connections alive (so a pooled connection would be there to reuse).
+pub async fn receiver(addr: SocketAddr, first: &'static str) -> Arc<Received> {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let received = Arc::new(Received::default());
+    let counting = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let received = counting.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 64 * 1024];
+                loop {
+                    let mut read = 0;
+                    // One request: headers, then `content-length` bytes of body.
+                    let total = loop {
+                        match stream.read(&mut buffer[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                        let text = String::from_utf8_lossy(&buffer[..read]).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text
+                                .lines()
+                                .find_map(|line| line.strip_prefix("content-length:"))
+                                .and_then(|value| value.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break end + 4 + length;
+                        }
+                    };
+                    while read < total {
+                        match stream.read(&mut buffer[read..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read += n,
+                        }
+                    }
+                    let request = String::from_utf8_lossy(&buffer[..total]).into_owned();
+                    received.requests.lock().unwrap().push(request);
+                    let status = if received.count.fetch_add(1, Ordering::SeqCst) == 0 {
+                        first
+                    } else {
+                        "200 OK"
+                    };
+                    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\nok");
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    received
+}
+
+/// A free port on `address`.
+pub fn free_port(address: IpAddr) -> u16 {
+    let listener = std::net::TcpListener::bind((address, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A store with tenant `acme`, its owner `u1`, one webhook to `http://hook.example:{port}/in`
+/// (signed with `secret`, sealed under `key`), and one event queued for it.
+pub struct World {
+    pub database: TestDatabase,
+    pub store: Arc<dyn Store>,
+    pub tenant: TenantId,
+    pub webhook: Webhook,
+    pub key: SecretsKey,
+}
+
+impl World {
+    pub async fn new(port: u16, secret: &SigningSecret) -> World {
+        let database = TestDatabase::sqlite();
+        let store = zivio_store::connect(&ConnectOptions {
+            url: database.url.clone(),
+            max_connections: 2,
+        })
+        .await
+        .unwrap();
+        store.migrate().await.unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let now = now.replace_millisecond(now.millisecond()).unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        store
+            .upsert_tenant(
+                &Tenant {
+                    id: tenant.clone(),
+                    name: "Acme".into(),
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let role = Role {
+            name: RoleName::parse("admin").unwrap(),
+            permissions: vec!["webhooks:manage".into()],
+        };
+        store.upsert_role(&tenant, &role, now).await.unwrap();
+        let owner = User {
+            id: UserId::parse("u1").unwrap(),
+            email: "u1@acme.example".into(),
+            name: "U1".into(),
+            active: true,
+            placement: Placement::default(),
+            roles: vec![role.name.clone()],
+        };
+        store.upsert_user(&tenant, &owner, now).await.unwrap();
+
+        let key = SecretsKey::from_bytes([7; 32]);
+        let id = WebhookId::new(1_700_000_000_000, [1; 10]);
+        let webhook = Webhook {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            owner: owner.id.clone(),
+            name: "engine test".into(),
+            url: format!("http://hook.example:{port}/in"),
+            description: String::new(),
+            events: vec!["*".into()],
+            secret: sealed(secret, &key, &id),
+            disabled: None,
+            created_at: now,
+            updated_at: now,
+            version: 0,
+        };
+        let audit = zivio_core::audit::AuditEntry::new(
+            &tenant,
+            now,
+            "u1",
+            zivio_core::audit::AuditAction::WebhookCreated,
+        );
+        store.create_webhook(&webhook, 10, &audit).await.unwrap();
+        let event = NewEvent {
+            id: EVENT_ID.into(),
+            event_type: "invoice.paid".into(),
+            occurred_at: now,
+            accepted_at: now,
+            key: None,
+            fingerprint: [0; 32],
+            resource_id: "1".into(),
+            payloads: vec![format!(r#"{{"id":"{EVENT_ID}"}}"#).into_bytes()],
+            deliveries: vec![(id.clone(), 0)],
+            source: None,
+            is_test: false,
+        };
+        store
+            .publish_events(&tenant, &[event], now, None)
+            .await
+            .unwrap();
+        World {
+            database,
+            store,
+            tenant,
+            webhook,
+            key,
+        }
+    }
+
+    /// Starts an engine that resolves every name through `resolver`, where 127.0.0.2 plays a
+    /// public address (`allowed_private`) and 127.0.0.1 stays forbidden. Send `true` to stop it.
+    pub fn start_engine(
+        &self,
+        resolver: Arc<dyn Resolver>,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let services = Services {
+            store: self.store.clone(),
+            catalog: Catalog::builtin(),
+            secrets_key: self.key.clone(),
+            url_policy: UrlPolicy {
+                allow_http: true,
+                allowed_private: vec!["127.0.0.2/32".parse().unwrap()],
+            },
+            resolver,
+            clock: Arc::new(SystemClock),
+            settings: Settings {
+                max_webhooks_per_tenant: 10,
+                sign_in_link_ttl: Duration::from_secs(600),
+                public_url: "http://127.0.0.1/".parse().unwrap(),
+                retention: Duration::from_secs(86_400),
+            },
+            metrics: Arc::new(Metrics::new("test")),
+            deliveries_queued: Arc::new(Notify::new()),
+        };
+        let config = EngineConfig {
+            instance: "engine-test".into(),
+            lease: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
+            schedule: RetrySchedule::parse("1s,1s,1s").unwrap(),
+            max_in_flight_per_webhook: 4,
+            max_in_flight: 16,
+            extra_root_ca: None,
+            auto_disable_after: Duration::from_secs(86_400),
+            mail_notices: false,
+        };
+        let engine =
+            Engine::new(services.clone(), config, services.deliveries_queued.clone()).unwrap();
+        let (stop, stopped) = watch::channel(false);
+        (stop, tokio::spawn(engine.run(stopped)))
+    }
+
+    /// Waits until at least `count` attempts of the event are recorded.
+    pub async fn attempts(&self, count: usize) -> Vec<AttemptRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let attempts = self
+                .store
+                .attempts_of(&self.tenant, EVENT_ID, &self.webhook.id)
+                .await
+                .unwrap();
+            if attempts.len() >= count {
+                return attempts;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} attempts recorded",
+                attempts.len()
+            );
+            // Polling the store: the engine runs on real time.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `secret` sealed for webhook `id`.
+pub fn sealed(secret: &SigningSecret, key: &SecretsKey, id: &WebhookId) -> SealedSecret {
+    SealedSecret {
+        ciphertext: secret.seal(key, id.as_str(), [5; 12]),
+        key_id: key.id(),
+        hint: secret.hint(),
+    }
+}
