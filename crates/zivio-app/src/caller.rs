@@ -3,6 +3,7 @@
 
 use zivio_core::access::Access;
 use zivio_core::ids::{TenantId, UserId};
+use zivio_core::keys::ApiKeyFormat;
 
 use crate::{AppError, AppResult, Services, digest};
 
@@ -22,7 +23,12 @@ pub async fn authenticate_api_key(
 ) -> AppResult<Caller> {
     const REFUSED: &str = "The API key is not valid for this tenant.";
     let tenant = TenantId::parse(tenant).map_err(|_| AppError::Unauthenticated(REFUSED))?;
+    // A key that does not have the form of an issued key cannot be in the directory.
+    if !ApiKeyFormat::is_well_formed(key) {
+        return Err(AppError::Unauthenticated(REFUSED));
+    }
     let key_digest = digest(key);
+    services.metrics.api_key_looked_up();
     let holder = services.store.api_key_holder(&key_digest).await?;
     let Some((key_tenant, user, last_used)) = holder else {
         return Err(AppError::Unauthenticated(REFUSED));

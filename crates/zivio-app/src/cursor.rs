@@ -26,9 +26,7 @@ pub fn decode(text: &str) -> AppResult<(OffsetDateTime, String)> {
         return Err(invalid());
     }
     // Checked: a crafted cursor must be a 400, never an overflow.
-    let nanos = i128::from(micros)
-        .checked_mul(1_000)
-        .ok_or_else(invalid)?;
+    let nanos = i128::from(micros).checked_mul(1_000).ok_or_else(invalid)?;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
     Ok((at, id.to_owned()))
 }

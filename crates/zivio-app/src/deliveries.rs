@@ -204,7 +204,7 @@ pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<De
     let (owner, _) = owner_access(services, &caller.tenant, &webhook.owner).await?;
     let hidden = caller.access.coverage_gap(&owner).map(|gap| {
         format!(
-            "Bodies, response headers and the URL's path and query are shown only to the webhook's owner ({}) or an admin whose access covers the owner's: {gap}.",
+            "Bodies, the signature, response headers and the URL's path and query are shown only to the webhook's owner ({}) or an admin whose access covers the owner's: {gap}.",
             webhook.owner
         )
     });
@@ -228,12 +228,22 @@ pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<De
             } else {
                 mask_str(&detail.request_url)
             },
-            headers: headers(&detail.request_headers),
+            headers: request_headers(&detail.request_headers, shown),
             body: shown.then(|| text(&detail.request_body)),
         },
         response,
         bodies_hidden: hidden,
     })
+}
+
+/// The headers an attempt sent. The signature goes with the body: an admin who may not see
+/// the body does not see the signature over it either (nothing to test guesses against).
+fn request_headers(json: &str, shown: bool) -> Value {
+    let mut headers = serde_json::from_str(json).unwrap_or(Value::Null);
+    if !shown && let Some(headers) = headers.as_object_mut() {
+        headers.shift_remove("webhook-signature");
+    }
+    headers
 }
 
 /// Sends the attempt's event again to its webhook only, as a new event (new id, same type and

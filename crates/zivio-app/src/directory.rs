@@ -5,17 +5,18 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use zivio_core::audit::{AuditAction, AuditEntry, PLATFORM_ACTOR};
-use zivio_core::directory::{ApiKey, Placement, Role, Tenant, User};
+use zivio_core::directory::{ApiKey, Placement, RevokedReason, Role, Tenant, User};
 use zivio_core::ids::{RoleName, TenantId, UserId};
+use zivio_core::keys::ApiKeyFormat;
 use zivio_core::password;
 use zivio_core::permission::Permission;
 use zivio_core::webhook::time_ordered_hex;
 use zivio_store::StoreError;
 
+use crate::passwords::HashingPool;
 use crate::webhooks::rfc3339;
 use crate::{AppError, AppResult, FieldError, Services, digest, random, unix_millis};
 
-const MAX_PASSWORD_LENGTH: usize = 1_024;
 const MAX_TEXT_LENGTH: usize = 200;
 
 /// A user as the platform pushes it.
@@ -38,6 +39,37 @@ pub struct ApiKeyView {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
+    /// When the key was revoked; null while it is live. A revoked key stays listed and never
+    /// works again.
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// Why it was revoked; null while it is live.
+    pub revoked_reason: Option<RevokedReasonView>,
+}
+
+/// Why an API key was revoked: `revoked` through the platform API; `user_deactivated`,
+/// `user_deleted` or `permission_removed` (the user lost `webhooks:manage` by a change of
+/// their roles, of a role's permissions, or a role's deletion) by a directory change, which
+/// also ends the user's admin sessions. Regaining access needs a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RevokedReason)]
+pub enum RevokedReasonView {
+    Revoked,
+    UserDeactivated,
+    UserDeleted,
+    PermissionRemoved,
+}
+
+impl From<RevokedReason> for RevokedReasonView {
+    fn from(reason: RevokedReason) -> Self {
+        match reason {
+            RevokedReason::Revoked => RevokedReasonView::Revoked,
+            RevokedReason::UserDeactivated => RevokedReasonView::UserDeactivated,
+            RevokedReason::UserDeleted => RevokedReasonView::UserDeleted,
+            RevokedReason::PermissionRemoved => RevokedReasonView::PermissionRemoved,
+        }
+    }
 }
 
 /// A new API key: `key` is shown this once.
@@ -118,7 +150,11 @@ pub async fn put_role(
 pub async fn delete_role(services: &Services, tenant: &str, role: &str) -> AppResult<()> {
     let tenant = existing_tenant(tenant)?;
     let name = RoleName::parse(role).map_err(|_| AppError::NotFound("role"))?;
-    found(services.store.delete_role(&tenant, &name).await?, "role")
+    let deleted = services
+        .store
+        .delete_role(&tenant, &name, services.now())
+        .await?;
+    found(deleted, "role")
 }
 
 pub async fn put_user(
@@ -198,7 +234,11 @@ pub async fn put_user(
 pub async fn delete_user(services: &Services, tenant: &str, user: &str) -> AppResult<()> {
     let tenant = existing_tenant(tenant)?;
     let user = existing_user(user)?;
-    found(services.store.delete_user(&tenant, &user).await?, "user")
+    let deleted = services
+        .store
+        .delete_user(&tenant, &user, services.now())
+        .await?;
+    found(deleted, "user")
 }
 
 pub async fn set_password(
@@ -210,19 +250,18 @@ pub async fn set_password(
     let tenant = existing_tenant(tenant)?;
     let user = existing_user(user)?;
     let length = password.chars().count();
-    if length < password::MIN_LENGTH || password.len() > MAX_PASSWORD_LENGTH {
+    if length < password::MIN_LENGTH || password.len() > password::MAX_LENGTH {
         return Err(AppError::invalid(
             "password",
             format!(
-                "must be {} to {MAX_PASSWORD_LENGTH} characters",
-                password::MIN_LENGTH
+                "must be {} to {} characters",
+                password::MIN_LENGTH,
+                password::MAX_LENGTH
             ),
         ));
     }
-    // Argon2id takes tens of milliseconds of CPU: keep it off the async workers.
-    let hash = tokio::task::spawn_blocking(move || password::hash(&password, random()))
-        .await
-        .expect("password hashing does not panic");
+    // Argon2id takes tens of milliseconds of CPU and 19 MiB: on the hashing threads.
+    let hash = HashingPool::global().hash(password).await?;
     found(
         services
             .store
@@ -235,13 +274,14 @@ pub async fn set_password(
 pub async fn issue_api_key(services: &Services, tenant: &str, user: &str) -> AppResult<IssuedKey> {
     let (tenant, user) = active_user(services, tenant, user).await?;
     let now = services.now();
-    let key = format!("zk_{}", URL_SAFE_NO_PAD.encode(random::<32>()));
+    let key = ApiKeyFormat::generate(random());
     let record = ApiKey {
         id: format!("key_{}", time_ordered_hex(unix_millis(now), random())),
         user: user.clone(),
         hint: key[key.len() - 4..].to_owned(),
         created_at: now,
         last_used_at: None,
+        revoked: None,
     };
     let audit = AuditEntry::new(&tenant, now, PLATFORM_ACTOR, AuditAction::ApiKeyCreated).changes(
         serde_json::json!({"user_id": user.as_str(), "api_key_id": record.id, "hint": record.hint}),
@@ -249,7 +289,14 @@ pub async fn issue_api_key(services: &Services, tenant: &str, user: &str) -> App
     services
         .store
         .create_api_key(&tenant, &record, &digest(&key), &audit)
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // Deactivated since it was read above.
+            StoreError::Conflict { what } if what == zivio_store::INACTIVE_USER => {
+                AppError::Conflict(format!("User {user} is inactive."))
+            }
+            other => other.into(),
+        })?;
     Ok(IssuedKey { id: record.id, key })
 }
 
@@ -267,10 +314,13 @@ pub async fn api_keys(services: &Services, tenant: &str, user: &str) -> AppResul
             hint: key.hint,
             created_at: rfc3339(key.created_at),
             last_used_at: key.last_used_at.map(rfc3339),
+            revoked_at: key.revoked.map(|revoked| rfc3339(revoked.at)),
+            revoked_reason: key.revoked.map(|revoked| revoked.reason.into()),
         })
         .collect())
 }
 
+/// Revokes a live key (`revoked`); it stays listed. 404 when the user has no live key `key`.
 pub async fn revoke_api_key(
     services: &Services,
     tenant: &str,
@@ -363,5 +413,18 @@ fn tenant_missing(error: StoreError) -> AppError {
     match error {
         StoreError::NotFound { .. } => AppError::NotFound("tenant"),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoked_reasons_are_listed_by_their_core_names() {
+        for reason in RevokedReason::ALL {
+            let listed = serde_json::to_value(RevokedReasonView::from(reason)).unwrap();
+            assert_eq!(listed, reason.as_str());
+        }
     }
 }

@@ -43,6 +43,10 @@ pub enum AppError {
     /// Valid input that collides with the current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// Too much work of this kind at once (password hashing); retry after this many seconds
+    /// (503).
+    #[error("the service is busy; retry after {0} s")]
+    Busy(u64),
     /// The database does not answer (503).
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] StoreError),
@@ -56,6 +60,12 @@ pub type AppResult<T> = Result<T, AppError>;
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         AppError::Validation(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<crate::passwords::Busy> for AppError {
+    fn from(_: crate::passwords::Busy) -> Self {
+        AppError::Busy(crate::passwords::RETRY_AFTER_SECONDS)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod directory;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod passwords;
 pub mod retention;
 pub mod sessions;
 pub mod webhooks;

@@ -45,6 +45,7 @@ pub struct Metrics {
     in_flight: Gauge,
     queue_depth: Gauge,
     due_lag: Gauge<f64, AtomicU64>,
+    api_key_lookups: Counter,
 }
 
 impl Metrics {
@@ -100,6 +101,12 @@ impl Metrics {
             "Now minus the oldest due time of pending work",
             due_lag.clone(),
         );
+        let api_key_lookups = Counter::default();
+        registry.register(
+            "api_key_lookups",
+            "API keys looked up in the directory (well-formed ones only)",
+            api_key_lookups.clone(),
+        );
         Self {
             registry,
             requests,
@@ -109,7 +116,13 @@ impl Metrics {
             in_flight,
             queue_depth,
             due_lag,
+            api_key_lookups,
         }
+    }
+
+    /// A presented API key is looked up in the directory.
+    pub fn api_key_looked_up(&self) {
+        self.api_key_lookups.inc();
     }
 
     /// One HTTP request answered, by route template (never the raw path).

@@ -1,8 +1,10 @@
 //! Signing in to the admin UI (PRODUCT.md §8): by tenant, email and password, or by a
 //! single-use link the platform issued. A session is a random id in an `HttpOnly` cookie; the
-//! store keeps only its digest. Every request resumes the session against the directory *now*:
-//! an inactive user's sessions stop working at once; for a user without `webhooks:manage` the
-//! session ends with a page saying they need it.
+//! store keeps only its digest. Deactivating or deleting a user, or taking `webhooks:manage`
+//! from them, deletes their sessions in the same transaction (the store does it with the
+//! directory change), so regaining access later needs a new sign-in. Every request also resumes
+//! the session against the directory *now*: an inactive user's sessions stop working at once;
+//! for a user without `webhooks:manage` the session ends with a page saying they need it.
 
 use std::time::Duration;
 
@@ -13,7 +15,9 @@ use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::secret::SigningSecret;
+use zivio_store::StoreError;
 
+use crate::passwords::HashingPool;
 use crate::{AppError, AppResult, Caller, Services, digest, random};
 
 /// A session ends after this long without a request.
@@ -48,27 +52,31 @@ pub async fn sign_in_with_password(
         None => None,
     };
     // One Argon2 verification whatever the case (unknown email, no password set, wrong or
-    // right password), off the async workers, so timing tells nothing.
+    // right password), on the hashing threads, so timing tells nothing. When they are busy the
+    // answer is 503 (`Busy`), whatever the case as well.
     let has_password = stored.is_some();
-    let hash = stored.unwrap_or_else(|| unmatchable_hash().to_owned());
-    let password = password.to_owned();
-    let verified =
-        tokio::task::spawn_blocking(move || zivio_core::password::verify(&password, &hash))
-            .await
-            .unwrap_or(false);
+    let hash = stored.unwrap_or_else(|| UNMATCHABLE_HASH.to_owned());
+    // A password longer than any that can be set matches nothing; it is not carried further.
+    let fits = password.len() <= zivio_core::password::MAX_LENGTH;
+    let candidate = if fits {
+        password.to_owned()
+    } else {
+        String::new()
+    };
+    let verified = HashingPool::global().verify(candidate, hash).await?;
     match user {
         // A user without a password cannot sign in with one (not even an empty one).
-        Some(user) if has_password && verified => open(services, &tenant, &user, "password").await,
+        Some(user) if has_password && fits && verified => {
+            open(services, &tenant, &user, "password").await
+        }
         _ => Err(AppError::Unauthenticated(REFUSED)),
     }
 }
 
-/// A hash no password is checked against successfully by the code above (it is only used when
-/// there is no stored hash, and then the result is ignored); computed once.
-fn unmatchable_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| zivio_core::password::hash("", random()))
-}
+/// Verified against when there is no stored hash (and the result ignored), so that the work is
+/// the same: the default parameters with a random output that is the hash of no known password.
+const UNMATCHABLE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$Sx5jVzmFq2Ojl3k0Y8VQWw$\
+                                Zp6cQ0bKf2mT8yH1dR7uW3xN9aL5eJ4gV6sB0oC2iXk";
 
 /// Uses a sign-in link (once) and opens a session; returns the session id for the cookie.
 pub async fn sign_in_with_link(services: &Services, token: &str) -> AppResult<String> {
@@ -105,7 +113,14 @@ async fn open(
     services
         .store
         .create_session(&digest(&id), tenant, user, now, &audit)
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // Deactivated or deleted since it was read above.
+            StoreError::Conflict { .. } | StoreError::NotFound { .. } => {
+                AppError::Unauthenticated(REFUSED)
+            }
+            other => other.into(),
+        })?;
     tracing::info!(tenant = %tenant, user = %user, method, "signed in to the admin UI");
     Ok(id)
 }
@@ -158,6 +173,25 @@ pub fn form_token(id: &str) -> String {
     hex::encode(digest(&format!("form-token:{id}")))
 }
 
+/// A new value for the sign-in form's pre-session cookie: the form carries a token derived from
+/// it (double submit), so another site cannot sign a browser in to an account of its choosing.
+pub fn new_sign_in_nonce() -> String {
+    URL_SAFE_NO_PAD.encode(random::<32>())
+}
+
+/// Whether `nonce` has the form of a value [`new_sign_in_nonce`] made.
+pub fn is_sign_in_nonce(nonce: &str) -> bool {
+    nonce.len() == 43
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The sign-in form's token for the pre-session cookie's value.
+pub fn sign_in_token(nonce: &str) -> String {
+    form_token(&format!("sign-in:{nonce}"))
+}
+
 /// Keeps a new signing secret with the session (sealed) until the one-time page shows it.
 pub async fn keep_secret(
     services: &Services,
@@ -190,4 +224,23 @@ pub async fn take_secret(
 /// Binds a kept secret to its session and webhook, so it cannot be opened anywhere else.
 fn pending_label(id: &str, webhook: &str) -> String {
     format!("pending:{}:{webhook}", hex::encode(digest(id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unmatchable_hash_costs_what_a_stored_one_does() {
+        let stored = zivio_core::password::hash("correct horse battery", [7; 16]);
+        let parameters = |phc: &str| phc.split('$').take(4).collect::<Vec<_>>().join("$");
+        assert_eq!(parameters(UNMATCHABLE_HASH), parameters(&stored));
+        let mut memory = zivio_core::password::Memory::new();
+        assert!(!zivio_core::password::verify_in(
+            "",
+            UNMATCHABLE_HASH,
+            &mut memory
+        ));
+        assert_eq!(memory.bytes(), 19 << 20, "a whole verification ran");
+    }
 }

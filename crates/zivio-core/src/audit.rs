@@ -21,6 +21,9 @@ pub enum AuditAction {
     ApiKeyCreated,
     ApiKeyRevoked,
     SignInLinkIssued,
+    /// A directory change ended a user's admin sessions and API keys (deactivation, deletion,
+    /// loss of `webhooks:manage`).
+    UserAccessEnded,
 }
 
 impl AuditAction {
@@ -38,6 +41,7 @@ impl AuditAction {
             AuditAction::ApiKeyCreated => "api_key.created",
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::SignInLinkIssued => "sign_in_link.issued",
+            AuditAction::UserAccessEnded => "user.access_ended",
         }
     }
 }

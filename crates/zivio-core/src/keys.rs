@@ -129,6 +129,34 @@ impl fmt::Debug for PlatformKeys {
     }
 }
 
+/// API keys of tenant admins: `zk_` and the URL-safe base64 (no padding) of 32 random bytes,
+/// 46 characters in all. Only their SHA-256 digest is stored.
+pub struct ApiKeyFormat;
+
+impl ApiKeyFormat {
+    pub const PREFIX: &'static str = "zk_";
+    /// Characters of a key: the prefix and 43 of base64.
+    pub const LENGTH: usize = 46;
+
+    /// A new API key from 32 random bytes.
+    pub fn generate(random: [u8; 32]) -> String {
+        format!("{}{}", Self::PREFIX, URL_SAFE_NO_PAD.encode(random))
+    }
+
+    /// Whether `presented` has the form of an issued key (every key ever issued has it). One
+    /// that does not cannot exist in the directory, so it is refused without a lookup.
+    pub fn is_well_formed(presented: &str) -> bool {
+        presented.len() == Self::LENGTH
+            && presented.strip_prefix(Self::PREFIX).is_some_and(|encoded| {
+                // Strict decoding: no padding, and the unused low bits of the last character
+                // must be zero, as the encoder writes them.
+                URL_SAFE_NO_PAD
+                    .decode(encoded)
+                    .is_ok_and(|bytes| bytes.len() == 32)
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +220,45 @@ mod tests {
         assert_eq!(refusal("0123456789abcdef,short"), KeyError::TooShort(2));
         assert_eq!(refusal("0123456789abcdef,,"), KeyError::TooShort(2));
         assert_eq!(refusal("0123456789 abcdef"), KeyError::Whitespace(1));
+    }
+
+    #[test]
+    fn api_keys_are_checked_for_their_form_before_any_lookup() {
+        let key = ApiKeyFormat::generate([0xab; 32]);
+        assert_eq!(key.len(), ApiKeyFormat::LENGTH);
+        assert!(ApiKeyFormat::is_well_formed(&key));
+        for n in 0..=255u8 {
+            assert!(ApiKeyFormat::is_well_formed(&ApiKeyFormat::generate(
+                [n; 32]
+            )));
+        }
+        let body = &key[3..];
+        let last_changed = |c: char| format!("zk_{}{c}", &body[..42]);
+        for bad in [
+            String::new(),
+            "zk_".to_owned(),
+            "zk_guess".to_owned(),
+            "zk_made_up".to_owned(),
+            format!("zpk_{body}"),
+            format!("ZK_{body}"),
+            format!("{key}A"),
+            key[..45].to_owned(),
+            format!("zk_{}=", &body[..42]),
+            format!("zk_{}+", &body[..42]),
+            format!("zk_{}/", &body[..42]),
+            format!(" {}", &key[1..]),
+            format!("zk_{}é", &body[..41]),
+            "zk_".to_owned() + &"A".repeat(10_000),
+        ] {
+            assert!(!ApiKeyFormat::is_well_formed(&bad), "{bad:?}");
+        }
+        // 43 characters carry 258 bits: a last character with a low bit set encodes no key.
+        let well_formed_ends = ('A'..='Z')
+            .chain('a'..='z')
+            .chain('0'..='9')
+            .chain(['-', '_'])
+            .filter(|&c| ApiKeyFormat::is_well_formed(&last_changed(c)))
+            .count();
+        assert_eq!(well_formed_ends, 16);
     }
 }

@@ -43,13 +43,24 @@ impl IntoResponse for ApiError {
             AppError::RateLimited(seconds) => {
                 let mut response = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    format!("Too many requests with this API key; retry in {seconds} s."),
+                    format!("Too many requests; retry in {seconds} s."),
                 )
                 .into_response();
                 response.headers_mut().insert(
                     axum::http::header::RETRY_AFTER,
                     axum::http::HeaderValue::from(seconds),
                 );
+                return response;
+            }
+            AppError::Busy(seconds) => {
+                let mut response = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("The service is busy; retry in {seconds} s."),
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 return response;
             }
             AppError::Unavailable(cause) => {

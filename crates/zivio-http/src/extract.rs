@@ -2,7 +2,9 @@
 //! name the offending field.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -35,15 +37,41 @@ impl FromRequestParts<AppState> for ApiCaller {
             )
             .into());
         };
-        // Limited per key before the key is looked up: a flood costs no database work.
-        let key_digest = hex::encode(zivio_app::digest(key));
-        if let Err(wait) = state.api_limiter.take(&key_digest) {
-            return Err(AppError::RateLimited(wait.as_secs().max(1)).into());
+        // An address that keeps presenting keys that do not authenticate is refused before
+        // any lookup.
+        let client = crate::admin::client_ip(
+            &parts.headers,
+            parts.extensions.get::<ConnectInfo<SocketAddr>>(),
+            state,
+        );
+        if let Some(ip) = client
+            && let Err(wait) = state.api_key_failures.check(ip)
+        {
+            return Err(AppError::RateLimited(retry_after(wait)).into());
         }
-        let caller = zivio_app::caller::authenticate_api_key(&state.services, key, tenant).await?;
-        tracing::Span::current().record("tenant", caller.tenant.as_str());
-        Ok(ApiCaller(caller))
+        // Limited per key before the key is looked up: a flood costs no database work.
+        if let Err(wait) = state.api_limiter.take(key) {
+            return Err(AppError::RateLimited(retry_after(wait)).into());
+        }
+        // Malformed keys are refused without a lookup, but count as failures all the same.
+        match zivio_app::caller::authenticate_api_key(&state.services, key, tenant).await {
+            Ok(caller) => {
+                tracing::Span::current().record("tenant", caller.tenant.as_str());
+                Ok(ApiCaller(caller))
+            }
+            Err(error) => {
+                if let (AppError::Unauthenticated(_), Some(ip)) = (&error, client) {
+                    state.api_key_failures.failed(ip);
+                }
+                Err(error.into())
+            }
+        }
     }
+}
+
+/// Whole seconds for `Retry-After`, rounded up.
+fn retry_after(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// The Zivio platform: `Authorization: Bearer <platform key>`, any configured key.

@@ -46,6 +46,8 @@ pub struct AppState {
     pub sign_in_limiter: Arc<admin::SignInLimiter>,
     /// v4 API requests per API key (429 with `Retry-After` beyond it).
     pub api_limiter: Arc<limits::RateLimiter>,
+    /// Failed API key authentications per client address (429 before any lookup beyond it).
+    pub api_key_failures: Arc<limits::FailedKeyLimiter>,
     /// How long a client may take to send a request body (408 after it).
     pub client_timeout: std::time::Duration,
 }

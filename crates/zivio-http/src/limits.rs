@@ -1,63 +1,201 @@
 //! Abuse limits kept in memory per instance: token buckets keyed by whatever is being limited
-//! (an API key's digest, a sign-in account, a client address).
+//! (an API key, a sign-in account, a client address or its IPv6 prefix).
+//!
+//! Memory is bounded whatever callers send. A key is never stored: it is reduced to a 64-bit
+//! keyed hash (SipHash under a random key per limiter, so nobody can aim for collisions), and
+//! each limiter holds at most as many of these fixed-size entries as its byte budget allows.
+//! When it is full, buckets that have filled up again go first (they are worth no more than a
+//! fresh one); if that is not enough, the fullest go, so a bucket drained by an attacker is the
+//! last to be forgotten.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Buckets beyond this many make the limiter drop the full (idle) ones.
-const PRUNE_ABOVE: usize = 10_000;
+/// What one limiter may hold, in bytes.
+pub const DEFAULT_BUDGET: usize = 4 * 1024 * 1024;
+
+/// IPv6 clients are limited per prefix of this length unless configured otherwise: a /64 is
+/// usually one subscriber, who can use any of its 2^64 addresses.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    max_entries: usize,
+    hasher: RandomState,
+    buckets: Mutex<HashMap<u64, Bucket>>,
 }
 
+#[derive(Clone, Copy)]
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
+/// The bytes one entry may take in the map: key and bucket, a control byte, at most 1/8 of
+/// the table left empty, and at worst twice the room right after the table grew.
+const ENTRY_BYTES: usize = (size_of::<(u64, Bucket)>() + 1) * 16 / 7;
+
 impl RateLimiter {
-    /// `per_second` tokens refill each second, up to `burst`.
+    /// `per_second` tokens refill each second, up to `burst`; at most [`DEFAULT_BUDGET`] bytes.
     pub fn new(per_second: f64, burst: u32) -> Self {
+        Self::with_budget(per_second, burst, DEFAULT_BUDGET)
+    }
+
+    /// A limiter holding at most `budget` bytes of buckets (and at least one bucket).
+    pub fn with_budget(per_second: f64, burst: u32, budget: usize) -> Self {
         RateLimiter {
             per_second,
             burst: f64::from(burst.max(1)),
+            max_entries: (budget / ENTRY_BYTES).max(1),
+            hasher: RandomState::new(),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The most buckets this limiter holds.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
     /// Takes a token for `key`; when none is left, how long until one is.
-    pub fn take(&self, key: &str) -> Result<(), Duration> {
+    pub fn take<K: Hash + ?Sized>(&self, key: &K) -> Result<(), Duration> {
+        let key = self.hasher.hash_one(key);
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .expect("the limiter lock is never poisoned");
-        if buckets.len() > PRUNE_ABOVE {
-            let (per_second, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, bucket| {
-                bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_second < burst
-            });
+        let mut buckets = self.lock();
+        if buckets.len() >= self.max_entries && !buckets.contains_key(&key) {
+            self.make_room(&mut buckets, now);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
-        bucket.tokens = (bucket.tokens
-            + now.duration_since(bucket.at).as_secs_f64() * self.per_second)
-            .min(self.burst);
+        bucket.tokens = self.level(bucket, now);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
+            Err(self.until_one(bucket.tokens))
         }
+    }
+
+    /// Whether `key` has a token now, without taking it (or remembering the key).
+    pub fn check<K: Hash + ?Sized>(&self, key: &K) -> Result<(), Duration> {
+        let key = self.hasher.hash_one(key);
+        let now = Instant::now();
+        match self.lock().get(&key) {
+            Some(bucket) => {
+                let tokens = self.level(bucket, now);
+                if tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(self.until_one(tokens))
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Buckets held now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Bucket>> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The bucket's tokens as of `now`.
+    fn level(&self, bucket: &Bucket, now: Instant) -> f64 {
+        (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_second)
+            .min(self.burst)
+    }
+
+    fn until_one(&self, tokens: f64) -> Duration {
+        Duration::from_secs_f64((1.0 - tokens) / self.per_second)
+    }
+
+    /// Frees at least an eighth of the map (so this pass over it runs once per so many new
+    /// keys): every full bucket, then the fullest others.
+    fn make_room(&self, buckets: &mut HashMap<u64, Bucket>, now: Instant) {
+        let mut levels: Vec<(f64, u64)> = buckets
+            .iter()
+            .map(|(key, bucket)| (self.level(bucket, now), *key))
+            .collect();
+        let full = levels
+            .iter()
+            .filter(|(level, _)| *level >= self.burst)
+            .count();
+        let evict = full.max(self.max_entries / 8).clamp(1, levels.len());
+        // The `evict` fullest first.
+        levels.select_nth_unstable_by(evict - 1, |a, b| b.0.total_cmp(&a.0));
+        for (_, key) in &levels[..evict] {
+            buckets.remove(key);
+        }
+    }
+}
+
+/// The bucket of a client address: an IPv4 address (also when written as IPv4-mapped IPv6)
+/// alone, an IPv6 address with the others of its prefix of `ipv6_prefix` bits.
+pub fn address_bucket(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
+
+/// Failed API key authentications allowed per client address before it gets 429 without any
+/// lookup (then one more every 3 seconds).
+pub const FAILED_KEYS_PER_ADDRESS: u32 = 20;
+const FAILED_KEYS_WINDOW: Duration = Duration::from_secs(60);
+
+/// Counts failed API key authentications per client address (IPv6 per prefix). A client that
+/// keeps presenting keys that do not exist is refused before its keys are looked up, so a flood
+/// of made-up keys costs no database work.
+pub struct FailedKeyLimiter {
+    failures: RateLimiter,
+    ipv6_prefix: u8,
+}
+
+impl FailedKeyLimiter {
+    pub fn new(ipv6_prefix: u8) -> Self {
+        FailedKeyLimiter {
+            failures: RateLimiter::new(
+                f64::from(FAILED_KEYS_PER_ADDRESS) / FAILED_KEYS_WINDOW.as_secs_f64(),
+                FAILED_KEYS_PER_ADDRESS,
+            ),
+            ipv6_prefix,
+        }
+    }
+
+    /// `Err(wait)` when the address has failed too often to be heard now.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.failures.check(&address_bucket(ip, self.ipv6_prefix))
+    }
+
+    /// The address presented a key that does not authenticate.
+    pub fn failed(&self, ip: IpAddr) {
+        let _ = self.failures.take(&address_bucket(ip, self.ipv6_prefix));
+    }
+}
+
+impl Default for FailedKeyLimiter {
+    fn default() -> Self {
+        Self::new(DEFAULT_IPV6_PREFIX)
     }
 }
 
@@ -77,5 +215,135 @@ mod tests {
             "{wait:?}"
         );
         assert!(limiter.take("other").is_ok(), "keys are independent");
+    }
+
+    #[test]
+    fn keys_of_any_length_take_one_fixed_size_entry() {
+        let limiter = RateLimiter::with_budget(1.0, 2, 64 * 1024);
+        let huge = "x".repeat(1 << 20);
+        assert!(limiter.take(huge.as_str()).is_ok());
+        assert!(limiter.take(huge.as_str()).is_ok());
+        assert!(limiter.take(huge.as_str()).is_err(), "the same key");
+        let mut other = huge.clone();
+        other.push('y');
+        assert!(limiter.take(other.as_str()).is_ok(), "another key");
+        assert_eq!(limiter.len(), 2);
+        // What is kept is a 64-bit digest and a bucket, whatever the key.
+        const { assert!(ENTRY_BYTES < 128) };
+    }
+
+    #[test]
+    fn the_map_never_grows_past_its_budget() {
+        let limiter = RateLimiter::with_budget(0.001, 5, 64 * 1024);
+        let max = limiter.max_entries();
+        assert_eq!(max, 64 * 1024 / ENTRY_BYTES);
+        // Every key drained: nothing is idle, and still the map stays within bounds.
+        for n in 0..max * 10 {
+            for _ in 0..6 {
+                let _ = limiter.take(&n);
+            }
+            assert!(limiter.len() <= max, "{} > {max} after {n}", limiter.len());
+        }
+        assert!(
+            limiter.len() >= max * 7 / 8,
+            "room is made an eighth at a time"
+        );
+    }
+
+    #[test]
+    fn full_buckets_go_first_then_the_fullest() {
+        let limiter = RateLimiter::with_budget(0.001, 10, 16 * ENTRY_BYTES);
+        assert_eq!(limiter.max_entries(), 16);
+        // A drained bucket, which matters, and fifteen touched once each.
+        for _ in 0..10 {
+            limiter.take("victim").unwrap();
+        }
+        assert!(limiter.take("victim").is_err());
+        for n in 0..15 {
+            limiter.take(&n).unwrap();
+        }
+        assert_eq!(limiter.len(), 16);
+        // A flood of new keys evicts the nearly full buckets, never the drained one.
+        for n in 100..10_000 {
+            limiter.take(&n).unwrap();
+            assert!(limiter.len() <= 16);
+        }
+        assert!(
+            limiter.take("victim").is_err(),
+            "the drained bucket is still remembered"
+        );
+    }
+
+    #[test]
+    fn idle_buckets_are_dropped_before_others() {
+        // Refills at once: every bucket but the one just drained is full again.
+        let limiter = RateLimiter::with_budget(1_000_000.0, 1, 8 * ENTRY_BYTES);
+        for n in 0..8 {
+            limiter.take(&n).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        limiter.take(&100).unwrap();
+        assert!(
+            limiter.len() <= 2,
+            "all the full ones went: {}",
+            limiter.len()
+        );
+    }
+
+    #[test]
+    fn check_neither_takes_nor_remembers() {
+        let limiter = RateLimiter::new(0.001, 2);
+        assert!(limiter.check("k").is_ok());
+        assert!(limiter.is_empty());
+        limiter.take("k").unwrap();
+        limiter.take("k").unwrap();
+        assert!(limiter.check("k").is_err());
+        assert!(limiter.check("other").is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_share_a_bucket_per_prefix() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            address_bucket(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_bucket(ip("2001:db8:1:2:aaaa::1"), 48),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(
+            address_bucket(ip("2001:db8:1:2:aaaa::1"), 128),
+            ip("2001:db8:1:2:aaaa::1")
+        );
+        assert_eq!(address_bucket(ip("2001:db8::1"), 0), ip("::"));
+        // IPv4 addresses are never grouped, also when they come IPv4-mapped.
+        assert_eq!(address_bucket(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(address_bucket(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
+    }
+
+    #[test]
+    fn failed_keys_are_limited_per_address_and_ipv6_prefix() {
+        let limiter = FailedKeyLimiter::default();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let flooding = ip("2001:db8:1:2::1");
+        for _ in 0..FAILED_KEYS_PER_ADDRESS {
+            assert!(limiter.check(flooding).is_ok());
+            limiter.failed(flooding);
+        }
+        let wait = limiter.check(flooding).unwrap_err();
+        assert!(wait <= Duration::from_secs(3), "{wait:?}");
+        assert!(
+            limiter.check(ip("2001:db8:1:2:ffff::9")).is_err(),
+            "the same /64"
+        );
+        assert!(limiter.check(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        assert!(limiter.check(ip("192.0.2.1")).is_ok());
+        let per_address = FailedKeyLimiter::new(128);
+        for _ in 0..FAILED_KEYS_PER_ADDRESS {
+            per_address.failed(flooding);
+        }
+        assert!(per_address.check(flooding).is_err());
+        assert!(per_address.check(ip("2001:db8:1:2::2")).is_ok(), "per /128");
     }
 }

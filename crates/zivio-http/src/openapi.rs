@@ -10,7 +10,7 @@ use crate::problem::Problem;
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum V4Errors {
-    /// Missing or invalid `X-API-Key`, a key of another tenant, or an inactive user.
+    /// Missing, malformed or invalid `X-API-Key`, a key of another tenant, or an inactive user.
     #[response(status = 401, content_type = "application/problem+json")]
     Unauthorized(Problem),
     /// The user lacks `webhooks:manage`, or the privilege boundary refuses the action.
@@ -19,6 +19,10 @@ pub(crate) enum V4Errors {
     /// No such resource in this tenant.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
+    /// Too many requests with this API key, or too many failed API keys from this client
+    /// address; `Retry-After` says when to try again.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
     /// The database is unavailable.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),

@@ -230,7 +230,9 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Creates or replaces a role; 422 names each unknown collection, scope or field group.
+/// Creates or replaces a role; 422 names each unknown collection, scope or field group. Users
+/// who lose `webhooks:manage` by it have their admin sessions ended and API keys revoked at
+/// once (`permission_removed`), even if a later change gives it back.
 #[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}/roles/{role}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("role" = String, Path)), request_body = RoleRequest,
     responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn put_role(
@@ -243,7 +245,8 @@ async fn put_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes a role; its permissions stop applying at once.
+/// Deletes a role; its permissions stop applying at once, and users who lose `webhooks:manage`
+/// by it have their admin sessions ended and API keys revoked (`permission_removed`).
 #[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}/roles/{role}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("role" = String, Path)),
     responses((status = 204, description = "Deleted"), PlatformErrors))]
 async fn delete_role(
@@ -255,7 +258,9 @@ async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Creates or replaces a user; deactivating takes effect on their next request.
+/// Creates or replaces a user. Deactivating them (`user_deactivated`) or taking
+/// `webhooks:manage` from them (`permission_removed`) ends their admin sessions and revokes
+/// their API keys at once; reactivating or granting it again needs a new sign-in and a new key.
 #[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)), request_body = UserRequest,
     responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn put_user(
@@ -275,7 +280,9 @@ async fn put_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes a user; their API keys stop working at once.
+/// Deletes a user; their admin sessions end and their API keys are revoked (`user_deleted`) at
+/// once. The revoked keys stay on record: a user created later with the same id lists them
+/// as revoked and cannot use them.
 #[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
     responses((status = 204, description = "Deleted"), PlatformErrors))]
 async fn delete_user(
@@ -287,7 +294,8 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Sets a user's admin UI password (stored as an Argon2id hash).
+/// Sets a user's admin UI password (stored as an Argon2id hash). When every password hashing
+/// thread is busy and the queue is full, 503 with `Retry-After`.
 #[utoipa::path(put, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/password", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)), request_body = PasswordRequest,
     responses((status = 204, description = "Stored"), PlatformErrors, BodyErrors))]
 async fn set_password(
@@ -318,7 +326,8 @@ async fn issue_api_key(
     ))
 }
 
-/// A user's API keys: ids and hints, never keys.
+/// A user's API keys: ids and hints, never keys. Revoked keys stay listed, with `revoked_at`
+/// and `revoked_reason`.
 #[utoipa::path(get, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
     responses((status = 200, body = ApiKeyList), PlatformErrors))]
 async fn list_api_keys(
@@ -330,7 +339,8 @@ async fn list_api_keys(
     Ok(Json(ApiKeyList { api_keys }).into_response())
 }
 
-/// Revokes an API key at once.
+/// Revokes an API key at once (`revoked_reason` `revoked`); it stays listed. 404 when the user
+/// has no live key with this id (also when it was revoked already).
 #[utoipa::path(delete, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys/{key_id}", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path), ("key_id" = String, Path)),
     responses((status = 204, description = "Revoked"), PlatformErrors))]
 async fn revoke_api_key(

@@ -59,6 +59,9 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The `what` of the `Conflict` refusing a key or session to an inactive user.
+pub const INACTIVE_USER: &str = "the user is inactive";
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -340,7 +343,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn tenant(&self, tenant: &TenantId) -> StoreResult<Option<Tenant>>;
 
-    /// Creates or replaces a role and its permissions. `NotFound` without the tenant.
+    /// Creates or replaces a role and its permissions. `NotFound` without the tenant. Users who
+    /// lose `webhooks:manage` by it have their admin sessions deleted and API keys revoked in
+    /// the same transaction (`zivio_core::directory::access_ended`), audited.
     async fn upsert_role(
         &self,
         tenant: &TenantId,
@@ -348,12 +353,22 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<()>;
 
-    async fn delete_role(&self, tenant: &TenantId, name: &RoleName) -> StoreResult<bool>;
+    /// Deletes a role; users who lose `webhooks:manage` by it lose their sessions and keys, as
+    /// with `upsert_role`. `false` when there was no such role (or tenant).
+    async fn delete_role(
+        &self,
+        tenant: &TenantId,
+        name: &RoleName,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     async fn role(&self, tenant: &TenantId, name: &RoleName) -> StoreResult<Option<Role>>;
 
     /// Creates or replaces a user and their role names (never their password). `NotFound`
-    /// without the tenant; `Conflict` when another user of the tenant has the email.
+    /// without the tenant; `Conflict` when another user of the tenant has the email. A user
+    /// deactivated, or losing `webhooks:manage`, by it has their admin sessions deleted and API
+    /// keys revoked in the same transaction (`zivio_core::directory::access_ended`), audited;
+    /// regaining access later does not revive them.
     async fn upsert_user(
         &self,
         tenant: &TenantId,
@@ -361,8 +376,15 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<()>;
 
-    /// Deletes the user with their API keys and sign-in links.
-    async fn delete_user(&self, tenant: &TenantId, user: &UserId) -> StoreResult<bool>;
+    /// Deletes the user with their sign-in links and admin sessions; their API keys stay listed,
+    /// revoked (`user_deleted`), so a user created later with the same id cannot use them.
+    /// Audited when it ended any key or session. `false` when there was no such user.
+    async fn delete_user(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
 
     async fn user(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Option<User>>;
 
@@ -387,7 +409,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- API keys and sign-in links --------------------------------------------------------
 
-    /// Stores a new key (only its SHA-256 digest) and the audit entry. `NotFound` without the user.
+    /// Stores a new key (only its SHA-256 digest) and the audit entry. `NotFound` without the
+    /// user, `Conflict` when the user is inactive.
     async fn create_api_key(
         &self,
         tenant: &TenantId,
@@ -396,8 +419,11 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> StoreResult<()>;
 
+    /// The user's keys, revoked ones included, oldest first.
     async fn api_keys(&self, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<ApiKey>>;
 
+    /// Revokes a live key of the user (`revoked`, at `audit.at`; it stays listed) with the
+    /// audit entry. `false` when the user has no live key with this id.
     async fn revoke_api_key(
         &self,
         tenant: &TenantId,
@@ -406,7 +432,7 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> StoreResult<bool>;
 
-    /// Who holds the key with this digest, and when it was last used.
+    /// Who holds the live (unrevoked) key with this digest, and when it was last used.
     async fn api_key_holder(
         &self,
         digest: &[u8],
@@ -439,6 +465,7 @@ pub trait Store: Send + Sync + 'static {
     // --- Admin sessions ----------------------------------------------------------------------
 
     /// Stores a new session under the digest of its id, with the sign-in's audit entry.
+    /// `NotFound` without the user, `Conflict` when the user is inactive.
     async fn create_session(
         &self,
         digest: &[u8],

@@ -7,7 +7,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use zivio_core::audit::{AuditAction, AuditEntry};
-use zivio_core::directory::{ApiKey, BootstrapSeed, Placement, Role, Tenant, User};
+use zivio_core::directory::{
+    ApiKey, BootstrapSeed, Placement, Revocation, RevokedReason, Role, Tenant, User,
+};
 use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
@@ -72,7 +74,10 @@ contract!(
     user_emails_are_unique_per_tenant,
     directory_writes_need_the_tenant,
     api_keys_are_found_by_digest_listed_and_revoked,
-    deleting_a_user_removes_their_keys,
+    deleting_a_user_revokes_their_keys_and_ends_their_sessions,
+    deactivation_revokes_keys_and_ends_sessions_for_good,
+    losing_webhooks_manage_revokes_keys_and_ends_sessions_for_good,
+    migration_0006_ends_what_earlier_versions_only_suspended,
     webhooks_round_trip_and_stay_in_their_tenant,
     the_webhook_limit_is_enforced_per_tenant,
     audit_entries_page_newest_first_and_outlive_webhooks,
@@ -353,8 +358,18 @@ async fn directory_upserts_replace_and_deletes_cascade(database: &TestDatabase, 
         "a directory upsert never touches the password"
     );
 
-    assert!(store.delete_role(&t, &role_name("admin")).await.unwrap());
-    assert!(!store.delete_role(&t, &role_name("admin")).await.unwrap());
+    assert!(
+        store
+            .delete_role(&t, &role_name("admin"), NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_role(&t, &role_name("admin"), NOW)
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .user_with_roles(&t, &user_id("u1"))
@@ -410,7 +425,10 @@ async fn directory_writes_need_the_tenant(database: &TestDatabase, _: Backend) {
     );
 }
 
-async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase, _: Backend) {
+async fn api_keys_are_found_by_digest_listed_and_revoked(
+    database: &TestDatabase,
+    backend: Backend,
+) {
     let store = open(database).await;
     let t = tenant_with_user(&store, "acme").await;
     let key = ApiKey {
@@ -419,6 +437,7 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase
         hint: "wxyz".into(),
         created_at: NOW,
         last_used_at: None,
+        revoked: None,
     };
     store
         .create_api_key(
@@ -444,7 +463,8 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase
     let listed = store.api_keys(&t, &user_id("u1")).await.unwrap();
     assert_eq!(listed[0].last_used_at, Some(used));
 
-    let revoke = audit(&t, NOW, AuditAction::ApiKeyRevoked);
+    let revoked_at = NOW + time::Duration::minutes(10);
+    let revoke = audit(&t, revoked_at, AuditAction::ApiKeyRevoked);
     assert!(
         !store
             .revoke_api_key(&t, &user_id("other"), "key_1", &revoke)
@@ -459,6 +479,34 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase
             .unwrap()
     );
     assert_eq!(store.api_key_holder(&[7; 32]).await.unwrap(), None);
+    assert!(
+        !store
+            .revoke_api_key(&t, &user_id("u1"), "key_1", &revoke)
+            .await
+            .unwrap(),
+        "a revoked key is no longer live: revoked once, audited once"
+    );
+    store
+        .touch_api_key(&[7; 32], revoked_at + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_keys(&t, &user_id("u1")).await.unwrap(),
+        vec![ApiKey {
+            last_used_at: Some(used),
+            revoked: Some(Revocation {
+                at: revoked_at,
+                reason: RevokedReason::Revoked,
+            }),
+            ..key
+        }],
+        "a revoked key stays listed, with when and why"
+    );
+    assert_eq!(
+        stored_digests(database, backend).await,
+        0,
+        "its digest is erased"
+    );
     let actions: Vec<String> = store
         .audit_entries(&t, None, 10)
         .await
@@ -469,30 +517,111 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(database: &TestDatabase
     assert_eq!(actions, ["api_key.revoked", "api_key.created"]);
 }
 
-async fn deleting_a_user_removes_their_keys(database: &TestDatabase, _: Backend) {
+/// Issues key `key_<user>_<n>` (digest `[n; 32]`) to `user` and opens session
+/// `session-<user>-<n>` for them.
+async fn key_and_session(store: &Arc<dyn Store>, t: &TenantId, user: &str, n: u8) {
+    let key = ApiKey {
+        id: format!("key_{user}_{n}"),
+        user: user_id(user),
+        hint: format!("h{n:03}"),
+        created_at: NOW,
+        last_used_at: None,
+        revoked: None,
+    };
+    let created = audit(t, NOW, AuditAction::ApiKeyCreated);
+    store
+        .create_api_key(t, &key, &[n; 32], &created)
+        .await
+        .unwrap();
+    let signed_in = AuditEntry::new(t, NOW, user, AuditAction::SignedIn);
+    let session = format!("session-{user}-{n}");
+    store
+        .create_session(session.as_bytes(), t, &user_id(user), NOW, &signed_in)
+        .await
+        .unwrap();
+}
+
+/// Whether `user`'s key and session number `n` still work, and the key's revocation as listed.
+async fn credentials(
+    store: &Arc<dyn Store>,
+    t: &TenantId,
+    user: &str,
+    n: u8,
+) -> (bool, bool, Option<Revocation>) {
+    let key_works = store.api_key_holder(&[n; 32]).await.unwrap().is_some();
+    let session = format!("session-{user}-{n}");
+    let session_works = store.session(session.as_bytes()).await.unwrap().is_some();
+    let id = format!("key_{user}_{n}");
+    let listed = store.api_keys(t, &user_id(user)).await.unwrap();
+    let key = listed
+        .iter()
+        .find(|key| key.id == id)
+        .unwrap_or_else(|| panic!("{id} stays listed: {listed:?}"));
+    (key_works, session_works, key.revoked)
+}
+
+const WORKING: (bool, bool, Option<Revocation>) = (true, true, None);
+
+fn ended(at: OffsetDateTime, reason: RevokedReason) -> (bool, bool, Option<Revocation>) {
+    (false, false, Some(Revocation { at, reason }))
+}
+
+/// The `user.access_ended` entries of the tenant, oldest first: (user, reason, keys, sessions).
+async fn access_ended_entries(
+    store: &Arc<dyn Store>,
+    t: &TenantId,
+) -> Vec<(String, String, serde_json::Value, u64)> {
+    let mut entries: Vec<_> = store
+        .audit_entries(t, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|record| record.entry.action == "user.access_ended")
+        .map(|record| {
+            assert_eq!(record.entry.actor_id, "platform");
+            let changes = record.entry.changes;
+            assert_eq!(
+                changes["api_keys_revoked"],
+                changes["api_key_ids"].as_array().unwrap().len()
+            );
+            (
+                changes["user_id"].as_str().unwrap().to_owned(),
+                changes["reason"].as_str().unwrap().to_owned(),
+                changes["api_key_ids"].clone(),
+                changes["sessions_ended"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    entries.reverse();
+    entries
+}
+
+async fn deleting_a_user_revokes_their_keys_and_ends_their_sessions(
+    database: &TestDatabase,
+    backend: Backend,
+) {
     let store = open(database).await;
     let t = tenant_with_user(&store, "acme").await;
-    let key = ApiKey {
-        id: "key_1".into(),
+    key_and_session(&store, &t, "u1", 7).await;
+    assert_eq!(credentials(&store, &t, "u1", 7).await, WORKING);
+    let later = NOW + time::Duration::minutes(1);
+    assert!(store.delete_user(&t, &user_id("u1"), later).await.unwrap());
+    assert_eq!(
+        credentials(&store, &t, "u1", 7).await,
+        ended(later, RevokedReason::UserDeleted)
+    );
+    assert_eq!(
+        access_ended_entries(&store, &t).await,
+        [("u1".into(), "user_deleted".into(), json!(["key_u1_7"]), 1)]
+    );
+    assert_eq!(stored_digests(database, backend).await, 0);
+    let orphan = ApiKey {
+        id: "key_orphan".into(),
         user: user_id("u1"),
         hint: "wxyz".into(),
         created_at: NOW,
         last_used_at: None,
-    };
-    store
-        .create_api_key(
-            &t,
-            &key,
-            &[7; 32],
-            &audit(&t, NOW, AuditAction::ApiKeyCreated),
-        )
-        .await
-        .unwrap();
-    assert!(store.delete_user(&t, &user_id("u1")).await.unwrap());
-    assert_eq!(store.api_key_holder(&[7; 32]).await.unwrap(), None);
-    let orphan = ApiKey {
-        id: "key_2".into(),
-        ..key
+        revoked: None,
     };
     let error = store
         .create_api_key(
@@ -505,6 +634,425 @@ async fn deleting_a_user_removes_their_keys(database: &TestDatabase, _: Backend)
     assert!(
         matches!(error, Err(StoreError::NotFound { .. })),
         "{error:?}"
+    );
+    let signed_in = audit(&t, NOW, AuditAction::SignedIn);
+    let error = store
+        .create_session(b"orphan", &t, &user_id("u1"), NOW, &signed_in)
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::NotFound { .. })),
+        "{error:?}"
+    );
+
+    // A user created later with the same id finds the old key revoked, not working.
+    store
+        .upsert_user(&t, &user("u1", &["admin"]), later)
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u1", 7).await,
+        ended(later, RevokedReason::UserDeleted)
+    );
+    assert!(
+        !store
+            .delete_user(&t, &user_id("nobody"), later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_user(&tenant_id("missing"), &user_id("u1"), later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(access_ended_entries(&store, &t).await.len(), 1);
+
+    // The tenant takes everything with it.
+    assert!(store.delete_tenant(&t).await.unwrap());
+    assert!(store.api_keys(&t, &user_id("u1")).await.unwrap().is_empty());
+}
+
+async fn deactivation_revokes_keys_and_ends_sessions_for_good(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let t = tenant_with_user(&store, "acme").await;
+    let reader = Role {
+        name: role_name("reader"),
+        permissions: vec!["invoices:read:tenant".into()],
+    };
+    store.upsert_role(&t, &reader, NOW).await.unwrap();
+    store
+        .upsert_user(&t, &user("u2", &["admin"]), NOW)
+        .await
+        .unwrap();
+    store
+        .upsert_user(&t, &user("u3", &["reader"]), NOW)
+        .await
+        .unwrap();
+    key_and_session(&store, &t, "u1", 1).await;
+    key_and_session(&store, &t, "u2", 2).await;
+    key_and_session(&store, &t, "u3", 3).await;
+
+    let deactivated = NOW + time::Duration::minutes(1);
+    let mut inactive = user("u1", &["admin"]);
+    inactive.active = false;
+    store.upsert_user(&t, &inactive, deactivated).await.unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u1", 1).await,
+        ended(deactivated, RevokedReason::UserDeactivated)
+    );
+    assert_eq!(
+        credentials(&store, &t, "u2", 2).await,
+        WORKING,
+        "others keep theirs"
+    );
+    let entries = store.audit_entries(&t, None, 1).await.unwrap();
+    assert_eq!(entries[0].entry.at, deactivated);
+    assert_eq!(
+        entries[0].entry.changes,
+        json!({
+            "user_id": "u1",
+            "reason": "user_deactivated",
+            "api_keys_revoked": 1,
+            "api_key_ids": ["key_u1_1"],
+            "sessions_ended": 1,
+        }),
+        "ids and counts, never a key"
+    );
+
+    // Grants to an inactive user are refused, and leave nothing behind.
+    let error = store
+        .create_api_key(
+            &t,
+            &ApiKey {
+                id: "key_late".into(),
+                user: user_id("u1"),
+                hint: "late".into(),
+                created_at: deactivated,
+                last_used_at: None,
+                revoked: None,
+            },
+            &[99; 32],
+            &audit(&t, deactivated, AuditAction::ApiKeyCreated),
+        )
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::Conflict { .. })),
+        "{error:?}"
+    );
+    let error = store
+        .create_session(
+            b"late",
+            &t,
+            &user_id("u1"),
+            deactivated,
+            &audit(&t, deactivated, AuditAction::SignedIn),
+        )
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::Conflict { .. })),
+        "{error:?}"
+    );
+    assert!(store.session(b"late").await.unwrap().is_none());
+    assert_eq!(store.api_keys(&t, &user_id("u1")).await.unwrap().len(), 1);
+
+    // Staying inactive changes nothing; reactivation revives nothing.
+    let inactive_again = NOW + time::Duration::minutes(2);
+    store
+        .upsert_user(&t, &inactive, inactive_again)
+        .await
+        .unwrap();
+    let reactivated = NOW + time::Duration::minutes(3);
+    store
+        .upsert_user(&t, &user("u1", &["admin"]), reactivated)
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u1", 1).await,
+        ended(deactivated, RevokedReason::UserDeactivated)
+    );
+    // A new key and a new sign-in work.
+    key_and_session(&store, &t, "u1", 11).await;
+    assert_eq!(credentials(&store, &t, "u1", 11).await, WORKING);
+
+    // Deactivation ends the keys of a user who never managed webhooks too.
+    let mut inactive_reader = user("u3", &["reader"]);
+    inactive_reader.active = false;
+    store
+        .upsert_user(&t, &inactive_reader, reactivated)
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u3", 3).await,
+        ended(reactivated, RevokedReason::UserDeactivated)
+    );
+    assert_eq!(
+        access_ended_entries(&store, &t).await,
+        [
+            (
+                "u1".into(),
+                "user_deactivated".into(),
+                json!(["key_u1_1"]),
+                1
+            ),
+            (
+                "u3".into(),
+                "user_deactivated".into(),
+                json!(["key_u3_3"]),
+                1
+            ),
+        ]
+    );
+    assert_eq!(credentials(&store, &t, "u2", 2).await, WORKING);
+}
+
+async fn losing_webhooks_manage_revokes_keys_and_ends_sessions_for_good(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    let t = tenant_with_user(&store, "acme").await;
+    let role = |name: &str, permissions: &[&str]| Role {
+        name: role_name(name),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    let manage = role("admin", &["webhooks:manage"]);
+    let read = role("reader", &["invoices:read:tenant"]);
+    store.upsert_role(&t, &read, NOW).await.unwrap();
+    store
+        .upsert_role(&t, &role("ops", &["webhooks:manage"]), NOW)
+        .await
+        .unwrap();
+    // u2 manages through two roles; u3 holds `admin` without ever managing (inactive).
+    store
+        .upsert_user(&t, &user("u2", &["admin", "ops"]), NOW)
+        .await
+        .unwrap();
+    key_and_session(&store, &t, "u2", 2).await;
+
+    // 1. The user's roles change.
+    key_and_session(&store, &t, "u1", 1).await;
+    let first = NOW + time::Duration::minutes(1);
+    store
+        .upsert_user(&t, &user("u1", &["reader"]), first)
+        .await
+        .unwrap();
+    let lost = ended(first, RevokedReason::PermissionRemoved);
+    assert_eq!(credentials(&store, &t, "u1", 1).await, lost);
+    store
+        .upsert_user(&t, &user("u1", &["admin"]), first)
+        .await
+        .unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u1", 1).await,
+        lost,
+        "regaining the permission revives nothing"
+    );
+
+    // 2. A role they hold loses the permission (even briefly).
+    key_and_session(&store, &t, "u1", 11).await;
+    let second = NOW + time::Duration::minutes(2);
+    store
+        .upsert_role(&t, &role("admin", &["invoices:read:tenant"]), second)
+        .await
+        .unwrap();
+    store.upsert_role(&t, &manage, second).await.unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u1", 11).await,
+        ended(second, RevokedReason::PermissionRemoved)
+    );
+    assert_eq!(
+        credentials(&store, &t, "u2", 2).await,
+        WORKING,
+        "another role still grants it"
+    );
+
+    // 3. A role they hold is deleted.
+    key_and_session(&store, &t, "u1", 21).await;
+    let third = NOW + time::Duration::minutes(3);
+    assert!(
+        store
+            .delete_role(&t, &role_name("admin"), third)
+            .await
+            .unwrap()
+    );
+    store.upsert_role(&t, &manage, third).await.unwrap();
+    assert_eq!(
+        credentials(&store, &t, "u1", 21).await,
+        ended(third, RevokedReason::PermissionRemoved)
+    );
+    assert_eq!(credentials(&store, &t, "u2", 2).await, WORKING);
+
+    // Changes that keep the permission, or never gave it, end nothing.
+    key_and_session(&store, &t, "u1", 31).await;
+    store
+        .upsert_role(
+            &t,
+            &role("admin", &["webhooks:manage", "invoices:read:tenant"]),
+            third,
+        )
+        .await
+        .unwrap();
+    store
+        .upsert_user(&t, &user("u1", &["admin", "reader"]), third)
+        .await
+        .unwrap();
+    store
+        .upsert_role(&t, &role("reader", &[]), third)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_role(&t, &role_name("reader"), third)
+            .await
+            .unwrap()
+    );
+    assert_eq!(credentials(&store, &t, "u1", 31).await, WORKING);
+
+    assert_eq!(
+        access_ended_entries(&store, &t).await,
+        [
+            (
+                "u1".into(),
+                "permission_removed".into(),
+                json!(["key_u1_1"]),
+                1
+            ),
+            (
+                "u1".into(),
+                "permission_removed".into(),
+                json!(["key_u1_11"]),
+                1
+            ),
+            (
+                "u1".into(),
+                "permission_removed".into(),
+                json!(["key_u1_21"]),
+                1
+            ),
+        ]
+    );
+}
+
+/// Keys and sessions of users who were inactive, or without `webhooks:manage`, when 0006 ran
+/// had only been suspended: the migration ends them.
+async fn migration_0006_ends_what_earlier_versions_only_suspended(
+    database: &TestDatabase,
+    backend: Backend,
+) {
+    let (directory, time, blob): (&str, &str, fn(u8) -> String) = match backend {
+        Backend::Sqlite => ("migrations/sqlite", "0", |n| format!("x'{n:02x}'")),
+        Backend::Postgres => ("migrations/postgres", "now()", |n| {
+            format!("decode('{n:02x}', 'hex')")
+        }),
+    };
+    let mut before = sqlx::migrate::Migrator::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(directory),
+    )
+    .await
+    .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|migration| migration.version < 6)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    assert_eq!(before.migrations.len(), 5);
+    // manager: active with webhooks:manage; gone: inactive; reader: active without it.
+    let data = format!(
+        "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('t', 'T', {time}, {time});
+         INSERT INTO roles (tenant_id, name, updated_at) VALUES ('t', 'admin', {time}), ('t', 'reader', {time});
+         INSERT INTO role_permissions (tenant_id, role_name, permission)
+             VALUES ('t', 'admin', 'webhooks:manage'), ('t', 'reader', 'invoices:read:tenant');
+         INSERT INTO users (tenant_id, id, email, name, active, created_at, updated_at)
+             VALUES ('t', 'manager', 'm@x.co', 'M', TRUE, {time}, {time}),
+                    ('t', 'gone', 'g@x.co', 'G', FALSE, {time}, {time}),
+                    ('t', 'reader', 'r@x.co', 'R', TRUE, {time}, {time});
+         INSERT INTO user_roles (tenant_id, user_id, role_name)
+             VALUES ('t', 'manager', 'admin'), ('t', 'gone', 'admin'), ('t', 'reader', 'reader');
+         INSERT INTO api_keys (id, tenant_id, user_id, key_hash, hint, created_at)
+             VALUES ('key_manager_1', 't', 'manager', {}, 'h', {time}),
+                    ('key_gone_2', 't', 'gone', {}, 'h', {time}),
+                    ('key_reader_3', 't', 'reader', {}, 'h', {time});
+         INSERT INTO admin_sessions (id_hash, tenant_id, user_id, created_at, last_seen_at)
+             VALUES ({}, 't', 'manager', {time}, {time}),
+                    ({}, 't', 'gone', {time}, {time}),
+                    ({}, 't', 'reader', {time}, {time});",
+        blob(1),
+        blob(2),
+        blob(3),
+        blob(11),
+        blob(12),
+        blob(13),
+    );
+    match backend {
+        Backend::Sqlite => {
+            let options: sqlx::sqlite::SqliteConnectOptions = database.url.parse().unwrap();
+            let pool =
+                sqlx::SqlitePool::connect_with(options.create_if_missing(true).foreign_keys(true))
+                    .await
+                    .unwrap();
+            before.run(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(data))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+            before.run(&pool).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(data))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+
+    let store = open(database).await;
+    let t = tenant_id("t");
+    let state = |user: &'static str, n: u8, session: u8| {
+        let store = store.clone();
+        let t = t.clone();
+        async move {
+            let key_works = store.api_key_holder(&[n]).await.unwrap().is_some();
+            let session_works = store.session(&[session]).await.unwrap().is_some();
+            let listed = store.api_keys(&t, &user_id(user)).await.unwrap();
+            let reason = listed[0].revoked.map(|revoked| revoked.reason);
+            (key_works, session_works, reason)
+        }
+    };
+    assert_eq!(state("manager", 1, 11).await, (true, true, None));
+    assert_eq!(
+        stored_digests(database, backend).await,
+        1,
+        "only the live key keeps its digest"
+    );
+    assert_eq!(
+        state("gone", 2, 12).await,
+        (false, false, Some(RevokedReason::UserDeactivated))
+    );
+    assert_eq!(
+        state("reader", 3, 13).await,
+        (false, false, Some(RevokedReason::PermissionRemoved))
+    );
+    // Reactivating, or granting the permission, revives nothing.
+    store
+        .upsert_user(&t, &user("gone", &["admin"]), NOW)
+        .await
+        .unwrap();
+    store
+        .upsert_user(&t, &user("reader", &["admin"]), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        state("gone", 2, 12).await,
+        (false, false, Some(RevokedReason::UserDeactivated))
+    );
+    assert_eq!(
+        state("reader", 3, 13).await,
+        (false, false, Some(RevokedReason::PermissionRemoved))
     );
 }
 
@@ -1594,6 +2142,25 @@ async fn every_deliveries_log_filter_is_served_by_a_tenant_index(
     assert!(!ids(&store, &acme, &filter()).await.is_empty());
 }
 
+/// How many API key digests the database holds.
+async fn stored_digests(database: &TestDatabase, backend: Backend) -> i64 {
+    const SQL: &str = "SELECT COUNT(*) FROM api_keys WHERE key_hash IS NOT NULL";
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
+            let count = sqlx::query_scalar(SQL).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            count
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+            let count = sqlx::query_scalar(SQL).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            count
+        }
+    }
+}
+
 /// Runs one statement on the test database directly, binding `$1`.
 async fn raw(database: &TestDatabase, backend: Backend, sql: &'static str, bind: i64) {
     match backend {
@@ -2343,6 +2910,6 @@ async fn admin_sessions_links_and_pending_secrets(database: &TestDatabase, _: Ba
         .create_session(b"session-3", &acme, &u1, NOW, &signed_in)
         .await
         .unwrap();
-    store.delete_user(&acme, &u1).await.unwrap();
+    store.delete_user(&acme, &u1, NOW).await.unwrap();
     assert!(store.session(b"session-3").await.unwrap().is_none());
 }

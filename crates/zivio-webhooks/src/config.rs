@@ -43,6 +43,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("MAX_IN_FLIGHT_PER_WEBHOOK", Some("16")),
     ("MAX_IN_FLIGHT", Some("1024")),
     ("API_RATE_LIMIT", Some("100")),
+    ("RATE_LIMIT_IPV6_PREFIX", Some("64")),
     ("CLIENT_TIMEOUT", Some("30s")),
     ("AUDIT_RETENTION", Some("365d")),
     ("BOOTSTRAP", None),
@@ -99,6 +100,8 @@ pub struct Config {
     pub max_in_flight: u32,
     /// v4 API requests per second per API key (and the burst allowed).
     pub api_rate_limit: u32,
+    /// IPv6 clients are rate limited per prefix of this many bits (1 to 128).
+    pub rate_limit_ipv6_prefix: u8,
     /// How long a client may take to send a request body.
     pub client_timeout: Duration,
     pub audit_retention: Duration,
@@ -274,6 +277,12 @@ impl Config {
         let max_in_flight_per_webhook = read.positive("MAX_IN_FLIGHT_PER_WEBHOOK");
         let max_in_flight = read.positive("MAX_IN_FLIGHT");
         let api_rate_limit = read.positive("API_RATE_LIMIT");
+        let rate_limit_ipv6_prefix = read.parse("RATE_LIMIT_IPV6_PREFIX", |raw| {
+            match raw.strip_prefix('/').unwrap_or(raw).parse::<u8>() {
+                Ok(bits @ 1..=128) => Ok(bits),
+                _ => Err(format!("`{raw}` is not a prefix length: expected 1 to 128")),
+            }
+        });
         let client_timeout = read.duration("CLIENT_TIMEOUT");
         let audit_retention = read.duration("AUDIT_RETENTION");
         let bootstrap = read.flag("BOOTSTRAP").unwrap_or(embedded);
@@ -325,6 +334,7 @@ impl Config {
             max_in_flight_per_webhook: max_in_flight_per_webhook.expect("checked"),
             max_in_flight: max_in_flight.expect("checked"),
             api_rate_limit: api_rate_limit.expect("checked"),
+            rate_limit_ipv6_prefix: rate_limit_ipv6_prefix.expect("checked"),
             client_timeout: client_timeout.expect("checked"),
             audit_retention: audit_retention.expect("checked"),
             bootstrap,
@@ -364,6 +374,7 @@ impl Config {
             max_in_flight_per_webhook = self.max_in_flight_per_webhook,
             max_in_flight = self.max_in_flight,
             api_rate_limit = self.api_rate_limit,
+            rate_limit_ipv6_prefix = self.rate_limit_ipv6_prefix,
             client_timeout = %duration::format(self.client_timeout),
             "configuration"
         );
@@ -553,6 +564,7 @@ mod tests {
         assert_eq!(config.max_webhooks_per_tenant, 100);
         assert_eq!(config.max_in_flight_per_webhook, 16);
         assert_eq!(config.mail_from, "webhooks@localhost");
+        assert_eq!(config.rate_limit_ipv6_prefix, 64);
         assert_eq!(config.log_format, LogFormat::Text);
         assert_eq!(config.log_filter, "info");
         assert!(config.bootstrap, "bootstrap defaults on in embedded mode");
@@ -590,6 +602,7 @@ mod tests {
             ("ZIVIO_WEBHOOKS_MAX_WEBHOOKS_PER_TENANT", "5"),
             ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK", "2"),
             ("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT", "64"),
+            ("ZIVIO_WEBHOOKS_RATE_LIMIT_IPV6_PREFIX", "/56"),
             ("ZIVIO_WEBHOOKS_AUDIT_RETENTION", "90d"),
             ("ZIVIO_WEBHOOKS_BOOTSTRAP", "false"),
         ]))
@@ -619,6 +632,7 @@ mod tests {
         assert_eq!(config.max_webhooks_per_tenant, 5);
         assert_eq!(config.max_in_flight_per_webhook, 2);
         assert_eq!(config.max_in_flight, 64);
+        assert_eq!(config.rate_limit_ipv6_prefix, 56);
         assert_eq!(config.audit_retention, Duration::from_secs(90 * 86_400));
         assert!(!config.bootstrap);
         assert_eq!(
@@ -683,6 +697,9 @@ mod tests {
                 "at least 1",
             ),
             ("ZIVIO_WEBHOOKS_AUDIT_RETENTION", "1y", "not a duration"),
+            ("ZIVIO_WEBHOOKS_RATE_LIMIT_IPV6_PREFIX", "0", "1 to 128"),
+            ("ZIVIO_WEBHOOKS_RATE_LIMIT_IPV6_PREFIX", "129", "1 to 128"),
+            ("ZIVIO_WEBHOOKS_RATE_LIMIT_IPV6_PREFIX", "/64x", "1 to 128"),
             ("ZIVIO_WEBHOOKS_BOOTSTRAP", "sometimes", "boolean"),
         ];
         for (variable, value, expected) in cases {

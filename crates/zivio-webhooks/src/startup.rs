@@ -108,10 +108,15 @@ impl App {
             services: services.clone(),
             platform_keys: keys.platform.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
-            sign_in_limiter: Default::default(),
+            sign_in_limiter: Arc::new(zivio_http::admin::SignInLimiter::new(
+                config.rate_limit_ipv6_prefix,
+            )),
             api_limiter: Arc::new(zivio_http::limits::RateLimiter::new(
                 f64::from(config.api_rate_limit),
                 config.api_rate_limit,
+            )),
+            api_key_failures: Arc::new(zivio_http::limits::FailedKeyLimiter::new(
+                config.rate_limit_ipv6_prefix,
             )),
             client_timeout: config.client_timeout,
         };

@@ -23,6 +23,8 @@ use crate::limits::RateLimiter;
 mod pages;
 
 pub const SESSION_COOKIE: &str = "zivio_session";
+/// The sign-in form's pre-session cookie (see [`PublicForm`]).
+pub const SIGN_IN_COOKIE: &str = "zivio_sign_in";
 
 /// Content-Security-Policy of every page: nothing inline, nothing from elsewhere.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
@@ -145,6 +147,15 @@ impl IntoResponse for PageError {
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Too many requests; try again in {seconds} s."),
             ),
+            AppError::Busy(seconds) => {
+                let mut page = pages::error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("The service is busy right now; try again in {seconds} s."),
+                );
+                page.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+                return page;
+            }
             AppError::InvalidParameter(error) => (
                 StatusCode::BAD_REQUEST,
                 format!("{}: {}", error.field, error.message),
@@ -171,15 +182,37 @@ impl IntoResponse for PageError {
 pub(crate) type PageResult<T = Response> = Result<T, PageError>;
 
 fn session_id(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value.to_owned())
         .filter(|value| !value.is_empty())
+}
+
+/// The sign-in form's pre-session value from its cookie, if the browser sent a well-formed one.
+pub(crate) fn sign_in_nonce(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SIGN_IN_COOKIE).filter(|nonce| sessions::is_sign_in_nonce(nonce))
+}
+
+/// The pre-session cookie of the sign-in form: sent only by same-site requests to the admin.
+pub(crate) fn sign_in_cookie(state: &AppState, nonce: &str) -> HeaderValue {
+    let secure = if state.services.settings.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SIGN_IN_COOKIE}={nonce}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=86400{secure}"
+    ))
+    .expect("nonces are cookie-safe")
 }
 
 /// The cookie that carries a new session: script cannot read it, other sites' requests do not
@@ -319,10 +352,14 @@ fn stale_form() -> Response {
     )
 }
 
-/// A form that needs no session (signing in): same-site only. Knows the client's address.
+/// A form that needs no session (signing in): same-site only, and carrying the token of the
+/// pre-session cookie that the form's page set (double submit: a cross-site form cannot know
+/// it, even from a browser that sends neither `Sec-Fetch-Site` nor `Origin`). Knows the
+/// client's address.
 pub(crate) struct PublicForm {
     pub fields: Fields,
     pub client: Option<IpAddr>,
+    pub nonce: String,
 }
 
 impl FromRequest<AppState> for PublicForm {
@@ -338,8 +375,19 @@ impl FromRequest<AppState> for PublicForm {
             parts.extensions.get::<ConnectInfo<SocketAddr>>(),
             state,
         );
+        let Some(nonce) = sign_in_nonce(&parts.headers) else {
+            return Err(stale_form());
+        };
         let fields = read_fields(Request::from_parts(parts, body), state).await?;
-        Ok(PublicForm { fields, client })
+        let token = fields.get("_token").unwrap_or_default();
+        if !constant_time_eq(token.as_bytes(), sessions::sign_in_token(&nonce).as_bytes()) {
+            return Err(stale_form());
+        }
+        Ok(PublicForm {
+            fields,
+            client,
+            nonce,
+        })
     }
 }
 
@@ -407,7 +455,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the last address in
 /// `X-Forwarded-For` that is not one.
-fn client_ip(
+pub(crate) fn client_ip(
     parts_headers: &HeaderMap,
     peer: Option<&ConnectInfo<SocketAddr>>,
     state: &AppState,
@@ -434,10 +482,12 @@ fn client_ip(
 }
 
 /// Sign-in attempts allowed per account and per client address (10 and 30 in 5 minutes, then
-/// one more every 30 and 10 seconds): guessing passwords stays slow.
+/// one more every 30 and 10 seconds): guessing passwords stays slow. IPv6 addresses count per
+/// prefix (`RATE_LIMIT_IPV6_PREFIX`); accounts are kept as fixed-size digests.
 pub struct SignInLimiter {
     accounts: RateLimiter,
     addresses: RateLimiter,
+    ipv6_prefix: u8,
 }
 
 const PER_ACCOUNT: u32 = 10;
@@ -446,24 +496,32 @@ const SIGN_IN_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 impl Default for SignInLimiter {
     fn default() -> Self {
-        let window = SIGN_IN_WINDOW.as_secs_f64();
-        SignInLimiter {
-            accounts: RateLimiter::new(f64::from(PER_ACCOUNT) / window, PER_ACCOUNT),
-            addresses: RateLimiter::new(f64::from(PER_ADDRESS) / window, PER_ADDRESS),
-        }
+        Self::new(crate::limits::DEFAULT_IPV6_PREFIX)
     }
 }
 
 impl SignInLimiter {
+    pub fn new(ipv6_prefix: u8) -> Self {
+        let window = SIGN_IN_WINDOW.as_secs_f64();
+        SignInLimiter {
+            accounts: RateLimiter::new(f64::from(PER_ACCOUNT) / window, PER_ACCOUNT),
+            addresses: RateLimiter::new(f64::from(PER_ADDRESS) / window, PER_ADDRESS),
+            ipv6_prefix,
+        }
+    }
+
     /// Counts an attempt; `false` when the address or the account is over its limit. An
     /// address over its limit does not get to spend account budgets.
     pub(crate) fn allow(&self, account: &str, address: Option<IpAddr>) -> bool {
         if let Some(ip) = address
-            && self.addresses.take(&ip.to_string()).is_err()
+            && self
+                .addresses
+                .take(&crate::limits::address_bucket(ip, self.ipv6_prefix))
+                .is_err()
         {
             return false;
         }
-        self.accounts.take(&account.to_lowercase()).is_ok()
+        self.accounts.take(account.to_lowercase().as_str()).is_ok()
     }
 }
 

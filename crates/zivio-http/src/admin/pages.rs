@@ -15,7 +15,7 @@ use zivio_core::catalog::Catalog;
 
 use super::{
     Admin, AdminForm, PageError, PageResult, PublicForm, SessionForm, cleared_cookie,
-    session_cookie, session_id,
+    session_cookie, session_id, sign_in_cookie, sign_in_nonce,
 };
 use crate::AppState;
 
@@ -119,6 +119,38 @@ struct SignInPage {
     tenant: String,
     email: String,
     error: Option<String>,
+    token: String,
+}
+
+/// The sign-in form with the token of the browser's pre-session value (`nonce`), or of a new
+/// one that the answer sets.
+fn sign_in_form(
+    state: &AppState,
+    nonce: Option<String>,
+    status: StatusCode,
+    tenant: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Response {
+    let (nonce, is_new) = match nonce {
+        Some(nonce) => (nonce, false),
+        None => (sessions::new_sign_in_nonce(), true),
+    };
+    let mut page = with_status(
+        status,
+        &SignInPage {
+            layout: Layout::public("Sign in"),
+            tenant: tenant.to_owned(),
+            email: email.to_owned(),
+            error: error.map(str::to_owned),
+            token: sessions::sign_in_token(&nonce),
+        },
+    );
+    if is_new {
+        page.headers_mut()
+            .append(header::SET_COOKIE, sign_in_cookie(state, &nonce));
+    }
+    page
 }
 
 pub async fn sign_in_page(
@@ -130,28 +162,33 @@ pub async fn sign_in_page(
     {
         return see_other("/admin/webhooks");
     }
-    render(&SignInPage {
-        layout: Layout::public("Sign in"),
-        tenant: String::new(),
-        email: String::new(),
-        error: None,
-    })
+    sign_in_form(
+        &state,
+        sign_in_nonce(&headers),
+        StatusCode::OK,
+        "",
+        "",
+        None,
+    )
 }
 
 pub async fn sign_in(
     State(state): State<AppState>,
-    PublicForm { fields, client }: PublicForm,
+    PublicForm {
+        fields,
+        client,
+        nonce,
+    }: PublicForm,
 ) -> Response {
     let (tenant, email) = (fields.text("tenant"), fields.text("email"));
     let again = |status: StatusCode, error: &str| {
-        with_status(
+        sign_in_form(
+            &state,
+            Some(nonce.clone()),
             status,
-            &SignInPage {
-                layout: Layout::public("Sign in"),
-                tenant: tenant.clone(),
-                email: email.clone(),
-                error: Some(error.to_owned()),
-            },
+            &tenant,
+            &email,
+            Some(error),
         )
     };
     // The account as sign-in reads it: spaces and case cannot buy fresh attempts.
@@ -172,23 +209,38 @@ pub async fn sign_in(
     {
         Ok(id) => signed_in(&state, &id),
         Err(AppError::Unauthenticated(message)) => again(StatusCode::UNAUTHORIZED, message),
+        // The password hashing threads are all busy: nothing was checked.
+        Err(AppError::Busy(seconds)) => {
+            let mut page = again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "Too many sign-ins are being checked right now. Try again in {seconds} seconds."
+                ),
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            page
+        }
         Err(error) => PageError::from(error).into_response(),
     }
 }
 
 /// Opening a link signs in and moves on at once to a URL without the token; the token is
 /// never sent on as a referrer.
-pub async fn sign_in_link(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn sign_in_link(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
     let mut response = match sessions::sign_in_with_link(&state.services, &token).await {
         Ok(id) => signed_in(&state, &id),
-        Err(AppError::Unauthenticated(message)) => with_status(
+        Err(AppError::Unauthenticated(message)) => sign_in_form(
+            &state,
+            sign_in_nonce(&headers),
             StatusCode::UNAUTHORIZED,
-            &SignInPage {
-                layout: Layout::public("Sign in"),
-                tenant: String::new(),
-                email: String::new(),
-                error: Some(message.to_owned()),
-            },
+            "",
+            "",
+            Some(message),
         ),
         Err(error) => PageError::from(error).into_response(),
     };

@@ -2,10 +2,16 @@
 
 macro_rules! directory_queries {
     ($db:ty, $to:path, $from:path, $t:ty) => {
+        use std::collections::BTreeMap;
+
         use sqlx::Row as _;
         use time::OffsetDateTime;
-        use zivio_core::audit::AuditEntry;
-        use zivio_core::directory::{ApiKey, BootstrapSeed, Placement, Role, Tenant, User};
+        use zivio_core::access::Access;
+        use zivio_core::audit::{AuditAction, AuditEntry, PLATFORM_ACTOR};
+        use zivio_core::directory::{
+            ApiKey, BootstrapSeed, Placement, Revocation, RevokedReason, Role, Tenant, User,
+            access_ended,
+        };
         use zivio_core::ids::{RoleName, TenantId, UserId};
 
         use $crate::{KeyCheck, StoreError, StoreResult, conflict_on_unique, stored};
@@ -93,17 +99,155 @@ macro_rules! directory_queries {
         }
 
         /// Takes the tenant's row lock (PostgreSQL; SQLite has one writer anyway) and says
-        /// whether the tenant exists: serialises per-tenant limits and refuses orphans.
+        /// whether the tenant exists: serialises per-tenant limits and refuses orphans. Every
+        /// directory change and every grant of a key or session takes it first, so access read
+        /// in such a transaction cannot change under it (a key or session granted while a
+        /// deactivation commits is either seen and ended by it, or refused).
         pub(crate) async fn lock_tenant(tx: &mut Connection, tenant: &TenantId) -> StoreResult<()> {
+            if !lock_tenant_if_exists(tx, tenant).await? {
+                return Err(StoreError::NotFound { what: "tenant" });
+            }
+            Ok(())
+        }
+
+        async fn lock_tenant_if_exists(tx: &mut Connection, tenant: &TenantId) -> StoreResult<bool> {
             let found = sqlx::query("UPDATE tenants SET updated_at = updated_at WHERE id = $1")
                 .bind(tenant.as_str())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if found == 0 {
-                return Err(StoreError::NotFound { what: "tenant" });
+            Ok(found > 0)
+        }
+
+        /// Whose access a directory change may take away: one user, or everyone holding a role.
+        enum Affected<'a> {
+            User(&'a UserId),
+            HoldersOf(&'a RoleName),
+        }
+
+        /// The access of the affected users as this transaction sees it (users that do not
+        /// exist are left out). The store only loads: what access is and when a change ends it
+        /// are `zivio_core`'s rules (`Access::of`, `access_ended`).
+        async fn accesses(tx: &mut Connection, tenant: &TenantId, affected: &Affected<'_>) -> StoreResult<Vec<Access>> {
+            let (users_sql, held_sql, key) = match affected {
+                Affected::User(user) => (
+                    "SELECT id, email, name, active, business_unit, division, department
+                     FROM users WHERE tenant_id = $1 AND id = $2",
+                    "SELECT user_id, role_name FROM user_roles WHERE tenant_id = $1 AND user_id = $2",
+                    user.as_str(),
+                ),
+                Affected::HoldersOf(role) => (
+                    "SELECT id, email, name, active, business_unit, division, department
+                     FROM users WHERE tenant_id = $1
+                       AND id IN (SELECT user_id FROM user_roles WHERE tenant_id = $1 AND role_name = $2)
+                     ORDER BY id",
+                    "SELECT user_id, role_name FROM user_roles WHERE tenant_id = $1
+                       AND user_id IN (SELECT user_id FROM user_roles WHERE tenant_id = $1 AND role_name = $2)",
+                    role.as_str(),
+                ),
+            };
+            let mut held: BTreeMap<String, Vec<RoleName>> = BTreeMap::new();
+            let rows = sqlx::query(held_sql).bind(tenant.as_str()).bind(key).fetch_all(&mut *tx).await?;
+            for row in &rows {
+                held.entry(row.get("user_id"))
+                    .or_default()
+                    .push(stored(RoleName::parse(row.get("role_name")))?);
+            }
+            let roles = tenant_roles(tx, tenant).await?;
+            let rows = sqlx::query(users_sql).bind(tenant.as_str()).bind(key).fetch_all(&mut *tx).await?;
+            rows.iter()
+                .map(|row| {
+                    let roles_held = held.remove(row.get::<&str, _>("id")).unwrap_or_default();
+                    Ok(Access::of(&user_of(row, roles_held)?, &roles))
+                })
+                .collect()
+        }
+
+        /// Every role of the tenant with its permissions.
+        async fn tenant_roles(tx: &mut Connection, tenant: &TenantId) -> StoreResult<Vec<Role>> {
+            let rows = sqlx::query(
+                "SELECT r.name, rp.permission FROM roles r
+                 LEFT JOIN role_permissions rp ON rp.tenant_id = r.tenant_id AND rp.role_name = r.name
+                 WHERE r.tenant_id = $1 ORDER BY r.name, rp.permission",
+            )
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut roles: Vec<Role> = Vec::new();
+            for row in &rows {
+                let name = stored(RoleName::parse(row.get("name")))?;
+                if roles.last().is_none_or(|role| role.name != name) {
+                    roles.push(Role { name, permissions: Vec::new() });
+                }
+                if let (Some(role), Some(permission)) = (roles.last_mut(), row.get::<Option<String>, _>("permission")) {
+                    role.permissions.push(permission);
+                }
+            }
+            Ok(roles)
+        }
+
+        /// Ends, for good, the admin sessions and API keys of every user whose access the change
+        /// from `before` to `after` takes away (`access_ended` decides; a user missing from
+        /// `after` was deleted).
+        async fn end_lost_access(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            before: &[Access],
+            after: &[Access],
+            now: OffsetDateTime,
+        ) -> StoreResult<()> {
+            let after: BTreeMap<&UserId, &Access> = after.iter().map(|access| (access.user(), access)).collect();
+            for old in before {
+                let new = after.get(old.user()).copied();
+                if let Some(reason) = access_ended(Some(old), new) {
+                    end_access(tx, tenant, old.user(), reason, now).await?;
+                }
             }
             Ok(())
+        }
+
+        /// Revokes the user's live API keys (they stay listed, with when and why; their digests
+        /// are erased, so nothing matches them again) and deletes their admin sessions; audited
+        /// when it ended anything (ids and counts, never a key).
+        async fn end_access(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            user: &UserId,
+            reason: RevokedReason,
+            now: OffsetDateTime,
+        ) -> StoreResult<()> {
+            let mut revoked: Vec<String> = sqlx::query_scalar(
+                "UPDATE api_keys SET revoked_at = $3, revoked_reason = $4, key_hash = NULL
+                 WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL
+                 RETURNING id",
+            )
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind($to(now))
+            .bind(reason.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+            revoked.sort();
+            let sessions = sqlx::query("DELETE FROM admin_sessions WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if revoked.is_empty() && sessions == 0 {
+                return Ok(());
+            }
+            // Directory changes come from the platform (the service never invents access).
+            let audit = AuditEntry::new(tenant, now, PLATFORM_ACTOR, AuditAction::UserAccessEnded).changes(
+                serde_json::json!({
+                    "user_id": user.as_str(),
+                    "reason": reason.as_str(),
+                    "api_keys_revoked": revoked.len(),
+                    "api_key_ids": revoked,
+                    "sessions_ended": sessions,
+                }),
+            );
+            record_audit(tx, &audit).await
         }
 
         pub(crate) async fn upsert_role(
@@ -113,6 +257,8 @@ macro_rules! directory_queries {
             now: OffsetDateTime,
         ) -> StoreResult<()> {
             lock_tenant(tx, tenant).await?;
+            let holders = Affected::HoldersOf(&role.name);
+            let before = accesses(tx, tenant, &holders).await?;
             sqlx::query(
                 "INSERT INTO roles (tenant_id, name, updated_at) VALUES ($1, $2, $3)
                  ON CONFLICT (tenant_id, name) DO UPDATE SET updated_at = excluded.updated_at",
@@ -138,15 +284,29 @@ macro_rules! directory_queries {
                 .execute(&mut *tx)
                 .await?;
             }
-            Ok(())
+            let after = accesses(tx, tenant, &holders).await?;
+            end_lost_access(tx, tenant, &before, &after, now).await
         }
 
-        pub(crate) async fn delete_role(tx: &mut Connection, tenant: &TenantId, name: &RoleName) -> StoreResult<bool> {
+        pub(crate) async fn delete_role(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            name: &RoleName,
+            now: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            if !lock_tenant_if_exists(tx, tenant).await? {
+                return Ok(false);
+            }
+            let holders = Affected::HoldersOf(name);
+            let before = accesses(tx, tenant, &holders).await?;
             let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
                 .bind(tenant.as_str())
                 .bind(name.as_str())
                 .execute(&mut *tx)
                 .await?;
+            // Users keep the role's name (it may be defined again); it grants nothing now.
+            let after = accesses(tx, tenant, &holders).await?;
+            end_lost_access(tx, tenant, &before, &after, now).await?;
             Ok(deleted.rows_affected() > 0)
         }
 
@@ -189,6 +349,8 @@ macro_rules! directory_queries {
             now: OffsetDateTime,
         ) -> StoreResult<()> {
             lock_tenant(tx, tenant).await?;
+            let affected = Affected::User(&user.id);
+            let before = accesses(tx, tenant, &affected).await?;
             sqlx::query(
                 "INSERT INTO users (tenant_id, id, email, name, active, business_unit, division,
                                     department, created_at, updated_at)
@@ -229,7 +391,8 @@ macro_rules! directory_queries {
                 .execute(&mut *tx)
                 .await?;
             }
-            Ok(())
+            let after = accesses(tx, tenant, &affected).await?;
+            end_lost_access(tx, tenant, &before, &after, now).await
         }
 
         /// An owner who is inactive or gone stops all sending at once: their webhooks' pending
@@ -247,7 +410,19 @@ macro_rules! directory_queries {
             Ok(())
         }
 
-        pub(crate) async fn delete_user(tx: &mut Connection, tenant: &TenantId, user: &UserId) -> StoreResult<bool> {
+        /// Deletes the user (their sign-in links and sessions go with them); their API keys stay,
+        /// revoked, so that a user created later with the same id does not inherit them.
+        pub(crate) async fn delete_user(
+            tx: &mut Connection,
+            tenant: &TenantId,
+            user: &UserId,
+            now: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            if !lock_tenant_if_exists(tx, tenant).await? {
+                return Ok(false);
+            }
+            let before = accesses(tx, tenant, &Affected::User(user)).await?;
+            end_lost_access(tx, tenant, &before, &[], now).await?;
             cancel_work_of_owner(tx, tenant, user).await?;
             let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_str())
@@ -276,7 +451,13 @@ macro_rules! directory_queries {
             .bind(user.as_str())
             .fetch_all(pool)
             .await?;
-            Ok(Some(User {
+            let roles = roles.iter().map(|role| stored(RoleName::parse(role))).collect::<StoreResult<_>>()?;
+            Ok(Some(user_of(&row, roles)?))
+        }
+
+        /// A user from a row of `users` (id, email, name, active and placement) and their roles.
+        fn user_of(row: &<$db as sqlx::Database>::Row, roles: Vec<RoleName>) -> StoreResult<User> {
+            Ok(User {
                 id: stored(UserId::parse(row.get("id")))?,
                 email: row.get("email"),
                 name: row.get("name"),
@@ -286,8 +467,8 @@ macro_rules! directory_queries {
                     division: row.get("division"),
                     department: row.get("department"),
                 },
-                roles: roles.iter().map(|role| stored(RoleName::parse(role))).collect::<StoreResult<_>>()?,
-            }))
+                roles,
+            })
         }
 
         pub(crate) async fn user_with_roles(
@@ -331,15 +512,18 @@ macro_rules! directory_queries {
             Ok(hash.flatten())
         }
 
+        /// Stores a key for an active user (the caller holds the tenant's lock): `NotFound`
+        /// without the user, `Conflict` when they are inactive.
         pub(crate) async fn create_api_key(
             tx: &mut Connection,
             tenant: &TenantId,
             key: &ApiKey,
             digest: &[u8],
         ) -> StoreResult<()> {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO api_keys (id, tenant_id, user_id, key_hash, hint, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 SELECT $1, tenant_id, id, $4, $5, $6 FROM users
+                 WHERE tenant_id = $2 AND id = $3 AND active",
             )
             .bind(&key.id)
             .bind(tenant.as_str())
@@ -349,13 +533,30 @@ macro_rules! directory_queries {
             .bind($to(key.created_at))
             .execute(&mut *tx)
             .await
-            .map_err(|error| conflict_on_unique(error, "API key"))?;
+            .map_err(|error| conflict_on_unique(error, "API key"))?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(inactive_or_missing(tx, tenant, &key.user).await?);
+            }
             Ok(())
+        }
+
+        /// Why a grant to this user was refused: they do not exist, or they are inactive.
+        pub(crate) async fn inactive_or_missing(tx: &mut Connection, tenant: &TenantId, user: &UserId) -> StoreResult<StoreError> {
+            let active: Option<bool> = sqlx::query_scalar("SELECT active FROM users WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            Ok(match active {
+                None => StoreError::NotFound { what: "user" },
+                Some(_) => StoreError::Conflict { what: $crate::INACTIVE_USER },
+            })
         }
 
         pub(crate) async fn api_keys(pool: &Pool, tenant: &TenantId, user: &UserId) -> StoreResult<Vec<ApiKey>> {
             let rows = sqlx::query(
-                "SELECT id, user_id, hint, created_at, last_used_at FROM api_keys
+                "SELECT id, user_id, hint, created_at, last_used_at, revoked_at, revoked_reason FROM api_keys
                  WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at, id",
             )
             .bind(tenant.as_str())
@@ -364,34 +565,57 @@ macro_rules! directory_queries {
             .await?;
             rows.iter()
                 .map(|row| {
+                    let revoked = match (
+                        row.get::<Option<$t>, _>("revoked_at"),
+                        row.get::<Option<String>, _>("revoked_reason"),
+                    ) {
+                        (Some(at), Some(reason)) => Some(Revocation {
+                            at: $from(at),
+                            reason: RevokedReason::parse(&reason)
+                                .ok_or_else(|| StoreError::Corrupt(format!("unknown revocation reason `{reason}`")))?,
+                        }),
+                        (None, None) => None,
+                        _ => return Err(StoreError::Corrupt("a revocation without its time or reason".to_owned())),
+                    };
                     Ok(ApiKey {
                         id: row.get("id"),
                         user: stored(UserId::parse(row.get("user_id")))?,
                         hint: row.get("hint"),
                         created_at: $from(row.get::<$t, _>("created_at")),
                         last_used_at: row.get::<Option<$t>, _>("last_used_at").map($from),
+                        revoked,
                     })
                 })
                 .collect()
         }
 
+        /// Revokes a live key (it stays listed, its digest erased); `false` when the user has no
+        /// live key `id`.
         pub(crate) async fn revoke_api_key(
             tx: &mut Connection,
             tenant: &TenantId,
             user: &UserId,
             id: &str,
+            now: OffsetDateTime,
         ) -> StoreResult<bool> {
-            let deleted = sqlx::query("DELETE FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
-                .bind(tenant.as_str())
-                .bind(user.as_str())
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            Ok(deleted.rows_affected() > 0)
+            let revoked = sqlx::query(
+                "UPDATE api_keys SET revoked_at = $4, revoked_reason = $5, key_hash = NULL
+                 WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND revoked_at IS NULL",
+            )
+            .bind(tenant.as_str())
+            .bind(user.as_str())
+            .bind(id)
+            .bind($to(now))
+            .bind(RevokedReason::Revoked.as_str())
+            .execute(&mut *tx)
+            .await?;
+            Ok(revoked.rows_affected() > 0)
         }
 
         pub(crate) async fn api_key_holder(pool: &Pool, digest: &[u8]) -> StoreResult<Option<(TenantId, UserId, Option<OffsetDateTime>)>> {
-            let row = sqlx::query("SELECT tenant_id, user_id, last_used_at FROM api_keys WHERE key_hash = $1")
+            let row = sqlx::query(
+                "SELECT tenant_id, user_id, last_used_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
                 .bind(digest)
                 .fetch_optional(pool)
                 .await?;
@@ -406,7 +630,7 @@ macro_rules! directory_queries {
         }
 
         pub(crate) async fn touch_api_key(pool: &Pool, digest: &[u8], now: OffsetDateTime) -> StoreResult<()> {
-            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1")
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1 AND revoked_at IS NULL")
                 .bind(digest)
                 .bind($to(now))
                 .execute(pool)

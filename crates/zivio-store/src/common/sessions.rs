@@ -6,7 +6,7 @@ macro_rules! session_queries {
         use time::OffsetDateTime;
         use zivio_core::ids::{TenantId, UserId};
 
-        use $crate::{AdminSession, StoreResult, stored};
+        use $crate::{AdminSession, StoreError, StoreResult, stored};
 
         type Pool = sqlx::Pool<$db>;
         type Connection = <$db as sqlx::Database>::Connection;
@@ -46,6 +46,9 @@ macro_rules! session_queries {
             .transpose()
         }
 
+        /// Opens a session for an active user (the caller holds the tenant's lock, so a
+        /// deactivation cannot commit between the check and the insert): `NotFound` without the
+        /// user, `Conflict` when they are inactive.
         pub(crate) async fn create_session(
             tx: &mut Connection,
             digest: &[u8],
@@ -53,16 +56,23 @@ macro_rules! session_queries {
             user: &UserId,
             now: OffsetDateTime,
         ) -> StoreResult<()> {
-            sqlx::query(
+            let inserted = sqlx::query(
                 "INSERT INTO admin_sessions (id_hash, tenant_id, user_id, created_at, last_seen_at)
-                 VALUES ($1, $2, $3, $4, $4)",
+                 SELECT $1, tenant_id, id, $4, $4 FROM users WHERE tenant_id = $2 AND id = $3 AND active",
             )
             .bind(digest)
             .bind(tenant.as_str())
             .bind(user.as_str())
             .bind($to(now))
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(match super::directory::inactive_or_missing(tx, tenant, user).await? {
+                    StoreError::NotFound { .. } => StoreError::NotFound { what: "user" },
+                    other => other,
+                });
+            }
             Ok(())
         }
 

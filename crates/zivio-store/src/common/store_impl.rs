@@ -81,9 +81,10 @@ macro_rules! store_impl {
                 &self,
                 tenant: &id::TenantId,
                 name: &id::RoleName,
+                now: Instant,
             ) -> $crate::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let deleted = directory::delete_role(&mut tx, tenant, name).await?;
+                let deleted = directory::delete_role(&mut tx, tenant, name, now).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
@@ -111,9 +112,10 @@ macro_rules! store_impl {
                 &self,
                 tenant: &id::TenantId,
                 user: &id::UserId,
+                now: Instant,
             ) -> $crate::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let deleted = directory::delete_user(&mut tx, tenant, user).await?;
+                let deleted = directory::delete_user(&mut tx, tenant, user, now).await?;
                 tx.commit().await?;
                 Ok(deleted)
             }
@@ -163,6 +165,7 @@ macro_rules! store_impl {
                 audit: &Audit,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.begin_write().await?;
+                directory::lock_tenant(&mut tx, tenant).await?;
                 directory::create_api_key(&mut tx, tenant, key, digest).await?;
                 directory::record_audit(&mut tx, audit).await?;
                 Ok(tx.commit().await?)
@@ -184,7 +187,7 @@ macro_rules! store_impl {
                 audit: &Audit,
             ) -> $crate::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                let revoked = directory::revoke_api_key(&mut tx, tenant, user, key).await?;
+                let revoked = directory::revoke_api_key(&mut tx, tenant, user, key, audit.at).await?;
                 if revoked {
                     directory::record_audit(&mut tx, audit).await?;
                 }
@@ -246,6 +249,7 @@ macro_rules! store_impl {
                 audit: &Audit,
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.begin_write().await?;
+                directory::lock_tenant(&mut tx, tenant).await?;
                 sessions::create_session(&mut tx, digest, tenant, user, now).await?;
                 directory::record_audit(&mut tx, audit).await?;
                 Ok(tx.commit().await?)

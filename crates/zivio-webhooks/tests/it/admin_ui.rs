@@ -305,6 +305,43 @@ async fn names_render_as_text_and_cross_site_posts_are_refused() {
         .await
         .unwrap();
     assert_eq!(sign_in.status(), 403);
+    // A cross-site form from a browser that sends neither `Sec-Fetch-Site` nor `Origin` has
+    // no pre-session cookie and token of this site: refused, and no session is made.
+    let body = format!(
+        "tenant=acme&email=u1%40acme.example.com&password={}",
+        PASSWORD.replace(' ', "+")
+    );
+    let bare = client
+        .post(setup.api.service.url("/admin/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 403);
+    assert!(bare.headers().get("set-cookie").is_none());
+    // Its own cookie with a token it made up does not help either.
+    let (cookie, _) = setup.api.sign_in_page().await;
+    let forged = client
+        .post(setup.api.service.url("/admin/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &cookie)
+        .body(format!("{body}&_token=0000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // The same form with the page's token signs in (the checks above are real).
+    let (cookie, token) = setup.api.sign_in_page().await;
+    let real = client
+        .post(setup.api.service.url("/admin/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &cookie)
+        .body(format!("{body}&_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), 303);
 }
 
 /// Contrast (WCAG 2 formula), computed in the page for every element with text of its own.
@@ -447,8 +484,8 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
                 .any(|l| l.to_string().contains(&token)),
         "the token is never logged"
     );
-    let page = |path: &'static str| {
-        let (client, session) = (client.clone(), session.clone());
+    let page = |session: &str, path: &'static str| {
+        let (client, session) = (client.clone(), session.to_owned());
         let url = api.service.url(path);
         async move {
             client
@@ -459,31 +496,53 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
                 .unwrap()
         }
     };
-    assert_eq!(page("/admin/webhooks").await.status(), 200);
+    assert_eq!(page(&session, "/admin/webhooks").await.status(), 200);
+    // A new sign-in by link: the session cookie (`zivio_session=...`).
+    let signed_in = || async {
+        let link = api
+            .platform(Method::POST, "acme/users/u1/sign-in-links", None)
+            .await;
+        let url = url::Url::parse(link.body["url"].as_str().unwrap()).unwrap();
+        let opened = client
+            .get(api.service.url(url.path()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(opened.status(), 303);
+        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    let sent_to_sign_in = |answer: reqwest::Response| {
+        assert_eq!(answer.status(), 303);
+        assert_eq!(answer.headers()["location"], "/admin/sign-in");
+    };
 
-    // Losing the permission shows the page that says so; deactivation ends the session.
+    // Deactivation ends the session for good: reactivation needs a new sign-in.
+    api.put_user("acme", "u1", false, &["admin"]).await;
+    sent_to_sign_in(page(&session, "/admin/webhooks").await);
+    api.put_user("acme", "u1", true, &["admin"]).await;
+    sent_to_sign_in(page(&session, "/admin/webhooks").await);
+
+    // Losing the permission ends the session too; signing in again without it shows the page
+    // that says it is needed.
+    let session = signed_in().await;
+    assert_eq!(page(&session, "/admin/webhooks").await.status(), 200);
     api.put_role("acme", "admin", &["invoices:read:tenant"])
         .await;
-    let refused = page("/admin/webhooks").await;
+    sent_to_sign_in(page(&session, "/admin/webhooks").await);
+    let session = signed_in().await;
+    let refused = page(&session, "/admin/webhooks").await;
     assert_eq!(refused.status(), 403);
     assert!(refused.text().await.unwrap().contains("webhooks:manage"));
-    api.put_user("acme", "u1", false, &["admin"]).await;
-    let ended = page("/admin/webhooks").await;
-    assert_eq!(ended.status(), 303);
-    assert_eq!(ended.headers()["location"], "/admin/sign-in");
 
     // A user without a password cannot sign in, not even with an empty one.
     api.put_user("acme", "nopass", true, &["admin"]).await;
     let empty = api
-        .post_form(
-            "/admin/sign-in",
-            None,
-            &[
-                ("tenant", "acme"),
-                ("email", "nopass@acme.example.com"),
-                ("password", ""),
-            ],
-        )
+        .post_sign_in(&[
+            ("tenant", "acme"),
+            ("email", "nopass@acme.example.com"),
+            ("password", ""),
+        ])
         .await;
     assert_eq!(empty.status(), 401);
 
@@ -493,11 +552,7 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
     for _ in 0..12 {
         let email = format!("{}u2@ACME.example.com", " ".repeat(statuses.len()));
         let answer = api
-            .post_form(
-                "/admin/sign-in",
-                None,
-                &[("tenant", "acme"), ("email", &email), ("password", "guess")],
-            )
+            .post_sign_in(&[("tenant", "acme"), ("email", &email), ("password", "guess")])
             .await;
         statuses.push(answer.status().as_u16());
     }

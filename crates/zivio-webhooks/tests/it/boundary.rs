@@ -74,6 +74,7 @@ async fn an_admin_who_does_not_cover_the_owner_sees_no_bodies_and_changes_nothin
         "{text}"
     );
     assert!(text.contains(&format!("/admin/deliveries/{}/resend", attempt.id)));
+    assert!(text.contains("webhook-signature"), "{text}");
     let (_, text) = page(owner, webhook_page.clone()).await;
     assert!(text.contains(PATH_SECRET));
 
@@ -87,6 +88,10 @@ async fn an_admin_who_does_not_cover_the_owner_sees_no_bodies_and_changes_nothin
     assert!(!text.contains(PATH_SECRET), "no URL path");
     assert!(!text.contains(&response_body), "no response body");
     assert!(!text.contains(&request_body), "no request body");
+    assert!(
+        !text.contains("webhook-signature"),
+        "no signature over the body"
+    );
     assert!(
         !text.contains("/resend"),
         "no resend form for an admin who may not resend"

@@ -214,6 +214,7 @@ async fn the_deliveries_log_filters_pages_and_guards_bodies(backend: Backend) {
         delivery["request"]["headers"]["webhook-id"],
         invoice.as_str()
     );
+    assert!(delivery["request"]["headers"]["webhook-signature"].is_string());
     let sent: Value = serde_json::from_str(delivery["request"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(sent["id"], invoice.as_str());
     assert_eq!(delivery["response"]["status"], 500);
@@ -279,6 +280,16 @@ async fn the_deliveries_log_filters_pages_and_guards_bodies(backend: Backend) {
     assert!(
         delivery["response"]["headers"].is_null(),
         "headers such as Location can repeat the path"
+    );
+    assert!(
+        delivery["request"]["headers"]
+            .get("webhook-signature")
+            .is_none(),
+        "the signature goes with the body: {delivery}"
+    );
+    assert_eq!(
+        delivery["request"]["headers"]["webhook-id"],
+        invoice.as_str()
     );
     assert_eq!(
         delivery["request"]["url"],

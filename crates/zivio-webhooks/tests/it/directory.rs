@@ -11,6 +11,7 @@ on_both_backends!(
     directory_input_is_validated_field_by_field,
     api_keys_are_shown_once_listed_by_hint_and_revoked,
     access_changes_stop_api_keys_at_once,
+    ending_access_revokes_api_keys_and_ends_sessions_for_good,
     sign_in_links_are_issued_for_active_users_only,
 );
 
@@ -214,6 +215,7 @@ async fn api_keys_are_shown_once_listed_by_hint_and_revoked(backend: Backend) {
     assert_eq!(entry["hint"], key[key.len() - 4..]);
     assert!(entry["created_at"].is_string());
     assert!(entry["last_used_at"].is_string(), "use is recorded");
+    assert!(entry["revoked_at"].is_null() && entry["revoked_reason"].is_null());
 
     assert_eq!(
         api.platform(
@@ -230,6 +232,9 @@ async fn api_keys_are_shown_once_listed_by_hint_and_revoked(backend: Backend) {
             .await,
         401,
     );
+    let revoked = api_key_entry(&api, "acme", "u1", &id).await;
+    assert_eq!(revoked["revoked_reason"], "revoked", "it stays listed");
+    assert!(revoked["revoked_at"].is_string());
     problem(
         &api.platform(
             Method::DELETE,
@@ -244,6 +249,25 @@ async fn api_keys_are_shown_once_listed_by_hint_and_revoked(backend: Backend) {
             .await,
         404,
     );
+}
+
+/// The key's entry in its user's key list.
+async fn api_key_entry(api: &Api, tenant: &str, user: &str, id: &str) -> serde_json::Value {
+    let listed = api
+        .platform(
+            Method::GET,
+            &format!("{tenant}/users/{user}/api-keys"),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    listed.body["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is listed: {}", listed.text))
+        .clone()
 }
 
 async fn access_changes_stop_api_keys_at_once(backend: Backend) {
@@ -267,25 +291,23 @@ async fn access_changes_stop_api_keys_at_once(backend: Backend) {
         .await;
     problem(&no_tenant, 401);
 
-    // Losing webhooks:manage: 403 with a reason, at once.
+    // A key of a user who never held webhooks:manage: 403 with a reason; it works once the
+    // permission is granted (keys may be issued ahead of it).
     api.put_role("acme", "reader", &["invoices:read:tenant"])
         .await;
-    api.put_user("acme", "u1", true, &["reader"]).await;
-    let forbidden = list(key.clone(), "acme").await;
+    api.put_user("acme", "u2", true, &["reader"]).await;
+    let early = api.issue_key("acme", "u2").await;
+    let forbidden = list(early.clone(), "acme").await;
     assert!(
         problem(&forbidden, 403)["detail"]
             .as_str()
             .unwrap()
             .contains("webhooks:manage")
     );
-    api.put_user("acme", "u1", true, &["admin"]).await;
-    assert_eq!(list(key.clone(), "acme").await.status, 200);
+    api.put_user("acme", "u2", true, &["reader", "admin"]).await;
+    assert_eq!(list(early, "acme").await.status, 200);
 
-    // Deactivation and deletion: 401 at once.
-    api.put_user("acme", "u1", false, &["admin"]).await;
-    problem(&list(key.clone(), "acme").await, 401);
-    api.put_user("acme", "u1", true, &["admin"]).await;
-    assert_eq!(list(key.clone(), "acme").await.status, 200);
+    // Deletion: 401 at once, and a user created again with the same id finds the key revoked.
     assert_eq!(
         api.platform(Method::DELETE, "acme/users/u1", None)
             .await
@@ -295,6 +317,193 @@ async fn access_changes_stop_api_keys_at_once(backend: Backend) {
     problem(&list(key.clone(), "acme").await, 401);
     api.put_user("acme", "u1", true, &["admin"]).await;
     problem(&list(key, "acme").await, 401);
+    let listed = api
+        .platform(Method::GET, "acme/users/u1/api-keys", None)
+        .await;
+    let keys = listed.body["api_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{}", listed.text);
+    assert_eq!(keys[0]["revoked_reason"], "user_deleted");
+    let fresh = api.issue_key("acme", "u1").await;
+    assert_eq!(list(fresh, "acme").await.status, 200, "a new key works");
+}
+
+/// PRODUCT.md §8: deactivating a user or removing their `webhooks:manage` ends their sessions
+/// and API keys at once, for good: reactivating them or giving the permission back later does
+/// not revive an old key or an old admin UI session.
+async fn ending_access_revokes_api_keys_and_ends_sessions_for_good(backend: Backend) {
+    let Some(api) = Api::start(backend, &[]).await else {
+        return;
+    };
+    let mut key = api.tenant_with_admin("acme", "u1").await;
+    let second_key = api.issue_key("acme", "u1").await;
+    api.put_role("acme", "reader", &["invoices:read:tenant"])
+        .await;
+    api.put_user("acme", "u2", true, &["admin"]).await;
+    let other = api.issue_key("acme", "u2").await;
+    let everything: Vec<String> = zivio_core::permission::Permission::all()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let everything: Vec<&str> = everything.iter().map(String::as_str).collect();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // A new admin UI session of u1 by sign-in link: its cookie (`zivio_session=...`).
+    let signed_in = || async {
+        let link = api
+            .platform(Method::POST, "acme/users/u1/sign-in-links", None)
+            .await;
+        assert_eq!(link.status, 201, "{}", link.text);
+        let url = url::Url::parse(link.body["url"].as_str().unwrap()).unwrap();
+        let opened = no_redirects
+            .get(api.service.url(url.path()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(opened.status(), 303);
+        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    // (v4 API with the key, admin UI page with the session): 200 and 200 while they work.
+    let works = |key: String, session: String| {
+        let (api, client) = (&api, no_redirects.clone());
+        async move {
+            let listed = api
+                .v4(&key, "acme", Method::GET, "/v4/webhooks", None)
+                .await;
+            let page = client
+                .get(api.service.url("/admin/webhooks"))
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap();
+            let location = page
+                .headers()
+                .get("location")
+                .map(|value| value.to_str().unwrap().to_owned());
+            (listed.status.as_u16(), page.status().as_u16(), location)
+        }
+    };
+    const WORKING: (u16, u16, Option<String>) = (200, 200, None);
+    let ended = || (401, 303, Some("/admin/sign-in".to_owned()));
+    let revoked_because = |key: String, reason: &'static str| {
+        let api = &api;
+        async move {
+            let issued = api
+                .platform(Method::GET, "acme/users/u1/api-keys", None)
+                .await;
+            let hint = &key[key.len() - 4..];
+            let entry = issued.body["api_keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|entry| entry["hint"] == hint)
+                .unwrap()
+                .clone();
+            assert_eq!(entry["revoked_reason"], reason, "{entry}");
+            let at = entry["revoked_at"].as_str().unwrap();
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        }
+    };
+
+    // 1. Deactivation, then reactivation.
+    let session = signed_in().await;
+    assert_eq!(works(key.clone(), session.clone()).await, WORKING);
+    api.put_user("acme", "u1", false, &["admin"]).await;
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    api.put_user("acme", "u1", true, &["admin"]).await;
+    assert_eq!(
+        works(key.clone(), session.clone()).await,
+        ended(),
+        "reactivation revives neither the key nor the session"
+    );
+    revoked_because(key.clone(), "user_deactivated").await;
+    revoked_because(second_key, "user_deactivated").await;
+
+    // 2. webhooks:manage removed by a change of the user's roles, then given back.
+    key = api.issue_key("acme", "u1").await;
+    let session = signed_in().await;
+    assert_eq!(works(key.clone(), session.clone()).await, WORKING);
+    api.put_user("acme", "u1", true, &["reader"]).await;
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    api.put_user("acme", "u1", true, &["admin"]).await;
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    revoked_because(key.clone(), "permission_removed").await;
+
+    // 3. webhooks:manage removed from a role the user holds, then given back.
+    key = api.issue_key("acme", "u1").await;
+    let session = signed_in().await;
+    assert_eq!(works(key.clone(), session.clone()).await, WORKING);
+    api.put_role("acme", "admin", &["invoices:read:tenant"])
+        .await;
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    api.put_role("acme", "admin", &everything).await;
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    revoked_because(key.clone(), "permission_removed").await;
+
+    // 4. The role deleted, then defined again.
+    key = api.issue_key("acme", "u1").await;
+    let session = signed_in().await;
+    assert_eq!(works(key.clone(), session.clone()).await, WORKING);
+    assert_eq!(
+        api.platform(Method::DELETE, "acme/roles/admin", None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    api.put_role("acme", "admin", &everything).await;
+    assert_eq!(works(key.clone(), session.clone()).await, ended());
+    revoked_because(key.clone(), "permission_removed").await;
+
+    // A new key and a new sign-in work; u2 lost theirs with the role and got nothing back.
+    let key = api.issue_key("acme", "u1").await;
+    let session = signed_in().await;
+    assert_eq!(works(key.clone(), session).await, WORKING);
+    problem(
+        &api.v4(&other, "acme", Method::GET, "/v4/webhooks", None)
+            .await,
+        401,
+    );
+
+    // Each ending is audited: the platform ended it, with what it revoked; never a key.
+    let audit = api
+        .v4(&key, "acme", Method::GET, "/v4/audit-log?limit=100", None)
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    let endings: Vec<(String, String, u64, u64)> = audit.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "user.access_ended")
+        .map(|entry| {
+            assert_eq!(entry["actor_id"], "platform");
+            let changes = &entry["changes"];
+            (
+                changes["user_id"].as_str().unwrap().to_owned(),
+                changes["reason"].as_str().unwrap().to_owned(),
+                changes["api_keys_revoked"].as_u64().unwrap(),
+                changes["sessions_ended"].as_u64().unwrap(),
+            )
+        })
+        .rev()
+        .collect();
+    let entry = |user: &str, reason: &str, keys, sessions| {
+        (user.to_owned(), reason.to_owned(), keys, sessions)
+    };
+    assert_eq!(
+        endings,
+        [
+            entry("u1", "user_deactivated", 2, 1),
+            entry("u1", "permission_removed", 1, 1),
+            entry("u1", "permission_removed", 1, 1),
+            entry("u2", "permission_removed", 1, 0),
+            entry("u1", "permission_removed", 1, 1),
+        ]
+    );
+    assert!(!audit.text.contains(&key) && !audit.text.contains(&other));
 }
 
 async fn sign_in_links_are_issued_for_active_users_only(backend: Backend) {

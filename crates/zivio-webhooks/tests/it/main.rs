@@ -13,6 +13,7 @@ mod delivery;
 mod directory;
 mod events;
 mod hostile;
+mod hostile_load;
 mod operations;
 mod postgres;
 mod security;

@@ -174,15 +174,43 @@ impl Api {
         request.body(body).send().await.unwrap()
     }
 
+    /// Opens the sign-in page as a browser would: the pre-session cookie it sets (`name=value`)
+    /// and the form's token.
+    pub async fn sign_in_page(&self) -> (String, String) {
+        let page = reqwest::get(self.service.url("/admin/sign-in"))
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let html = page.text().await.unwrap();
+        let token = html
+            .split(r#"name="_token" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the sign-in form carries a token")
+            .to_owned();
+        (cookie, token)
+    }
+
+    /// Posts the sign-in form as a same-site browser would, after opening its page.
+    pub async fn post_sign_in(&self, fields: &[(&str, &str)]) -> reqwest::Response {
+        let (cookie, token) = self.sign_in_page().await;
+        let mut fields = fields.to_vec();
+        fields.push(("_token", &token));
+        self.post_form("/admin/sign-in", Some(&cookie), &fields)
+            .await
+    }
+
     /// Signs in to the admin UI with a password (as a same-site browser would) and returns the
     /// session id from the cookie, checking the cookie's attributes.
     pub async fn sign_in(&self, tenant: &str, email: &str, password: &str) -> String {
         let answer = self
-            .post_form(
-                "/admin/sign-in",
-                None,
-                &[("tenant", tenant), ("email", email), ("password", password)],
-            )
+            .post_sign_in(&[("tenant", tenant), ("email", email), ("password", password)])
             .await;
         assert_eq!(answer.status(), 303, "signed in");
         let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
