@@ -37,6 +37,13 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
 /// A delivery whose URL changes this many times while it is being vetted goes back to the queue.
 const MAX_URL_CHANGES: u32 = 3;
+/// Per webhook, requests sent (in flight or answered) whose outcome is not recorded yet. A send
+/// slot is free again at the response, so this, not the in-flight bound, is what a crash can
+/// repeat to one receiver.
+pub const UNRECORDED_PER_WEBHOOK: usize = 64;
+/// The same over all webhooks of an instance: what waits for the recorder stays bounded in
+/// memory however many webhooks there are.
+const UNRECORDED: usize = 4096;
 /// At most this many finished attempts are recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 /// How often the queue depth and due lag gauges are refreshed.
@@ -74,10 +81,12 @@ struct Permits {
     _task: OwnedSemaphorePermit,
 }
 
-/// Per webhook: how many deliveries it may hold (sending plus waiting) and send at once.
+/// Per webhook: how many deliveries it may hold (waiting, sending or waiting to be recorded),
+/// send at once, and have sent without their outcome recorded.
 struct WebhookBounds {
     held: Arc<Semaphore>,
     sending: Arc<Semaphore>,
+    unrecorded: Arc<Semaphore>,
     /// While the webhook's last attempt timed out, only one request at a time probes it, so
     /// hanging receivers cannot take the instance's capacity from everyone else.
     slow: AtomicBool,
@@ -103,10 +112,24 @@ impl WebhookBounds {
     fn claimable(&self, bound: usize) -> bool {
         let room = self.held.available_permits();
         match self.slow.load(Ordering::Relaxed) {
-            true => room == 2 * bound,
+            true => room == held_bound(bound),
             false => room >= bound,
         }
     }
+}
+
+/// The deliveries a webhook may hold: a share waiting for its turn besides those sent and not
+/// yet recorded.
+fn held_bound(bound: usize) -> usize {
+    bound + UNRECORDED_PER_WEBHOOK
+}
+
+/// The permits an attempt sends under. `sending` (the webhook's slot, the probe slot while it is
+/// slow, the instance's) is given back at the response; `unrecorded` when the outcome is
+/// recorded.
+struct Turn {
+    unrecorded: [OwnedSemaphorePermit; 2],
+    sending: [Option<OwnedSemaphorePermit>; 3],
 }
 
 pub struct Engine {
@@ -114,6 +137,8 @@ pub struct Engine {
     client: reqwest::Client,
     config: EngineConfig,
     global: Arc<Semaphore>,
+    /// Sent and not yet recorded, over all webhooks.
+    unrecorded: Arc<Semaphore>,
     /// One permit per running delivery task (waiting or sending).
     tasks: Arc<Semaphore>,
     webhooks: Mutex<HashMap<WebhookId, Arc<WebhookBounds>>>,
@@ -146,6 +171,7 @@ impl Engine {
         let (to_record, recordings) = mpsc::unbounded_channel();
         Ok(Arc::new(Engine {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
+            unrecorded: Arc::new(Semaphore::new(UNRECORDED)),
             tasks: Arc::new(Semaphore::new(MAX_TASKS as usize)),
             services,
             client,
@@ -265,7 +291,7 @@ impl Engine {
         let mut busy = Vec::new();
         for delivery in claimed {
             let bounds = self.bounds(&delivery.webhook_id);
-            let full = self.config.max_in_flight_per_webhook * 2;
+            let full = held_bound(self.config.max_in_flight_per_webhook);
             let held = bounds
                 .may_hold_more(full)
                 .then(|| bounds.held.clone().try_acquire_owned().ok())
@@ -307,7 +333,7 @@ impl Engine {
     fn saturated_webhooks(&self) -> Vec<WebhookId> {
         let mut webhooks = self.webhooks.lock().expect("not poisoned");
         let bound = self.config.max_in_flight_per_webhook;
-        let full = bound * 2;
+        let full = held_bound(bound);
         // Forget webhooks that hold nothing and are not slow, so the map stays small.
         webhooks.retain(|_, bounds| {
             bounds.held.available_permits() < full || bounds.slow.load(Ordering::Relaxed)
@@ -326,8 +352,9 @@ impl Engine {
             .or_insert_with(|| {
                 let bound = self.config.max_in_flight_per_webhook;
                 Arc::new(WebhookBounds {
-                    held: Arc::new(Semaphore::new(bound * 2)),
+                    held: Arc::new(Semaphore::new(held_bound(bound))),
                     sending: Arc::new(Semaphore::new(bound)),
+                    unrecorded: Arc::new(Semaphore::new(UNRECORDED_PER_WEBHOOK)),
                     slow: AtomicBool::new(false),
                     probe: Arc::new(Semaphore::new(1)),
                 })
@@ -374,7 +401,7 @@ impl Engine {
             - Duration::from_secs(7);
         let deadline =
             tokio::time::Instant::now() + Duration::try_from(budget).unwrap_or(Duration::ZERO);
-        let Some(_turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
+        let Some(turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
             // Shutting down or out of time: give the work back rather than leave it to its lease.
             self.give_back(&lease, delivery.id).await;
             return;
@@ -432,6 +459,16 @@ impl Engine {
         };
         let outcome = attempt::send(&route, &delivery, vetted, now).await;
         drop(in_flight);
+        // The request is over: its slots go to the next one while the outcome is recorded.
+        let Turn {
+            unrecorded,
+            sending,
+        } = turn;
+        drop(sending);
+        if self.global.available_permits() <= self.config.max_in_flight_per_webhook {
+            // The instance's capacity was nearly used up: every freed slot counts.
+            self.wake.notify_one();
+        }
         let verdict = match outcome.verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry => "retry",
@@ -470,8 +507,8 @@ impl Engine {
             record,
             auto_disable,
         };
-        // Held (with the webhook's slot) until recorded: what a crash can repeat stays within the
-        // in-flight bound.
+        // Held (with its place among the webhook's unrecorded attempts) until recorded: what a
+        // crash can repeat to one receiver stays within `UNRECORDED_PER_WEBHOOK`.
         let (recorded, waiting) = oneshot::channel();
         match self.to_record.send(Recording { finished, recorded }) {
             Ok(()) => {
@@ -482,17 +519,16 @@ impl Engine {
                 self.save(&recording.finished).await;
             }
         }
-        // Free the capacity before waking the loop, so that its next claim can use it. The loop
-        // is woken when a claim could now take more: this webhook has room for a share again, or
-        // is no longer slow (its backlog waited for the probe), or the instance's capacity is
-        // nearly used up (every freed slot counts).
+        // Free the webhook's room before waking the loop, so that its next claim can use it. The
+        // loop is woken when a claim could now take more: this webhook has room for a share
+        // again, or is no longer slow (its backlog waited for the probe).
         let bound = self.config.max_in_flight_per_webhook;
         let webhook = permits.bounds.clone();
         let was_claimable = webhook.claimable(bound);
-        drop(_turn);
+        drop(unrecorded);
         drop(permits);
         let room_again = webhook.claimable(bound) && !was_claimable;
-        if room_again || (was_slow && !timed_out) || self.global.available_permits() <= bound {
+        if room_again || (was_slow && !timed_out) {
             self.wake.notify_one();
         }
     }
@@ -510,15 +546,20 @@ impl Engine {
         self.wake.notify_one();
     }
 
-    /// The permits an attempt sends under: a slot of its webhook, the probe slot while the
-    /// webhook is slow, and one of the instance's. `None` at the deadline or at shutdown.
+    /// The permits an attempt sends under: a place among its webhook's unrecorded attempts, a
+    /// slot of its webhook, the probe slot while the webhook is slow, and one of the instance's.
+    /// `None` at the deadline or at shutdown.
     async fn wait_turn(
         &self,
         bounds: &WebhookBounds,
         deadline: tokio::time::Instant,
         stop: &mut watch::Receiver<bool>,
-    ) -> Option<[Option<OwnedSemaphorePermit>; 3]> {
+    ) -> Option<Turn> {
         let waiting = async {
+            let unrecorded = [
+                bounds.unrecorded.clone().acquire_owned().await.ok()?,
+                self.unrecorded.clone().acquire_owned().await.ok()?,
+            ];
             let sending = bounds.sending.clone().acquire_owned().await.ok()?;
             loop {
                 let slow = bounds.slow.load(Ordering::Relaxed);
@@ -531,7 +572,10 @@ impl Engine {
                 if !slow && bounds.slow.load(Ordering::Relaxed) {
                     continue;
                 }
-                return Some([Some(sending), probe, Some(global)]);
+                return Some(Turn {
+                    unrecorded,
+                    sending: [Some(sending), probe, Some(global)],
+                });
             }
         };
         tokio::select! {
