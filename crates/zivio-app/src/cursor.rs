@@ -7,6 +7,9 @@ use time::OffsetDateTime;
 
 use crate::{AppError, AppResult, FieldError};
 
+/// 9999-12-31T23:59:59Z in microseconds.
+const MAX_MICROS: i64 = 253_402_300_799_000_000;
+
 pub fn encode(at: OffsetDateTime, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.unix_timestamp_nanos() / 1_000))
 }
@@ -22,7 +25,13 @@ pub fn decode(text: &str) -> AppResult<(OffsetDateTime, String)> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
     let micros: i64 = micros.parse().map_err(|_| invalid())?;
-    if id.is_empty() {
+    // What every backend can compare: no time before 1970 or after 9999, an id of printable
+    // characters (PostgreSQL refuses NUL, SQLite does not: one answer for both).
+    if !(0..=MAX_MICROS).contains(&micros)
+        || id.is_empty()
+        || id.len() > 100
+        || id.chars().any(char::is_control)
+    {
         return Err(invalid());
     }
     // Checked: a crafted cursor must be a 400, never an overflow.
@@ -64,6 +73,10 @@ mod tests {
             &URL_SAFE_NO_PAD.encode("-170141183460469231731687303715884105:dlv_1"),
             &URL_SAFE_NO_PAD.encode("9223372036854775807:dlv_1"),
             &URL_SAFE_NO_PAD.encode("-9223372036854775808:dlv_1"),
+            &URL_SAFE_NO_PAD.encode("-1:dlv_1"),
+            &URL_SAFE_NO_PAD.encode("253402300800000000:dlv_1"),
+            &URL_SAFE_NO_PAD.encode("1700000000000000:\0"),
+            &URL_SAFE_NO_PAD.encode("1700000000000000:dlv\n1"),
         ] {
             assert!(decode(bad).is_err(), "{bad}");
         }

@@ -15,9 +15,9 @@ pub const MIN_LENGTH: usize = 12;
 /// Passwords longer than this (in bytes) are refused wherever one is set, so none matches.
 pub const MAX_LENGTH: usize = 1_024;
 
-/// A stored hash asking for more memory than this (in KiB) matches nothing: verifying it
-/// would grow a hashing thread's memory for good.
-pub const MAX_VERIFY_M_COST: u32 = 64 * 1024;
+/// A stored hash asking for more memory (in KiB), passes or lanes than the default parameters
+/// matches nothing: verifying it would grow a hashing thread's memory for good, or its time.
+pub const MAX_VERIFY_M_COST: u32 = Params::DEFAULT_M_COST;
 
 /// Argon2 working memory, grown on first use to what a hash needs and then reused.
 #[derive(Default)]
@@ -94,7 +94,10 @@ pub fn verify_in(password: &str, phc: &str, memory: &mut Memory) -> bool {
     let Ok(params) = Params::try_from(&stored) else {
         return false;
     };
-    if params.m_cost() > MAX_VERIFY_M_COST {
+    if params.m_cost() > MAX_VERIFY_M_COST
+        || params.t_cost() > Params::DEFAULT_T_COST
+        || params.p_cost() > Params::DEFAULT_P_COST
+    {
         return false;
     }
     let mut output = vec![0u8; expected.len()];

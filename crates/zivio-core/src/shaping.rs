@@ -9,9 +9,10 @@
 //! nothing and stays). Where it has another shape (an array where an object is declared, an
 //! object keyed by ids where an array is declared, a scalar, an array of arrays), the whole
 //! subtree is removed for owners who lack what it may hold. And because data can hide a
-//! withheld field one level deeper than declared, a key named like a withheld field is removed
-//! wherever it occurs in the resource (outside the embedded objects, which follow their own
-//! collection's rules).
+//! withheld field one level deeper than declared, an object or array the catalog does not
+//! declare inside an object on such a way is removed too (the resource's own top level still
+//! takes new fields from the platform). An embedded object shrunk to its id keeps an `id` only
+//! when it is a string or a number.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -252,7 +253,12 @@ impl Pruner<'_> {
         if self.profile.can_read(&target.name) {
             shape_in_place(self.catalog, target, object, self.profile, true);
         } else {
-            let id = object.get("id").cloned().unwrap_or(Value::Null);
+            // Only an id that is an id: anything else could carry what the owner may not see.
+            let id = object
+                .get("id")
+                .filter(|id| id.is_string() || id.is_number())
+                .cloned()
+                .unwrap_or(Value::Null);
             *object = Value::Object(Map::from_iter([("id".to_owned(), id)]));
         }
     }

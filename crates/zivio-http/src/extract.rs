@@ -37,35 +37,36 @@ impl FromRequestParts<AppState> for ApiCaller {
             )
             .into());
         };
-        // An address that keeps presenting keys that do not authenticate is refused before
-        // any lookup.
+        // Limited per key before the key is looked up: a flood costs no database work.
+        if let Err(wait) = state.api_limiter.take(key) {
+            return Err(AppError::RateLimited(retry_after(wait)).into());
+        }
+        // An address that keeps presenting keys that do not authenticate is refused before any
+        // lookup (keys that worked lately pass).
         let client = crate::admin::client_ip(
             &parts.headers,
             parts.extensions.get::<ConnectInfo<SocketAddr>>(),
             state,
         );
-        if let Some(ip) = client
-            && let Err(wait) = state.api_key_failures.check(ip)
-        {
-            return Err(AppError::RateLimited(retry_after(wait)).into());
-        }
-        // Limited per key before the key is looked up: a flood costs no database work.
-        if let Err(wait) = state.api_limiter.take(key) {
-            return Err(AppError::RateLimited(retry_after(wait)).into());
-        }
+        let spent = match client.map(|ip| state.api_key_failures.admit(key, ip)) {
+            Some(Err(wait)) => return Err(AppError::RateLimited(retry_after(wait)).into()),
+            Some(Ok(spent)) => spent,
+            None => false,
+        };
         // Malformed keys are refused without a lookup, but count as failures all the same.
-        match zivio_app::caller::authenticate_api_key(&state.services, key, tenant).await {
-            Ok(caller) => {
-                tracing::Span::current().record("tenant", caller.tenant.as_str());
-                Ok(ApiCaller(caller))
-            }
-            Err(error) => {
-                if let (AppError::Unauthenticated(_), Some(ip)) = (&error, client) {
-                    state.api_key_failures.failed(ip);
-                }
-                Err(error.into())
-            }
+        let authenticated =
+            zivio_app::caller::authenticate_api_key(&state.services, key, tenant).await;
+        if let Some(ip) = client {
+            let verdict = match &authenticated {
+                Ok(_) => Some(true),
+                Err(AppError::Unauthenticated(_)) => Some(false),
+                Err(_) => None,
+            };
+            state.api_key_failures.settle(key, ip, spent, verdict);
         }
+        let caller = authenticated?;
+        tracing::Span::current().record("tenant", caller.tenant.as_str());
+        Ok(ApiCaller(caller))
     }
 }
 

@@ -83,20 +83,13 @@ impl RateLimiter {
         }
     }
 
-    /// Whether `key` has a token now, without taking it (or remembering the key).
-    pub fn check<K: Hash + ?Sized>(&self, key: &K) -> Result<(), Duration> {
+    /// Gives back a token taken for `key` (up to the burst).
+    pub fn refund<K: Hash + ?Sized>(&self, key: &K) {
         let key = self.hasher.hash_one(key);
         let now = Instant::now();
-        match self.lock().get(&key) {
-            Some(bucket) => {
-                let tokens = self.level(bucket, now);
-                if tokens >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(self.until_one(tokens))
-                }
-            }
-            None => Ok(()),
+        if let Some(bucket) = self.lock().get_mut(&key) {
+            bucket.tokens = (self.level(bucket, now) + 1.0).min(self.burst);
+            bucket.at = now;
         }
     }
 
@@ -163,11 +156,14 @@ pub fn address_bucket(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 pub const FAILED_KEYS_PER_ADDRESS: u32 = 20;
 const FAILED_KEYS_WINDOW: Duration = Duration::from_secs(60);
 
-/// Counts failed API key authentications per client address (IPv6 per prefix). A client that
-/// keeps presenting keys that do not exist is refused before its keys are looked up, so a flood
-/// of made-up keys costs no database work.
+/// Counts API key lookups that fail per client address (IPv6 per prefix). A client that keeps
+/// presenting keys that do not exist is refused before its keys are looked up, so a flood of
+/// made-up keys costs no database work. The token is taken before the lookup and given back
+/// when the key authenticates, so concurrent requests cannot get past the gate together; keys
+/// that authenticated lately pass it, so a neighbour's flood cannot lock out working clients.
 pub struct FailedKeyLimiter {
     failures: RateLimiter,
+    known: KnownKeys,
     ipv6_prefix: u8,
 }
 
@@ -178,18 +174,96 @@ impl FailedKeyLimiter {
                 f64::from(FAILED_KEYS_PER_ADDRESS) / FAILED_KEYS_WINDOW.as_secs_f64(),
                 FAILED_KEYS_PER_ADDRESS,
             ),
+            known: KnownKeys::new(DEFAULT_BUDGET),
             ipv6_prefix,
         }
     }
 
-    /// `Err(wait)` when the address has failed too often to be heard now.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.failures.check(&address_bucket(ip, self.ipv6_prefix))
+    /// Before `key` from `ip` is looked up: `Ok(true)` when the address spent a token on it
+    /// (see [`Self::settle`]), `Ok(false)` when the key worked lately, `Err(wait)` when the
+    /// address has failed too often to be heard now.
+    pub fn admit(&self, key: &str, ip: IpAddr) -> Result<bool, Duration> {
+        if self.known.contains(key) {
+            return Ok(false);
+        }
+        self.failures
+            .take(&address_bucket(ip, self.ipv6_prefix))
+            .map(|()| true)
     }
 
-    /// The address presented a key that does not authenticate.
-    pub fn failed(&self, ip: IpAddr) {
-        let _ = self.failures.take(&address_bucket(ip, self.ipv6_prefix));
+    /// After the lookup: a key that authenticated is remembered and its token given back; one
+    /// that did not is forgotten and its token stays spent; `None` (the lookup itself failed)
+    /// gives the token back.
+    pub fn settle(&self, key: &str, ip: IpAddr, spent: bool, authenticated: Option<bool>) {
+        match authenticated {
+            Some(true) => self.known.remember(key),
+            Some(false) => {
+                self.known.forget(key);
+                return;
+            }
+            None => {}
+        }
+        if spent {
+            self.failures.refund(&address_bucket(ip, self.ipv6_prefix));
+        }
+    }
+}
+
+/// How long a key that authenticated passes the failed-key gate of its address.
+const KNOWN_FOR: Duration = Duration::from_secs(600);
+
+/// API keys that authenticated lately, as keyed 64-bit hashes (never the key), within a byte
+/// budget.
+struct KnownKeys {
+    hasher: RandomState,
+    max_entries: usize,
+    seen: Mutex<HashMap<u64, Instant>>,
+}
+
+impl KnownKeys {
+    fn new(budget: usize) -> Self {
+        KnownKeys {
+            hasher: RandomState::new(),
+            max_entries: (budget / ENTRY_BYTES).max(1),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        let key = self.hasher.hash_one(key);
+        self.lock()
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < KNOWN_FOR)
+    }
+
+    fn remember(&self, key: &str) {
+        let key = self.hasher.hash_one(key);
+        let now = Instant::now();
+        let mut seen = self.lock();
+        if seen.len() >= self.max_entries && !seen.contains_key(&key) {
+            seen.retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
+            if seen.len() >= self.max_entries {
+                // Still full of live keys: the oldest eighth goes.
+                let mut ages: Vec<(Instant, u64)> = seen.iter().map(|(k, at)| (*at, *k)).collect();
+                let evict = (self.max_entries / 8).clamp(1, ages.len());
+                ages.select_nth_unstable(evict - 1);
+                for (_, old) in &ages[..evict] {
+                    seen.remove(old);
+                }
+            }
+        }
+        seen.insert(key, now);
+    }
+
+    fn forget(&self, key: &str) {
+        let key = self.hasher.hash_one(key);
+        self.lock().remove(&key);
     }
 }
 
@@ -291,17 +365,6 @@ mod tests {
     }
 
     #[test]
-    fn check_neither_takes_nor_remembers() {
-        let limiter = RateLimiter::new(0.001, 2);
-        assert!(limiter.check("k").is_ok());
-        assert!(limiter.is_empty());
-        limiter.take("k").unwrap();
-        limiter.take("k").unwrap();
-        assert!(limiter.check("k").is_err());
-        assert!(limiter.check("other").is_ok());
-    }
-
-    #[test]
     fn ipv6_addresses_share_a_bucket_per_prefix() {
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         assert_eq!(
@@ -327,23 +390,70 @@ mod tests {
         let limiter = FailedKeyLimiter::default();
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
         let flooding = ip("2001:db8:1:2::1");
-        for _ in 0..FAILED_KEYS_PER_ADDRESS {
-            assert!(limiter.check(flooding).is_ok());
-            limiter.failed(flooding);
+        for n in 0..FAILED_KEYS_PER_ADDRESS {
+            let key = format!("made-up-{n}");
+            assert_eq!(limiter.admit(&key, flooding), Ok(true));
+            limiter.settle(&key, flooding, true, Some(false));
         }
-        let wait = limiter.check(flooding).unwrap_err();
+        let wait = limiter.admit("made-up", flooding).unwrap_err();
         assert!(wait <= Duration::from_secs(3), "{wait:?}");
         assert!(
-            limiter.check(ip("2001:db8:1:2:ffff::9")).is_err(),
+            limiter.admit("k", ip("2001:db8:1:2:ffff::9")).is_err(),
             "the same /64"
         );
-        assert!(limiter.check(ip("2001:db8:1:3::1")).is_ok(), "another /64");
-        assert!(limiter.check(ip("192.0.2.1")).is_ok());
+        assert!(
+            limiter.admit("k", ip("2001:db8:1:3::1")).is_ok(),
+            "another /64"
+        );
+        assert!(limiter.admit("k", ip("192.0.2.1")).is_ok());
         let per_address = FailedKeyLimiter::new(128);
         for _ in 0..FAILED_KEYS_PER_ADDRESS {
-            per_address.failed(flooding);
+            let _ = per_address.admit("k", flooding);
         }
-        assert!(per_address.check(flooding).is_err());
-        assert!(per_address.check(ip("2001:db8:1:2::2")).is_ok(), "per /128");
+        assert!(per_address.admit("k", flooding).is_err());
+        assert!(
+            per_address.admit("k", ip("2001:db8:1:2::2")).is_ok(),
+            "per /128"
+        );
+    }
+
+    #[test]
+    fn concurrent_lookups_spend_their_tokens_before_they_run() {
+        let limiter = FailedKeyLimiter::default();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        // Many requests at once, none settled yet: no more than the burst are let through.
+        let admitted = (0..200)
+            .filter(|n| limiter.admit(&format!("k{n}"), ip).is_ok())
+            .count();
+        assert_eq!(admitted, FAILED_KEYS_PER_ADDRESS as usize);
+    }
+
+    #[test]
+    fn keys_that_work_pass_a_flooded_address_and_get_their_token_back() {
+        let limiter = FailedKeyLimiter::default();
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(limiter.admit("good", ip), Ok(true));
+        limiter.settle("good", ip, true, Some(true));
+        // A token given back: the address can still make the full burst of failures.
+        for n in 0..FAILED_KEYS_PER_ADDRESS {
+            assert!(limiter.admit(&format!("bad{n}"), ip).is_ok(), "{n}");
+            limiter.settle(&format!("bad{n}"), ip, true, Some(false));
+        }
+        assert!(limiter.admit("bad", ip).is_err(), "the address is gated");
+        assert_eq!(
+            limiter.admit("good", ip),
+            Ok(false),
+            "a key that works passes"
+        );
+        // A key that stops working is forgotten.
+        limiter.settle("good", ip, false, Some(false));
+        assert!(limiter.admit("good", ip).is_err());
+        // A lookup that could not decide gives its token back.
+        let other: IpAddr = "192.0.2.11".parse().unwrap();
+        for _ in 0..FAILED_KEYS_PER_ADDRESS {
+            assert_eq!(limiter.admit("k", other), Ok(true));
+            limiter.settle("k", other, true, None);
+        }
+        assert!(limiter.admit("k", other).is_ok());
     }
 }

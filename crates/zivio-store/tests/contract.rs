@@ -691,6 +691,17 @@ async fn deactivation_revokes_keys_and_ends_sessions_for_good(database: &TestDat
     key_and_session(&store, &t, "u1", 1).await;
     key_and_session(&store, &t, "u2", 2).await;
     key_and_session(&store, &t, "u3", 3).await;
+    // A sign-in link issued before, still unused when access ends.
+    store
+        .create_sign_in_link(
+            &t,
+            &user_id("u1"),
+            b"link-before",
+            NOW + time::Duration::minutes(10),
+            &audit(&t, NOW, AuditAction::SignInLinkIssued),
+        )
+        .await
+        .unwrap();
 
     let deactivated = NOW + time::Duration::minutes(1);
     let mut inactive = user("u1", &["admin"]);
@@ -715,6 +726,7 @@ async fn deactivation_revokes_keys_and_ends_sessions_for_good(database: &TestDat
             "api_keys_revoked": 1,
             "api_key_ids": ["key_u1_1"],
             "sessions_ended": 1,
+            "sign_in_links_deleted": 1,
         }),
         "ids and counts, never a key"
     );
@@ -769,6 +781,14 @@ async fn deactivation_revokes_keys_and_ends_sessions_for_good(database: &TestDat
     assert_eq!(
         credentials(&store, &t, "u1", 1).await,
         ended(deactivated, RevokedReason::UserDeactivated)
+    );
+    assert!(
+        store
+            .consume_sign_in_link(b"link-before", reactivated)
+            .await
+            .unwrap()
+            .is_none(),
+        "a link from before the deactivation opens nothing"
     );
     // A new key and a new sign-in work.
     key_and_session(&store, &t, "u1", 11).await;
@@ -958,7 +978,8 @@ async fn migration_0006_ends_what_earlier_versions_only_suspended(
         .collect::<Vec<_>>()
         .into();
     assert_eq!(before.migrations.len(), 5);
-    // manager: active with webhooks:manage; gone: inactive; reader: active without it.
+    // manager: active with webhooks:manage; gone: inactive; reader: active without it (its key
+    // was used); early: active without it, its key issued ahead of a grant and never used.
     let data = format!(
         "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('t', 'T', {time}, {time});
          INSERT INTO roles (tenant_id, name, updated_at) VALUES ('t', 'admin', {time}), ('t', 'reader', {time});
@@ -967,13 +988,16 @@ async fn migration_0006_ends_what_earlier_versions_only_suspended(
          INSERT INTO users (tenant_id, id, email, name, active, created_at, updated_at)
              VALUES ('t', 'manager', 'm@x.co', 'M', TRUE, {time}, {time}),
                     ('t', 'gone', 'g@x.co', 'G', FALSE, {time}, {time}),
-                    ('t', 'reader', 'r@x.co', 'R', TRUE, {time}, {time});
+                    ('t', 'reader', 'r@x.co', 'R', TRUE, {time}, {time}),
+                    ('t', 'early', 'e@x.co', 'E', TRUE, {time}, {time});
          INSERT INTO user_roles (tenant_id, user_id, role_name)
-             VALUES ('t', 'manager', 'admin'), ('t', 'gone', 'admin'), ('t', 'reader', 'reader');
-         INSERT INTO api_keys (id, tenant_id, user_id, key_hash, hint, created_at)
-             VALUES ('key_manager_1', 't', 'manager', {}, 'h', {time}),
-                    ('key_gone_2', 't', 'gone', {}, 'h', {time}),
-                    ('key_reader_3', 't', 'reader', {}, 'h', {time});
+             VALUES ('t', 'manager', 'admin'), ('t', 'gone', 'admin'), ('t', 'reader', 'reader'),
+                    ('t', 'early', 'reader');
+         INSERT INTO api_keys (id, tenant_id, user_id, key_hash, hint, created_at, last_used_at)
+             VALUES ('key_manager_1', 't', 'manager', {}, 'h', {time}, {time}),
+                    ('key_gone_2', 't', 'gone', {}, 'h', {time}, NULL),
+                    ('key_reader_3', 't', 'reader', {}, 'h', {time}, {time}),
+                    ('key_early_4', 't', 'early', {}, 'h', {time}, NULL);
          INSERT INTO admin_sessions (id_hash, tenant_id, user_id, created_at, last_seen_at)
              VALUES ({}, 't', 'manager', {time}, {time}),
                     ({}, 't', 'gone', {time}, {time}),
@@ -981,6 +1005,7 @@ async fn migration_0006_ends_what_earlier_versions_only_suspended(
         blob(1),
         blob(2),
         blob(3),
+        blob(4),
         blob(11),
         blob(12),
         blob(13),
@@ -1025,9 +1050,14 @@ async fn migration_0006_ends_what_earlier_versions_only_suspended(
     };
     assert_eq!(state("manager", 1, 11).await, (true, true, None));
     assert_eq!(
+        state("early", 4, 14).await,
+        (true, false, None),
+        "a key never used may have been issued ahead of a grant"
+    );
+    assert_eq!(
         stored_digests(database, backend).await,
-        1,
-        "only the live key keeps its digest"
+        2,
+        "only the live keys keep their digests"
     );
     assert_eq!(
         state("gone", 2, 12).await,

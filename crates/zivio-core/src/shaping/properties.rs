@@ -117,6 +117,7 @@ enum Misshape {
     FirstElementOnly,
     AsString,
     AsNull,
+    UnderId,
 }
 
 fn misshape(value: Value, how: Misshape) -> Value {
@@ -132,6 +133,7 @@ fn misshape(value: Value, how: Misshape) -> Value {
         },
         Misshape::AsString => Value::String(value.to_string()),
         Misshape::AsNull => Value::Null,
+        Misshape::UnderId => json!({"id": value}),
     }
 }
 
@@ -145,6 +147,7 @@ fn any_misshape() -> impl Strategy<Value = Misshape> {
         1 => Just(Misshape::FirstElementOnly),
         1 => Just(Misshape::AsString),
         1 => Just(Misshape::AsNull),
+        1 => Just(Misshape::UnderId),
     ]
 }
 

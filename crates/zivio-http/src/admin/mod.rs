@@ -25,6 +25,8 @@ mod pages;
 pub const SESSION_COOKIE: &str = "zivio_session";
 /// The sign-in form's pre-session cookie (see [`PublicForm`]).
 pub const SIGN_IN_COOKIE: &str = "zivio_sign_in";
+/// Its name when the service is served over https.
+pub const SECURE_SIGN_IN_COOKIE: &str = "__Host-zivio_sign_in";
 
 /// Content-Security-Policy of every page: nothing inline, nothing from elsewhere.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
@@ -198,19 +200,31 @@ fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
 }
 
 /// The sign-in form's pre-session value from its cookie, if the browser sent a well-formed one.
-pub(crate) fn sign_in_nonce(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SIGN_IN_COOKIE).filter(|nonce| sessions::is_sign_in_nonce(nonce))
+pub(crate) fn sign_in_nonce(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    cookie(headers, sign_in_cookie_name(state)).filter(|nonce| sessions::is_sign_in_nonce(nonce))
 }
 
-/// The pre-session cookie of the sign-in form: sent only by same-site requests to the admin.
-pub(crate) fn sign_in_cookie(state: &AppState, nonce: &str) -> HeaderValue {
-    let secure = if state.services.settings.public_url.scheme() == "https" {
-        "; Secure"
+/// Over https the cookie is `__Host-` prefixed: browsers then accept it only from this very
+/// host, over https, for the whole site, so a sibling subdomain or a plain-http page cannot
+/// plant a value of its own.
+fn sign_in_cookie_name(state: &AppState) -> &'static str {
+    if state.services.settings.public_url.scheme() == "https" {
+        SECURE_SIGN_IN_COOKIE
     } else {
-        ""
+        SIGN_IN_COOKIE
+    }
+}
+
+/// The pre-session cookie of the sign-in form: sent only by same-site requests.
+pub(crate) fn sign_in_cookie(state: &AppState, nonce: &str) -> HeaderValue {
+    let attributes = if state.services.settings.public_url.scheme() == "https" {
+        "Path=/; Secure"
+    } else {
+        "Path=/admin"
     };
     HeaderValue::from_str(&format!(
-        "{SIGN_IN_COOKIE}={nonce}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=86400{secure}"
+        "{}={nonce}; {attributes}; HttpOnly; SameSite=Strict; Max-Age=86400",
+        sign_in_cookie_name(state)
     ))
     .expect("nonces are cookie-safe")
 }
@@ -375,7 +389,7 @@ impl FromRequest<AppState> for PublicForm {
             parts.extensions.get::<ConnectInfo<SocketAddr>>(),
             state,
         );
-        let Some(nonce) = sign_in_nonce(&parts.headers) else {
+        let Some(nonce) = sign_in_nonce(state, &parts.headers) else {
             return Err(stale_form());
         };
         let fields = read_fields(Request::from_parts(parts, body), state).await?;
@@ -523,6 +537,16 @@ impl SignInLimiter {
         }
         self.accounts.take(account.to_lowercase().as_str()).is_ok()
     }
+
+    /// Gives back what [`Self::allow`] took for an attempt that was never checked (hashing was
+    /// busy): a flood that keeps the hashing threads busy must not use up real users' attempts.
+    pub(crate) fn refund(&self, account: &str, address: Option<IpAddr>) {
+        if let Some(ip) = address {
+            self.addresses
+                .refund(&crate::limits::address_bucket(ip, self.ipv6_prefix));
+        }
+        self.accounts.refund(account.to_lowercase().as_str());
+    }
 }
 
 #[cfg(test)]
@@ -551,6 +575,16 @@ mod tests {
             !limiter.allow("acme/d@x", Some(ip)),
             "the address is over its limit"
         );
+    }
+
+    #[test]
+    fn attempts_never_checked_are_given_back() {
+        let limiter = SignInLimiter::default();
+        let ip: IpAddr = "192.0.2.2".parse().unwrap();
+        while limiter.allow("acme/busy@x", Some(ip)) {}
+        limiter.refund("acme/busy@x", Some(ip));
+        assert!(limiter.allow("acme/busy@x", Some(ip)), "one given back");
+        assert!(!limiter.allow("acme/busy@x", Some(ip)));
     }
 
     #[test]

@@ -164,7 +164,7 @@ pub async fn sign_in_page(
     }
     sign_in_form(
         &state,
-        sign_in_nonce(&headers),
+        sign_in_nonce(&state, &headers),
         StatusCode::OK,
         "",
         "",
@@ -209,8 +209,9 @@ pub async fn sign_in(
     {
         Ok(id) => signed_in(&state, &id),
         Err(AppError::Unauthenticated(message)) => again(StatusCode::UNAUTHORIZED, message),
-        // The password hashing threads are all busy: nothing was checked.
+        // The password hashing threads are all busy: nothing was checked, nothing is counted.
         Err(AppError::Busy(seconds)) => {
+            state.sign_in_limiter.refund(&account, client);
             let mut page = again(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
@@ -236,7 +237,7 @@ pub async fn sign_in_link(
         Ok(id) => signed_in(&state, &id),
         Err(AppError::Unauthenticated(message)) => sign_in_form(
             &state,
-            sign_in_nonce(&headers),
+            sign_in_nonce(&state, &headers),
             StatusCode::UNAUTHORIZED,
             "",
             "",

@@ -24,8 +24,9 @@ ALTER TABLE api_keys
 UPDATE api_keys k SET revoked_at = now(), revoked_reason = 'user_deactivated', key_hash = NULL
 WHERE revoked_at IS NULL
   AND EXISTS (SELECT 1 FROM users u WHERE u.tenant_id = k.tenant_id AND u.id = k.user_id AND NOT u.active);
+-- A key never used may have been issued ahead of a grant (as the directory allows): it stays.
 UPDATE api_keys k SET revoked_at = now(), revoked_reason = 'permission_removed', key_hash = NULL
-WHERE revoked_at IS NULL
+WHERE revoked_at IS NULL AND last_used_at IS NOT NULL
   AND NOT EXISTS (
       SELECT 1 FROM user_roles ur
       JOIN role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role_name = ur.role_name

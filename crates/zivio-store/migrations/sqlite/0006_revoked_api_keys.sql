@@ -35,9 +35,10 @@ UPDATE api_keys SET revoked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000,
 WHERE revoked_at IS NULL
   AND EXISTS (SELECT 1 FROM users u
               WHERE u.tenant_id = api_keys.tenant_id AND u.id = api_keys.user_id AND NOT u.active);
+-- A key never used may have been issued ahead of a grant (as the directory allows): it stays.
 UPDATE api_keys SET revoked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000,
                     revoked_reason = 'permission_removed', key_hash = NULL
-WHERE revoked_at IS NULL
+WHERE revoked_at IS NULL AND last_used_at IS NOT NULL
   AND NOT EXISTS (
       SELECT 1 FROM user_roles ur
       JOIN role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role_name = ur.role_name

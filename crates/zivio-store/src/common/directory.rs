@@ -234,7 +234,15 @@ macro_rules! directory_queries {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            if revoked.is_empty() && sessions == 0 {
+            // Unused sign-in links go too: one issued before the loss must not open a session
+            // once access is back.
+            let links = sqlx::query("DELETE FROM sign_in_links WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if revoked.is_empty() && sessions == 0 && links == 0 {
                 return Ok(());
             }
             // Directory changes come from the platform (the service never invents access).
@@ -245,6 +253,7 @@ macro_rules! directory_queries {
                     "api_keys_revoked": revoked.len(),
                     "api_key_ids": revoked,
                     "sessions_ended": sessions,
+                    "sign_in_links_deleted": links,
                 }),
             );
             record_audit(tx, &audit).await
