@@ -29,7 +29,10 @@ mod events {
         sqlx::Postgres,
         super::to_db,
         super::from_db,
-        time::OffsetDateTime
+        time::OffsetDateTime,
+        // Payload ids drawn in advance from the identity's sequence.
+        "SELECT nextval(pg_get_serial_sequence('payloads', 'id')) FROM generate_series(1, $1)",
+        "INSERT INTO payloads (id, event_id, body) OVERRIDING SYSTEM VALUE "
     );
 }
 mod history {

@@ -19,7 +19,16 @@ mod directory {
     crate::common::directory_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }
 mod events {
-    crate::common::event_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
+    crate::common::event_queries!(
+        sqlx::Sqlite,
+        super::to_db,
+        super::from_db,
+        i64,
+        // Payload ids drawn in advance: the next ones after the largest (one writer at a time).
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+         SELECT (SELECT COALESCE(max(id), 0) FROM payloads) + i FROM n",
+        "INSERT INTO payloads (id, event_id, body) "
+    );
 }
 mod history {
     crate::common::history_queries!(

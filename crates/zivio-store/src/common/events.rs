@@ -1,7 +1,7 @@
 //! Events, payloads and the queue rows a publish creates.
 
 macro_rules! event_queries {
-    ($db:ty, $to:path, $from:path, $t:ty) => {
+    ($db:ty, $to:path, $from:path, $t:ty, $payload_ids:expr, $insert_payloads:expr) => {
         use sqlx::Row as _;
         use time::OffsetDateTime;
         use zivio_core::ids::TenantId;
@@ -34,76 +34,118 @@ macro_rules! event_queries {
             Ok(found)
         }
 
-        pub(crate) async fn insert_event(
+        /// Stores a batch of events with their payloads and queued deliveries in a few multi-row
+        /// statements (a handful per chunk, whatever the batch's size): producer keys older than
+        /// `key_cutoff` are freed, events inserted (a key still taken is a conflict), payload ids
+        /// drawn in advance so that deliveries can name them, payloads and deliveries inserted.
+        pub(crate) async fn insert_events(
             tx: &mut Connection,
             tenant: &TenantId,
-            event: &NewEvent,
+            batch: &[NewEvent],
             key_cutoff: OffsetDateTime,
         ) -> StoreResult<()> {
-            if let Some(key) = &event.key {
+            let keys: Vec<&str> = batch.iter().filter_map(|event| event.key.as_deref()).collect();
+            for chunk in $crate::common::fixed_chunks(&keys) {
                 // A key older than the retention window is free again.
-                sqlx::query(
-                    "UPDATE events SET producer_key = NULL
-                     WHERE tenant_id = $1 AND producer_key = $2 AND accepted_at < $3",
-                )
-                .bind(tenant.as_str())
-                .bind(key)
-                .bind($to(key_cutoff))
-                .execute(&mut *tx)
-                .await?;
+                let mut free = sqlx::QueryBuilder::<$db>::new("UPDATE events SET producer_key = NULL WHERE tenant_id = ");
+                free.push_bind(tenant.as_str())
+                    .push(" AND accepted_at < ")
+                    .push_bind($to(key_cutoff))
+                    .push(" AND producer_key IN (");
+                let mut list = free.separated(", ");
+                for key in chunk {
+                    list.push_bind(*key);
+                }
+                free.push(")");
+                free.build().execute(&mut *tx).await?;
             }
-            sqlx::query(
-                "INSERT INTO events (id, tenant_id, type, occurred_at, accepted_at, producer_key,
-                                     fingerprint, resource_id, source)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&event.id)
-            .bind(tenant.as_str())
-            .bind(&event.event_type)
-            .bind($to(event.occurred_at))
-            .bind($to(event.accepted_at))
-            .bind(&event.key)
-            .bind(event.fingerprint.as_slice())
-            .bind(&event.resource_id)
-            .bind(&event.source)
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| match conflict_on_unique(error, "producer key") {
-                StoreError::NotFound { .. } => StoreError::NotFound { what: "tenant" },
-                other => other,
-            })?;
-            let mut payload_ids = Vec::with_capacity(event.payloads.len());
-            for body in &event.payloads {
-                let id: i64 = sqlx::query_scalar("INSERT INTO payloads (event_id, body) VALUES ($1, $2) RETURNING id")
-                    .bind(&event.id)
-                    .bind(body.as_slice())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                payload_ids.push(id);
+            for chunk in $crate::common::fixed_chunks(batch) {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO events (id, tenant_id, type, occurred_at, accepted_at, producer_key,
+                                         fingerprint, resource_id, source) ",
+                );
+                insert.push_values(chunk, |mut row, event| {
+                    row.push_bind(event.id.as_str())
+                        .push_bind(tenant.as_str())
+                        .push_bind(event.event_type.as_str())
+                        .push_bind($to(event.occurred_at))
+                        .push_bind($to(event.accepted_at))
+                        .push_bind(event.key.as_deref())
+                        .push_bind(event.fingerprint.as_slice())
+                        .push_bind(event.resource_id.as_str())
+                        .push_bind(event.source.as_deref());
+                });
+                insert.build().execute(&mut *tx).await.map_err(|error| {
+                    match conflict_on_unique(error, "producer key") {
+                        StoreError::NotFound { .. } => StoreError::NotFound { what: "tenant" },
+                        other => other,
+                    }
+                })?;
             }
-            for (webhook, payload) in &event.deliveries {
-                let payload_id = *payload_ids
-                    .get(*payload)
-                    .ok_or_else(|| StoreError::Corrupt(format!("payload index {payload} out of range")))?;
-                // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
-                // computed gets nothing (the engine checks again before sending); a test event
-                // reaches a disabled webhook too.
-                sqlx::query(
-                    "INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state, attempts,
-                                             next_attempt_at, created_at)
-                     SELECT $1, $2, $3, $4, 'pending', 0, $5, $5
-                     WHERE EXISTS (SELECT 1 FROM webhooks w
-                                   JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
-                                   WHERE w.id = $2 AND w.tenant_id = $1 AND (w.enabled OR $6) AND u.active)",
-                )
-                .bind(tenant.as_str())
-                .bind(webhook.as_str())
-                .bind(&event.id)
-                .bind(payload_id)
-                .bind($to(event.accepted_at))
-                .bind(event.is_test)
-                .execute(&mut *tx)
+            // Each event's payloads, in order, with ids drawn in advance.
+            let count = batch.iter().map(|event| event.payloads.len()).sum::<usize>();
+            if count == 0 {
+                return Ok(());
+            }
+            let ids: Vec<i64> = sqlx::query_scalar($payload_ids)
+                .bind(i64::try_from(count).unwrap_or(i64::MAX))
+                .fetch_all(&mut *tx)
                 .await?;
+            if ids.len() != count {
+                return Err(StoreError::Corrupt(format!("{} payload ids drawn for {count}", ids.len())));
+            }
+            let mut payloads = Vec::with_capacity(count);
+            let mut deliveries = Vec::new();
+            let mut next = ids.iter();
+            for event in batch {
+                let first = payloads.len();
+                for body in &event.payloads {
+                    let id = *next.next().expect("as many ids as payloads");
+                    payloads.push((id, event.id.as_str(), body.as_slice()));
+                }
+                for (webhook, payload) in &event.deliveries {
+                    let (payload_id, _, _) = payloads
+                        .get(first + payload)
+                        .filter(|_| *payload < event.payloads.len())
+                        .ok_or_else(|| StoreError::Corrupt(format!("payload index {payload} out of range")))?;
+                    deliveries.push((webhook.as_str(), event.id.as_str(), *payload_id, event.accepted_at, event.is_test));
+                }
+            }
+            for chunk in $crate::common::fixed_chunks(&payloads) {
+                let mut insert = sqlx::QueryBuilder::<$db>::new($insert_payloads);
+                insert.push_values(chunk, |mut row, (id, event, body)| {
+                    row.push_bind(*id).push_bind(*event).push_bind(*body);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
+            // computed gets nothing (the engine checks again before sending); a test event
+            // reaches a disabled webhook too.
+            for chunk in $crate::common::fixed_chunks(&deliveries) {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS (",
+                );
+                insert.push_values(chunk, |mut row, (webhook, event, payload, accepted_at, is_test)| {
+                    row.push_bind(*webhook)
+                        .push_bind(*event)
+                        .push_bind(*payload)
+                        .push_bind($to(*accepted_at))
+                        .push_bind(*is_test);
+                });
+                insert
+                    .push(
+                        ") INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state,
+                                                  attempts, next_attempt_at, created_at)
+                         SELECT w.tenant_id, v.webhook_id, v.event_id, v.payload_id, 'pending', 0,
+                                v.accepted_at, v.accepted_at
+                         FROM v
+                         JOIN webhooks w ON w.id = v.webhook_id
+                         JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
+                         WHERE w.tenant_id = ",
+                    )
+                    .push_bind(tenant.as_str())
+                    .push(" AND (w.enabled OR v.is_test) AND u.active");
+                insert.build().execute(&mut *tx).await?;
             }
             Ok(())
         }

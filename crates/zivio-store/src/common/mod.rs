@@ -21,3 +21,37 @@ pub(crate) use queue::queue_queries;
 pub(crate) use sessions::session_queries;
 pub(crate) use store_impl::store_impl;
 pub(crate) use webhooks::webhook_queries;
+
+/// Sizes of the chunks multi-row statements are cut into: a few fixed shapes, so that their
+/// prepared statements are reused (one per distinct row count would crowd the statement cache),
+/// and few statements per batch.
+const CHUNK_SIZES: [usize; 4] = [256, 32, 8, 1];
+
+/// `items` in consecutive chunks of [`CHUNK_SIZES`], largest first.
+pub(crate) fn fixed_chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    for size in CHUNK_SIZES {
+        while items.len() >= size {
+            let (chunk, rest) = items.split_at(size);
+            chunks.push(chunk);
+            items = rest;
+        }
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_take_fixed_sizes_and_keep_order() {
+        let items: Vec<u32> = (0..300).collect();
+        let sizes: Vec<usize> = super::fixed_chunks(&items)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [256, 32, 8, 1, 1, 1, 1]);
+        let joined: Vec<u32> = super::fixed_chunks(&items).concat();
+        assert_eq!(joined, items);
+        assert!(super::fixed_chunks::<u32>(&[]).is_empty());
+    }
+}

@@ -82,63 +82,98 @@ macro_rules! queue_queries {
             Ok(claimed)
         }
 
-        /// Returns whether the delivery moved on and whether the attempt was recorded (its
-        /// delivery still exists).
-        pub(crate) async fn record_attempt(tx: &mut Connection, lease: &str, attempt: &AttemptRecord) -> StoreResult<(bool, bool)> {
-            let state = match (attempt.next_attempt_at, attempt.succeeded) {
-                (Some(_), _) => "pending",
-                (None, true) => "succeeded",
-                (None, false) => "failed",
-            };
-            let moved = sqlx::query(
-                "UPDATE deliveries SET attempts = attempts + 1, state = $3, next_attempt_at = $4,
-                     lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-            )
-            .bind(attempt.delivery_id)
-            .bind(lease)
-            .bind(state)
-            .bind(attempt.next_attempt_at.map($to))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            // A cancelled delivery gets no next attempt; a deleted one no record at all.
-            let next = if moved { attempt.next_attempt_at.map($to) } else { None };
-            let inserted = sqlx::query(
-                "INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id, event_type,
-                     attempt, succeeded, request_url, request_headers, response_status, response_headers,
-                     response_body, response_truncated, duration_ms, error_kind, error_detail,
-                     next_attempt_at, created_at, event_type_prefix)
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20
-                 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $3)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&attempt.id)
-            .bind(attempt.tenant.as_str())
-            .bind(attempt.delivery_id)
-            .bind(attempt.webhook_id.as_str())
-            .bind(&attempt.event_id)
-            .bind(&attempt.event_type)
-            .bind(i32::try_from(attempt.attempt).unwrap_or(i32::MAX))
-            .bind(attempt.succeeded)
-            .bind(&attempt.request_url)
-            .bind(&attempt.request_headers)
-            .bind(attempt.response_status.map(i32::from))
-            .bind(&attempt.response_headers)
-            .bind(&attempt.response_body)
-            .bind(attempt.response_truncated)
-            .bind(attempt.duration_ms)
-            .bind(&attempt.error_kind)
-            .bind(&attempt.error_detail)
-            .bind(next)
-            .bind($to(attempt.created_at))
-            .bind(attempt.event_type.split_once('.').map_or("", |(prefix, _)| prefix))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            Ok((moved, inserted))
+        /// Records finished attempts, `(lease, record)` each, in two statements per chunk: every
+        /// delivery still pending under its lease moves on (retried, succeeded or failed), and
+        /// every attempt whose delivery still exists is stored, once by id. Returns, in order,
+        /// whether each delivery moved on and whether each attempt was stored (a cancelled
+        /// delivery gets its attempt but no next one; a deleted one no record at all).
+        pub(crate) async fn record_attempt_rows(
+            tx: &mut Connection,
+            attempts: &[(&str, &AttemptRecord)],
+        ) -> StoreResult<Vec<(bool, bool)>> {
+            let mut moved = std::collections::HashSet::new();
+            for chunk in $crate::common::fixed_chunks(attempts) {
+                let mut update = sqlx::QueryBuilder::<$db>::new("WITH v (id, lease, state, next) AS (");
+                update.push_values(chunk, |mut row, (lease, attempt)| {
+                    let state = match (attempt.next_attempt_at, attempt.succeeded) {
+                        (Some(_), _) => "pending",
+                        (None, true) => "succeeded",
+                        (None, false) => "failed",
+                    };
+                    row.push_bind(attempt.delivery_id)
+                        .push_bind(*lease)
+                        .push_bind(state)
+                        .push_bind(attempt.next_attempt_at.map($to));
+                });
+                update.push(
+                    ") UPDATE deliveries SET attempts = attempts + 1, state = v.state,
+                         next_attempt_at = v.next, lease_owner = NULL, lease_expires_at = NULL
+                     FROM v
+                     WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
+                       AND deliveries.state = 'pending'
+                     RETURNING deliveries.id",
+                );
+                let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+                moved.extend(ids);
+            }
+            let mut stored = std::collections::HashSet::new();
+            for chunk in $crate::common::fixed_chunks(attempts) {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
+                             succeeded, request_url, request_headers, response_status,
+                             response_headers, response_body, response_truncated, duration_ms,
+                             error_kind, error_detail, next_attempt_at, created_at,
+                             event_type_prefix) AS (",
+                );
+                insert.push_values(chunk, |mut row, (_, attempt)| {
+                    let next = if moved.contains(&attempt.delivery_id) {
+                        attempt.next_attempt_at.map($to)
+                    } else {
+                        None
+                    };
+                    row.push_bind(attempt.id.as_str())
+                        .push_bind(attempt.tenant.as_str())
+                        .push_bind(attempt.delivery_id)
+                        .push_bind(attempt.webhook_id.as_str())
+                        .push_bind(attempt.event_id.as_str())
+                        .push_bind(attempt.event_type.as_str())
+                        .push_bind(i32::try_from(attempt.attempt).unwrap_or(i32::MAX))
+                        .push_bind(attempt.succeeded)
+                        .push_bind(attempt.request_url.as_str())
+                        .push_bind(attempt.request_headers.as_str())
+                        .push_bind(attempt.response_status.map(i32::from))
+                        .push_bind(attempt.response_headers.as_deref())
+                        .push_bind(attempt.response_body.as_deref())
+                        .push_bind(attempt.response_truncated)
+                        .push_bind(attempt.duration_ms)
+                        .push_bind(attempt.error_kind.as_deref())
+                        .push_bind(attempt.error_detail.as_deref())
+                        .push_bind(next)
+                        .push_bind($to(attempt.created_at))
+                        .push_bind(attempt.event_type.split_once('.').map_or("", |(prefix, _)| prefix));
+                });
+                insert.push(
+                    ") INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id,
+                         event_type, attempt, succeeded, request_url, request_headers,
+                         response_status, response_headers, response_body, response_truncated,
+                         duration_ms, error_kind, error_detail, next_attempt_at, created_at,
+                         event_type_prefix)
+                     SELECT id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
+                            succeeded, request_url, request_headers, response_status,
+                            response_headers, response_body, response_truncated, duration_ms,
+                            error_kind, error_detail, next_attempt_at, created_at, event_type_prefix
+                     FROM v
+                     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.delivery_id)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING id",
+                );
+                let ids: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+                stored.extend(ids);
+            }
+            Ok(attempts
+                .iter()
+                .map(|(_, attempt)| (moved.contains(&attempt.delivery_id), stored.contains(&attempt.id)))
+                .collect())
         }
 
         /// Notes each webhook's latest attempt of the batch on the webhook (unless a later one is

@@ -373,9 +373,7 @@ macro_rules! store_impl {
             ) -> $crate::StoreResult<()> {
                 let (tenant, batch, audit) = (tenant.clone(), batch.to_vec(), audit.cloned());
                 self.write_grouped(move |tx| Box::pin(async move {
-                    for event in &batch {
-                        events::insert_event(&mut *tx, &tenant, event, key_cutoff).await?;
-                    }
+                    events::insert_events(&mut *tx, &tenant, &batch, key_cutoff).await?;
                     if let Some(audit) = &audit {
                         directory::record_audit(&mut *tx, audit).await?;
                     }
@@ -425,13 +423,17 @@ macro_rules! store_impl {
                     let records: Vec<&$crate::AttemptRecord> =
                         attempts.iter().map(|finished| &finished.record).collect();
                     queue::note_latest_attempts(&mut *tx, &records).await?;
+                    let rows: Vec<(&str, &$crate::AttemptRecord)> = attempts
+                        .iter()
+                        .map(|finished| (finished.lease.as_str(), &finished.record))
+                        .collect();
+                    let recorded_rows = queue::record_attempt_rows(&mut *tx, &rows).await?;
                     let mut outcomes = Vec::with_capacity(attempts.len());
                     let mut counts = std::collections::BTreeMap::new();
                     // Per webhook, its latest recorded failure: the one that may disable it.
                     let mut failures: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-                    for (index, finished) in attempts.iter().enumerate() {
+                    for (index, (finished, (moved, recorded))) in attempts.iter().zip(recorded_rows).enumerate() {
                         let attempt = &finished.record;
-                        let (moved, recorded) = queue::record_attempt(&mut *tx, &finished.lease, attempt).await?;
                         outcomes.push($crate::AttemptOutcome { moved, auto_disabled: false });
                         if !recorded {
                             continue;
