@@ -2,6 +2,7 @@
 //! driven over loopback against a fast HTTPS receiver, next to the raw ceiling of the machine.
 //! The certificate authority is shared with the integration tests.
 
+pub mod ceiling;
 pub mod pki;
 pub mod receiver;
 pub mod report;

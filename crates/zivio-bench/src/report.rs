@@ -33,7 +33,8 @@ pub struct Figure {
     pub unit: &'static str,
     pub target: Option<Target>,
     pub met: Option<bool>,
-    /// For rates: the value divided by the raw ceiling.
+    /// For rates (deliveries/s; requests/s of the ceiling's runs measured after it): the value
+    /// divided by the raw ceiling.
     pub ratio_to_ceiling: Option<f64>,
 }
 
@@ -54,7 +55,8 @@ impl Report {
         unit: &'static str,
         target: Option<Target>,
     ) {
-        let ratio_to_ceiling = (unit == "deliveries/s")
+        // Rates of requests sent: deliveries, and the ceiling's own runs once it is known.
+        let ratio_to_ceiling = matches!(unit, "deliveries/s" | "requests/s")
             .then_some(self.ceiling)
             .flatten()
             .map(|ceiling| value / ceiling);

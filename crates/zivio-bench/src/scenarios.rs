@@ -7,14 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::task::JoinSet;
-use zivio_core::secret::SigningSecret;
 
 use crate::receiver::Receiver;
 use crate::report::{Percentiles, Report, Target};
-use crate::service::{Backend, Launch, Service, example_event, postgres_cpu};
+use crate::service::{Backend, Launch, Service, postgres_cpu};
 
 const TENANT: &str = "bench";
 /// Nothing in a scenario may take longer than this to arrive.
@@ -79,93 +76,9 @@ impl Bench {
         Service::start(&self.launch, env).await
     }
 
-    /// The raw ceiling: the receiver driven directly by keep-alive clients sending signed
-    /// bodies like the service's, over HTTP/2 (one connection, as the service uses with an
-    /// HTTP/2 receiver) and over HTTP/1.1 (64 connections); the faster one is the ceiling.
+    /// The raw ceiling of this machine, against which rates are reported (`crate::ceiling`).
     pub async fn ceiling(&mut self) -> anyhow::Result<()> {
-        let mut best: f64 = 0.0;
-        for (name, http1) in [
-            ("signed requests/s, HTTP/2", false),
-            ("signed requests/s, HTTP/1.1", true),
-        ] {
-            let rate = self
-                .drive_receiver(http1, 64, Duration::from_secs(5))
-                .await?;
-            self.report
-                .add("ceiling", None, name, rate, "requests/s", None);
-            best = best.max(rate);
-        }
-        self.report.ceiling = Some(best);
-        Ok(())
-    }
-
-    async fn drive_receiver(
-        &self,
-        http1: bool,
-        concurrency: usize,
-        length: Duration,
-    ) -> anyhow::Result<f64> {
-        let roots = CertificateDer::from_pem_slice(self.receiver.ca.pem.as_bytes())?;
-        let mut store = rustls::RootCertStore::empty();
-        store.add(roots)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        tls.alpn_protocols = match http1 {
-            true => vec![b"http/1.1".to_vec()],
-            false => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        };
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .pool_max_idle_per_host(concurrency)
-            .tcp_nodelay(true)
-            .no_proxy()
-            .build()?;
-        let secret = SigningSecret::generate([7; 32]);
-        let body = serde_json::to_vec(&serde_json::json!({
-            "type": "invoice.paid",
-            "timestamp": "2026-11-27T12:00:00Z",
-            "data": example_event()["resource"]["data"],
-        }))?;
-        let url = self.receiver.url("/ceiling");
-        let base = self.receiver.count();
-        let started = Instant::now();
-        let until = started + length;
-        let mut senders = JoinSet::new();
-        for sender in 0..concurrency {
-            let (client, secret, body, url) =
-                (client.clone(), secret.clone(), body.clone(), url.clone());
-            senders.spawn(async move {
-                let mut sent = 0u64;
-                while Instant::now() < until {
-                    let id = format!("evt_ceiling_{sender}_{sent}");
-                    let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
-                    let signature = zivio_core::signing::sign(&secret, &id, timestamp, &body);
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .header("webhook-id", id)
-                        .header("webhook-timestamp", timestamp.to_string())
-                        .header("webhook-signature", signature)
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    anyhow::ensure!(response.status().is_success(), "{}", response.status());
-                    response.bytes().await?;
-                    sent += 1;
-                }
-                Ok(())
-            });
-        }
-        while let Some(done) = senders.join_next().await {
-            done??;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let answered = self.receiver.count() - base;
-        self.receiver.take();
-        Ok(answered as f64 / elapsed)
+        crate::ceiling::measure(&self.receiver, &mut self.report).await
     }
 
     /// (1) Sustained throughput to one webhook, published in batches and one event per request,
