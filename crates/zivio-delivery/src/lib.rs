@@ -35,7 +35,8 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
 /// recording the result.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
-/// A delivery whose URL changes this many times while it is being vetted goes back to the queue.
+/// A delivery whose URL keeps changing while it is being vetted goes back to the queue after
+/// this many reads.
 const MAX_URL_CHANGES: u32 = 3;
 /// Per webhook, requests sent (in flight or answered) whose outcome is not recorded yet. A send
 /// slot is free again at the response, so this, not the in-flight bound, is what a crash can
@@ -406,51 +407,10 @@ impl Engine {
             self.give_back(&lease, delivery.id).await;
             return;
         };
-        // The destination is vetted first (resolving may take seconds); then the freshest URL
-        // and secret are read with a last check that the webhook may still send, so that a
-        // rotation committed while resolving applies to this request. A URL changed meanwhile is
-        // vetted in turn and read again. The lease is extended to cover the whole attempt
-        // (sending, recording); a lease that expired meanwhile means someone else may have it:
-        // send nothing.
-        let policy = &self.services.url_policy;
-        let resolver = self.services.resolver.as_ref();
         let mut delivery = delivery;
-        let mut vetted = attempt::vet(policy, resolver, &delivery.url).await;
-        let mut reads = 0;
-        loop {
-            let now = self.services.now();
-            let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
-            match self
-                .services
-                .store
-                .begin_attempt(&lease, delivery.id, now, attempt_until)
-                .await
-            {
-                Ok(Some((url, secret))) => {
-                    delivery.secret_ciphertext = secret;
-                    if url == delivery.url {
-                        break;
-                    }
-                    reads += 1;
-                    if reads == MAX_URL_CHANGES {
-                        self.give_back(&lease, delivery.id).await;
-                        return;
-                    }
-                    vetted = attempt::vet(policy, resolver, &url).await;
-                    delivery.url = url;
-                }
-                Ok(None) => {
-                    // Cancelled or no longer ours: the freed slot may let a claim take more.
-                    self.wake.notify_one();
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "could not check a delivery before sending; giving it back");
-                    self.give_back(&lease, delivery.id).await;
-                    return;
-                }
-            }
-        }
+        let Some(vetted) = self.prepare(&lease, &mut delivery).await else {
+            return;
+        };
         let now = self.services.now();
         let in_flight = self.services.metrics.in_flight();
         let route = attempt::Route {
@@ -531,6 +491,58 @@ impl Engine {
         if room_again || (was_slow && !timed_out) {
             self.wake.notify_one();
         }
+    }
+
+    /// Vets the destination, then makes sure the claim's URL and secret are current and the
+    /// webhook may still send: the vetting comes first (resolving may take seconds), so that a
+    /// rotation committed meanwhile applies to this request. Where the store can tell that
+    /// nothing changed since the claim (SQLite), that is all; otherwise URL and secret are read
+    /// again with a last check (`begin_attempt`), and a URL changed meanwhile is vetted in turn.
+    /// The lease is extended to cover the whole attempt when it would not; a lease lost means
+    /// someone else may have the delivery: `None`, send nothing.
+    async fn prepare(
+        &self,
+        lease: &str,
+        delivery: &mut ClaimedDelivery,
+    ) -> Option<attempt::Vetted> {
+        let policy = &self.services.url_policy;
+        let resolver = self.services.resolver.as_ref();
+        let store = &self.services.store;
+        let mut vetted = attempt::vet(policy, resolver, &delivery.url).await;
+        if delivery
+            .generation
+            .is_some_and(|generation| store.unchanged_since(generation))
+        {
+            return Some(vetted);
+        }
+        for _ in 0..MAX_URL_CHANGES {
+            let now = self.services.now();
+            let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
+            match store
+                .begin_attempt(lease, delivery.id, now, attempt_until)
+                .await
+            {
+                Ok(Some((url, secret))) => {
+                    delivery.secret_ciphertext = secret;
+                    if url == delivery.url {
+                        return Some(vetted);
+                    }
+                    vetted = attempt::vet(policy, resolver, &url).await;
+                    delivery.url = url;
+                }
+                Ok(None) => {
+                    // Cancelled or no longer ours: the freed slot may let a claim take more.
+                    self.wake.notify_one();
+                    return None;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not check a delivery before sending; giving it back");
+                    break;
+                }
+            }
+        }
+        self.give_back(lease, delivery.id).await;
+        None
     }
 
     /// Gives a leased delivery back as it was (its lease would otherwise keep it for long).

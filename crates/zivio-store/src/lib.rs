@@ -163,6 +163,9 @@ pub struct ClaimedDelivery {
     /// The number of this attempt (1-based).
     pub attempt: u32,
     pub body: Vec<u8>,
+    /// Where the store can tell (SQLite: one process owns it), its count of changes to
+    /// webhooks and the directory when this was claimed; see [`Store::unchanged_since`].
+    pub generation: Option<u64>,
 }
 
 /// The record of one attempt and what it means for its delivery.
@@ -620,6 +623,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives leased deliveries back to the queue as they were (no attempt counted).
     async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;
+
+    /// Whether nothing a send depends on (webhooks, the directory) has changed since a claim
+    /// at `generation`: then the claim's URL and secret are current and the webhook may still
+    /// send, and [`Store::begin_attempt`]'s read can be skipped. Always `false` where other
+    /// processes may write (PostgreSQL).
+    fn unchanged_since(&self, generation: u64) -> bool;
 
     /// Frees every lease (a restarted single-instance SQLite service owns them all).
     async fn release_all_leases(&self) -> StoreResult<u64>;

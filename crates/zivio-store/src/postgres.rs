@@ -116,6 +116,16 @@ impl PostgresStore {
         Ok(self.pool.begin().await?)
     }
 
+    async fn begin_queue_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.begin_write().await
+    }
+
+    /// Several instances share the database: no instance can know alone that nothing changed,
+    /// so every send reads the webhook's state first.
+    fn change_counter(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        None
+    }
+
     async fn run_migrations(&self) -> StoreResult<()> {
         // sqlx's migrator holds a PostgreSQL advisory lock for the whole run.
         MIGRATOR

@@ -4,6 +4,8 @@
 //! writes are committed in groups (`commit_groups`): one fsync for every write waiting.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -75,6 +77,10 @@ pub struct SqliteStore {
     readers: SqlitePool,
     jobs: mpsc::UnboundedSender<Job>,
     committer: tokio::task::JoinHandle<()>,
+    /// Counts writes that may change what a send depends on (webhooks, the directory): one
+    /// process owns the database, and every write holds its one writer connection, so a claim
+    /// that reads this number under the same connection knows whether anything changed since.
+    changes: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -104,6 +110,7 @@ impl SqliteStore {
             readers,
             jobs,
             committer,
+            changes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -115,8 +122,21 @@ impl SqliteStore {
         &self.writer
     }
 
+    /// A write transaction that may change webhooks or the directory: counted as a change once
+    /// it holds the writer connection (never before, or a claim between could miss it).
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        let transaction = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        Ok(transaction)
+    }
+
+    /// A write transaction of the delivery queue only (claims, give-backs, cancellations).
+    async fn begin_queue_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn change_counter(&self) -> Option<Arc<AtomicU64>> {
+        Some(self.changes.clone())
     }
 
     async fn run_migrations(&self) -> StoreResult<()> {

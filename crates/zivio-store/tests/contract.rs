@@ -88,6 +88,7 @@ contract!(
     due_deliveries_are_leased_once_until_the_lease_expires,
     claims_skip_the_webhooks_asked_to,
     claims_take_at_most_so_many_of_one_webhook,
+    claims_know_whether_anything_a_send_depends_on_changed,
     a_corrupt_queued_row_fails_alone,
     attempts_move_deliveries_on_or_finish_them,
     the_deliveries_log_filters_and_pages_newest_first,
@@ -1651,6 +1652,65 @@ async fn claims_take_at_most_so_many_of_one_webhook(database: &TestDatabase, _: 
         claimed.iter().any(|c| c.webhook_id == hooks[1].id),
         "the other webhook is not crowded out"
     );
+}
+
+/// SQLite (one process owns it) tells a claim whether webhooks or the directory changed since;
+/// PostgreSQL never vouches for that (other instances write too).
+async fn claims_know_whether_anything_a_send_depends_on_changed(
+    database: &TestDatabase,
+    backend: Backend,
+) {
+    let store = open(database).await;
+    let (acme, hooks) = queued(&store, 2).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    let claimed = store
+        .claim_deliveries("a:1", NOW, lease_until, 1, 1, &[])
+        .await
+        .unwrap();
+    let generation = claimed[0].generation;
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(generation, None);
+            return;
+        }
+        Backend::Sqlite => assert!(store.unchanged_since(generation.unwrap())),
+    }
+    let generation = generation.unwrap();
+    // The queue's own writes change nothing a send depends on.
+    let event = new_event("evt_more", None, vec![(hooks[1].id.clone(), 0)]);
+    store
+        .publish_events(&acme, &[event], NOW, None)
+        .await
+        .unwrap();
+    let more = store
+        .claim_deliveries("a:2", NOW, lease_until, 10, 10, &[])
+        .await
+        .unwrap();
+    store
+        .release_deliveries("a:2", &more.iter().map(|c| c.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(store.unchanged_since(generation), "publishing and claiming");
+    // A change to a webhook (a rotation, say) is one.
+    let mut rotated = store.webhook(&acme, &hooks[0].id).await.unwrap().unwrap();
+    rotated.secret.hint = "new!".into();
+    store
+        .update_webhook(&rotated, &audit(&acme, NOW, AuditAction::WebhookSecretRotated))
+        .await
+        .unwrap();
+    assert!(!store.unchanged_since(generation));
+    let again = store
+        .claim_deliveries("a:3", NOW, lease_until, 10, 10, &[])
+        .await
+        .unwrap();
+    let current = again[0].generation.unwrap();
+    assert!(store.unchanged_since(current));
+    // So is a change to the directory.
+    store
+        .upsert_user(&acme, &user("u9", &["admin"]), NOW)
+        .await
+        .unwrap();
+    assert!(!store.unchanged_since(current));
 }
 
 async fn claims_skip_the_webhooks_asked_to(database: &TestDatabase, _: Backend) {

@@ -3,8 +3,11 @@
 //! two stores share one text of each query instead of keeping twins in step. Only time differs:
 //! `$to` turns an `OffsetDateTime` into the backend's column type `$t`, `$from` turns it back.
 //!
-//! A backend provides `reader()`, `writer()`, `begin_write()`, `run_migrations()` and
-//! `close_pools()`; `store_impl!` builds the whole `Store` implementation on them.
+//! A backend provides `reader()`, `writer()`, `begin_write()` (a write that may change webhooks
+//! or the directory), `begin_queue_write()` (one of the delivery queue only), `change_counter()`
+//! (SQLite counts the former, so that a send can skip re-reading what did not change),
+//! `run_migrations()` and `close_pools()`; `store_impl!` builds the whole `Store` implementation
+//! on them.
 
 pub(crate) mod directory;
 pub(crate) mod events;

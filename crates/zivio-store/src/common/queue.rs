@@ -65,6 +65,7 @@ macro_rules! queue_queries {
                         event_type: row.get("type"),
                         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
                         body: row.get("body"),
+                        generation: None,
                     })
                 })();
                 match decoded {

@@ -407,11 +407,18 @@ macro_rules! store_impl {
                 per_webhook: u32,
                 skip: &[wh::WebhookId],
             ) -> $crate::StoreResult<Vec<$crate::ClaimedDelivery>> {
-                let mut tx = self.begin_write().await?;
-                let claimed =
+                let mut tx = self.begin_queue_write().await?;
+                // Read under the writer connection: no change can be half done meanwhile.
+                let generation = self
+                    .change_counter()
+                    .map(|changes| changes.load(std::sync::atomic::Ordering::SeqCst));
+                let mut claimed =
                     queue::claim(&mut tx, lease, now, lease_until, limit, per_webhook, skip)
                         .await?;
                 tx.commit().await?;
+                for delivery in &mut claimed {
+                    delivery.generation = generation;
+                }
                 Ok(claimed)
             }
 
@@ -419,6 +426,7 @@ macro_rules! store_impl {
                 &self,
                 attempts: Vec<$crate::FinishedAttempt>,
             ) -> $crate::StoreResult<Vec<$crate::AttemptOutcome>> {
+                let changes = self.change_counter();
                 self.write_grouped(move |tx| Box::pin(async move {
                     let records: Vec<&$crate::AttemptRecord> =
                         attempts.iter().map(|finished| &finished.record).collect();
@@ -467,6 +475,10 @@ macro_rules! store_impl {
                             continue;
                         };
                         outcomes[index].auto_disabled = true;
+                        // Disabling changes what sends depend on (under the writer connection).
+                        if let Some(changes) = &changes {
+                            changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                         webhooks::cancel_pending(&mut *tx, &attempt.webhook_id, attempt.created_at).await?;
                         let audit = Audit::new(
                             &attempt.tenant,
@@ -507,7 +519,7 @@ macro_rules! store_impl {
                     return Ok(None);
                 }
                 if !target.may_send {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = self.begin_queue_write().await?;
                     queue::cancel(&mut tx, lease, delivery).await?;
                     tx.commit().await?;
                     return Ok(None);
@@ -532,15 +544,21 @@ macro_rules! store_impl {
                 lease: &str,
                 ids: &[i64],
             ) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_queue_write().await?;
                 for id in ids {
                     queue::release(&mut tx, lease, *id).await?;
                 }
                 Ok(tx.commit().await?)
             }
 
+            fn unchanged_since(&self, generation: u64) -> bool {
+                self.change_counter().is_some_and(|changes| {
+                    changes.load(std::sync::atomic::Ordering::SeqCst) == generation
+                })
+            }
+
             async fn release_all_leases(&self) -> $crate::StoreResult<u64> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_queue_write().await?;
                 let released = queue::release_all(&mut tx).await?;
                 tx.commit().await?;
                 Ok(released)
