@@ -1695,7 +1695,10 @@ async fn claims_know_whether_anything_a_send_depends_on_changed(
     let mut rotated = store.webhook(&acme, &hooks[0].id).await.unwrap().unwrap();
     rotated.secret.hint = "new!".into();
     store
-        .update_webhook(&rotated, &audit(&acme, NOW, AuditAction::WebhookSecretRotated))
+        .update_webhook(
+            &rotated,
+            &audit(&acme, NOW, AuditAction::WebhookSecretRotated),
+        )
         .await
         .unwrap();
     assert!(!store.unchanged_since(generation));
