@@ -1,4 +1,4 @@
-//! The deliveries log (PRODUCT.md §7): every attempt, filtered and paged newest first; one
+//! The deliveries log (docs/product.md §7): every attempt, filtered and paged newest first; one
 //! attempt with its request and response; resending an event to one webhook as a new event.
 //! Bodies, the URL's path and query, and resends are behind the privilege boundary.
 

@@ -1,5 +1,5 @@
-//! The platform's side of the directory (PRODUCT.md §3, §8): tenants, roles and users pushed by
-//! the Zivio platform, passwords, API keys and sign-in links. The service never invents access.
+//! The platform's side of the directory (docs/product.md §3, §8): tenants, roles and users pushed
+//! by the Zivio platform, passwords, API keys and sign-in links. The service never invents access.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,9 +1,10 @@
-//! Publishing events (PRODUCT.md §3, §5): validate, deduplicate by producer key, fan out to the
-//! webhooks whose subscription matches and whose active owner may see the resource, shape one
+//! Publishing events (docs/product.md §3, §5): validate, deduplicate by producer key, fan out to
+//! the webhooks whose subscription matches and whose active owner may see the resource, shape one
 //! payload per distinct access profile, and store everything in one transaction. A 202 is only
 //! answered after that commit.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -59,14 +60,14 @@ pub async fn publish(
     let tenant = crate::directory::existing_tenant(tenant)?;
     let now = services.now();
     let accepted = accept(services.catalog, inputs, batch, now)?;
-    if services.store.tenant(&tenant).await?.is_none() {
+    let Some(fanout) = Fanout::current(services, &tenant).await? else {
         return Err(AppError::NotFound("tenant"));
-    }
+    };
     // A concurrent publish may take a key between our check and our commit: look again once.
-    if let Some(ids) = store_new(services, &tenant, &accepted, now).await? {
+    if let Some(ids) = store_new(services, &tenant, &fanout, &accepted, now).await? {
         return Ok(ids);
     }
-    store_new(services, &tenant, &accepted, now)
+    store_new(services, &tenant, &fanout, &accepted, now)
         .await?
         .ok_or_else(|| {
             AppError::Conflict("A producer key is being used concurrently; retry.".to_owned())
@@ -204,6 +205,7 @@ fn validate(
 async fn store_new(
     services: &Services,
     tenant: &TenantId,
+    fanout: &Fanout,
     events: &[Accepted],
     now: OffsetDateTime,
 ) -> AppResult<Option<Vec<String>>> {
@@ -224,7 +226,6 @@ async fn store_new(
         .filter(|event| event.accepted_at >= cutoff)
         .map(|event| (event.key, (event.id, event.fingerprint)))
         .collect();
-    let fanout = Fanout::load(services, tenant).await?;
     let mut ids = Vec::with_capacity(events.len());
     let mut new = Vec::new();
     for (index, event) in events.iter().enumerate() {
@@ -263,14 +264,58 @@ async fn store_new(
     Ok(Some(ids))
 }
 
+/// Each tenant's fan-out as of the store's change generation, where the store has one (SQLite:
+/// one process sees every change): publishing reads a tenant's webhooks and their owners' access
+/// once per change of webhooks or directory instead of once per publish. At most
+/// `CACHED_TENANTS` tenants; past that it starts over.
+#[derive(Default)]
+pub struct FanoutCache(std::sync::Mutex<HashMap<TenantId, (u64, Arc<Fanout>)>>);
+
+const CACHED_TENANTS: usize = 1_024;
+
+impl FanoutCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (u64, Arc<Fanout>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The tenant's enabled webhooks with their parsed subscriptions and their active owners'
-/// access, loaded once per publish.
+/// access.
 struct Fanout {
     webhooks: Vec<(WebhookId, UserId, Vec<EventFilter>)>,
     owners: BTreeMap<UserId, Access>,
 }
 
 impl Fanout {
+    /// The tenant's fan-out as of now; `None` when the tenant does not exist. The generation is
+    /// read before loading: a change during the load leaves the entry stale at once.
+    async fn current(services: &Services, tenant: &TenantId) -> AppResult<Option<Arc<Self>>> {
+        let generation = services.store.change_generation();
+        if let Some(generation) = generation
+            && let Some((_, fanout)) = services
+                .fanouts
+                .entries()
+                .get(tenant)
+                .filter(|(cached, _)| *cached == generation)
+        {
+            return Ok(Some(fanout.clone()));
+        }
+        if services.store.tenant(tenant).await?.is_none() {
+            return Ok(None);
+        }
+        let fanout = Arc::new(Self::load(services, tenant).await?);
+        if let Some(generation) = generation {
+            let mut entries = services.fanouts.entries();
+            if entries.len() >= CACHED_TENANTS {
+                entries.clear();
+            }
+            entries.insert(tenant.clone(), (generation, fanout.clone()));
+        }
+        Ok(Some(fanout))
+    }
+
     async fn load(services: &Services, tenant: &TenantId) -> AppResult<Self> {
         let mut webhooks = Vec::new();
         let mut owners = BTreeMap::new();

@@ -92,6 +92,8 @@ pub struct Services {
     pub metrics: Arc<metrics::Metrics>,
     /// Told when new deliveries are queued, so the engine starts at once instead of polling.
     pub deliveries_queued: Arc<tokio::sync::Notify>,
+    /// Each tenant's fan-out while nothing it depends on changed (see `events::FanoutCache`).
+    pub fanouts: Arc<events::FanoutCache>,
 }
 
 impl Services {

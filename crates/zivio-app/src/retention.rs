@@ -1,4 +1,4 @@
-//! Retention (PRODUCT.md §4, §8): events with their payloads and attempts are deleted after
+//! Retention (docs/product.md §4, §8): events with their payloads and attempts are deleted after
 //! `retention` (counted from acceptance, never while work is pending), audit entries after their
 //! own, longer period, health counters once they are older than the 7-day window, and idle admin
 //! sessions.

@@ -1,4 +1,4 @@
-//! Signing in to the admin UI (PRODUCT.md §8): by tenant, email and password, or by a
+//! Signing in to the admin UI (docs/product.md §8): by tenant, email and password, or by a
 //! single-use link the platform issued. A session is a random id in an `HttpOnly` cookie; the
 //! store keeps only its digest. Deactivating or deleting a user, or taking `webhooks:manage`
 //! from them, deletes their sessions in the same transaction (the store does it with the

@@ -1,4 +1,4 @@
-//! Managing webhooks (PRODUCT.md §3–4): create, read, edit, rotate, disable, enable, delete,
+//! Managing webhooks (docs/product.md §3–4): create, read, edit, rotate, disable, enable, delete,
 //! with the privilege boundary: actions that send or expose more of the owner's data, or
 //! destroy their history, need access that covers the owner's.
 

@@ -1,4 +1,4 @@
-//! Access evaluation (PRODUCT.md §3): what a user may see, which sensitive field groups they
+//! Access evaluation (docs/product.md §3): what a user may see, which sensitive field groups they
 //! hold, and whether one user's access covers another's (the privilege boundary).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! Audit entries (PRODUCT.md §4): who did what, when, with the changed values. Never a secret;
+//! Audit entries (docs/product.md §4): who did what, when, with the changed values. Never a secret;
 //! URLs appear masked to scheme and host.
 
 use serde_json::Value;

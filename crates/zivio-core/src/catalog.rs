@@ -1,4 +1,4 @@
-//! The event catalog (PRODUCT.md §2–3) as data: `catalog/event-types.toml`, compiled into the
+//! The event catalog (docs/product.md §2–3) as data: `catalog/event-types.toml`, compiled into the
 //! binary. Each collection declares its event types with an example payload, its sensitive
 //! field groups and its embedded objects by exact JSON path, and every plain nested object, so
 //! shaping never meets an undeclared object.
@@ -304,7 +304,7 @@ mod tests {
     use super::*;
     use crate::permission::COLLECTIONS;
 
-    /// PRODUCT.md §2, verbatim.
+    /// docs/product.md §2, verbatim.
     const PRODUCT_TYPES: &[(&str, &[&str])] = &[
         (
             "jobs",

@@ -1,4 +1,4 @@
-//! The directory the platform pushes (PRODUCT.md §3): tenants, roles and users. The service
+//! The directory the platform pushes (docs/product.md §3): tenants, roles and users. The service
 //! never invents access; it only evaluates what it was given.
 
 use crate::access::Access;
@@ -131,7 +131,7 @@ impl RevokedReason {
 }
 
 /// Whether a change of the directory ends a user's admin sessions and API keys for good, and
-/// why (PRODUCT.md §8: "Deactivating a user or removing their `webhooks:manage` ends their
+/// why (docs/product.md §8: "Deactivating a user or removing their `webhooks:manage` ends their
 /// sessions and API keys at once"). `before` and `after` are the user's access just before and
 /// just after the change; `None` when the user does not exist. Regaining access later never
 /// revives what was ended: it needs a new sign-in and a new key.

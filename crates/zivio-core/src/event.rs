@@ -1,4 +1,4 @@
-//! Events as receivers get them (PRODUCT.md §5): `evt_` ids, unique and time-sortable, and the
+//! Events as receivers get them (docs/product.md §5): `evt_` ids, unique and time-sortable, and the
 //! compact envelope `{"id","type","occurred_at","api_version":"v4","data"}` whose bytes are
 //! stored once and are exactly what is signed and sent.
 

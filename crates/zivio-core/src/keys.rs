@@ -1,5 +1,5 @@
-//! Operator keys: the secrets key that encrypts signing secrets at rest, and the platform keys
-//! that authenticate the platform API (PRODUCT.md §4, §8). Neither ever appears in `Debug` output.
+//! Operator keys: the secrets key that encrypts signing secrets at rest, and the platform keys that
+//! authenticate the platform API (docs/product.md §4, §8). Neither ever appears in `Debug` output.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Pure domain logic of Zivio Webhooks (see `PRODUCT.md`).
+//! Pure domain logic of Zivio Webhooks (see `docs/product.md`).
 //!
 //! Nothing here performs I/O, reads a clock or draws randomness: those come in as arguments,
 //! so every rule is a plain function with fast, deterministic tests.

@@ -1,4 +1,4 @@
-//! Mail to webhook managers (PRODUCT.md §6): the notice that a webhook was disabled after
+//! Mail to webhook managers (docs/product.md §6): the notice that a webhook was disabled after
 //! failing for too long. The facts are stored in the outbox as JSON and rendered when sent.
 //! The text never holds a response body or the URL's path and query, and no value can break
 //! out of the subject line (control characters are replaced).

@@ -1,5 +1,5 @@
-//! Admin passwords: Argon2id hashes in PHC string form (PRODUCT.md §8). The salt comes in as an
-//! argument so this stays pure.
+//! Admin passwords: Argon2id hashes in PHC string form (docs/product.md §8). The salt comes in as
+//! an argument so this stays pure.
 //!
 //! Argon2id with the default parameters fills 19 MiB per hash. [`hash_in`] and [`verify_in`]
 //! work in a [`Memory`] the caller keeps and reuses, so that a few long-lived threads doing all

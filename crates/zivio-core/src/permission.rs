@@ -1,4 +1,4 @@
-//! Permission strings (PRODUCT.md §3): `webhooks:manage`, `<collection>:read:<scope>` and
+//! Permission strings (docs/product.md §3): `webhooks:manage`, `<collection>:read:<scope>` and
 //! `<collection>:fields:<group>`, validated against the collections and field groups Zivio knows.
 
 use std::fmt;
@@ -10,7 +10,7 @@ pub struct Collection {
     pub field_groups: &'static [&'static str],
 }
 
-/// Every collection of the v4 catalog with its field groups (PRODUCT.md §2–3).
+/// Every collection of the v4 catalog with its field groups (docs/product.md §2–3).
 pub const COLLECTIONS: &[Collection] = &[
     collection("jobs", &["financials"]),
     collection("job_approvals", &[]),

@@ -1,4 +1,4 @@
-//! The retry schedule (PRODUCT.md §6): the delay after each failed attempt. A schedule of `n`
+//! The retry schedule (docs/product.md §6): the delay after each failed attempt. A schedule of `n`
 //! delays allows `n + 1` attempts.
 
 use std::time::Duration;
@@ -95,7 +95,7 @@ impl RetrySchedule {
     }
 }
 
-/// What an attempt's outcome means for its delivery (PRODUCT.md §6).
+/// What an attempt's outcome means for its delivery (docs/product.md §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Delivered,

@@ -1,4 +1,4 @@
-//! Webhook signing secrets (PRODUCT.md §4): `whsec_` + base64 of 32 random bytes, shown once,
+//! Webhook signing secrets (docs/product.md §4): `whsec_` + base64 of 32 random bytes, shown once,
 //! stored only encrypted (AES-256-GCM under the secrets key, the webhook id as associated data so
 //! a ciphertext cannot be moved to another webhook). `Debug` never shows a secret.
 

@@ -1,4 +1,4 @@
-//! Owner-shaped payloads (PRODUCT.md §3): `data` exactly as the webhook's owner would see the
+//! Owner-shaped payloads (docs/product.md §3): `data` exactly as the webhook's owner would see the
 //! resource through the v4 API. Field groups the owner lacks are removed at their declared
 //! paths (inside arrays too); embedded objects follow their own collection's rules and shrink
 //! to `{"id": ...}` when the owner cannot read that collection at all. Fields the catalog does

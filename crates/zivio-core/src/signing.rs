@@ -1,4 +1,4 @@
-//! Standard Webhooks signatures (PRODUCT.md §5): `v1,` + base64 HMAC-SHA256 over
+//! Standard Webhooks signatures (docs/product.md §5): `v1,` + base64 HMAC-SHA256 over
 //! `{webhook-id}.{webhook-timestamp}.{body}` with the base64-decoded part of the `whsec_` secret.
 //! Receivers verify with the official `standardwebhooks` libraries as they are.
 

@@ -1,4 +1,4 @@
-//! What a webhook subscribes to (PRODUCT.md §2): an exact event type, a whole category as
+//! What a webhook subscribes to (docs/product.md §2): an exact event type, a whole category as
 //! `<collection>.*` (the type-prefix alias `invoice.*` is accepted and stored canonically), or
 //! `*` for everything. Categories and `*` include types added to the catalog later.
 

@@ -1,4 +1,4 @@
-//! Where webhooks may send (PRODUCT.md §4): `https` only, no credentials in the URL, at most
+//! Where webhooks may send (docs/product.md §4): `https` only, no credentials in the URL, at most
 //! 2,048 characters, and every address the host resolves to must be public. The same vetting
 //! runs at create and edit time and again at every delivery attempt, so that DNS changes or
 //! rebinding cannot reach internal networks. Operators may exempt named ranges.

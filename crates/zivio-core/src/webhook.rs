@@ -1,4 +1,4 @@
-//! A webhook as stored (PRODUCT.md §4) and the validation of the fields admins edit.
+//! A webhook as stored (docs/product.md §4) and the validation of the fields admins edit.
 
 use std::fmt;
 

@@ -1,5 +1,5 @@
 //! One attempt: sign at send time, POST the stored bytes, read a bounded response, and say
-//! what happened in the words of PRODUCT.md §6 (error kinds with plain details).
+//! what happened in the words of docs/product.md §6 (error kinds with plain details).
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The delivery engine (PRODUCT.md §5–6): claims due deliveries from the store under a lease,
+//! The delivery engine (docs/product.md §5–6): claims due deliveries from the store under a lease,
 //! sends each through the vetting client with a per-webhook bound on requests in flight,
 //! records every attempt and schedules the next one. Nothing is held in memory that the store
 //! does not also know: a crash loses no work, only leases that expire.
@@ -35,6 +35,9 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
 /// recording the result.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
+/// What a delivery's lease must still hold when it has waited for its turn: vetting (resolving
+/// for up to 5 s) and a margin, before `begin_attempt` extends it.
+const VET_MARGIN: Duration = Duration::from_secs(7);
 /// A delivery whose URL keeps changing while it is being vetted goes back to the queue after
 /// this many reads.
 const MAX_URL_CHANGES: u32 = 3;
@@ -394,12 +397,10 @@ impl Engine {
         } = lease;
         let bounds = &permits.bounds;
         // Wait for the webhook's turn and the instance's capacity, but never so long that the
-        // lease could run out during the attempt: then someone else might send it too. Vetting
-        // (resolving for up to 5 s) comes before the lease is extended.
-        let budget = lease_until
-            - self.services.now()
-            - self.config.request_timeout
-            - Duration::from_secs(7);
+        // lease could run out before the attempt has made sure of it: vetting (resolving for up
+        // to 5 s) comes first, then the lease is extended to cover the attempt where it would
+        // not (see `prepare`).
+        let budget = lease_until - self.services.now() - VET_MARGIN;
         let deadline =
             tokio::time::Instant::now() + Duration::try_from(budget).unwrap_or(Duration::ZERO);
         let Some(turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
@@ -408,7 +409,7 @@ impl Engine {
             return;
         };
         let mut delivery = delivery;
-        let Some(vetted) = self.prepare(&lease, &mut delivery).await else {
+        let Some(vetted) = self.prepare(&lease, lease_until, &mut delivery).await else {
             return;
         };
         let now = self.services.now();
@@ -419,6 +420,13 @@ impl Engine {
         };
         let outcome = attempt::send(&route, &delivery, vetted, now).await;
         drop(in_flight);
+        // What waits for the recorder stays small: the payload is not needed any more.
+        delivery.body = Vec::new();
+        // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
+        // Marked before the slot is free, so that the next request queued for it knows.
+        let timed_out = outcome.error_kind == Some("timeout")
+            || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
+        let was_slow = bounds.slow.swap(timed_out, Ordering::Relaxed);
         // The request is over: its slots go to the next one while the outcome is recorded.
         let Turn {
             unrecorded,
@@ -434,10 +442,6 @@ impl Engine {
             Verdict::Retry => "retry",
             Verdict::GiveUp => "give_up",
         };
-        // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
-        let timed_out = outcome.error_kind == Some("timeout")
-            || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
-        let was_slow = bounds.slow.swap(timed_out, Ordering::Relaxed);
         self.services.metrics.record_attempt(
             verdict,
             outcome.error_kind,
@@ -503,15 +507,19 @@ impl Engine {
     async fn prepare(
         &self,
         lease: &str,
+        lease_until: OffsetDateTime,
         delivery: &mut ClaimedDelivery,
     ) -> Option<attempt::Vetted> {
         let policy = &self.services.url_policy;
         let resolver = self.services.resolver.as_ref();
         let store = &self.services.store;
         let mut vetted = attempt::vet(policy, resolver, &delivery.url).await;
-        if delivery
-            .generation
-            .is_some_and(|generation| store.unchanged_since(generation))
+        // The claim's lease must still cover the request and its record without an extension.
+        let covered =
+            lease_until - self.services.now() >= self.config.request_timeout + ATTEMPT_MARGIN;
+        if covered
+            && delivery.generation.is_some()
+            && delivery.generation == store.change_generation()
         {
             return Some(vetted);
         }
@@ -567,11 +575,10 @@ impl Engine {
         deadline: tokio::time::Instant,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Turn> {
+        // The webhook's own permits first, the instance's last: a webhook queueing behind its own
+        // slots holds nothing of the instance's meanwhile.
         let waiting = async {
-            let unrecorded = [
-                bounds.unrecorded.clone().acquire_owned().await.ok()?,
-                self.unrecorded.clone().acquire_owned().await.ok()?,
-            ];
+            let own = bounds.unrecorded.clone().acquire_owned().await.ok()?;
             let sending = bounds.sending.clone().acquire_owned().await.ok()?;
             loop {
                 let slow = bounds.slow.load(Ordering::Relaxed);
@@ -579,13 +586,14 @@ impl Engine {
                     true => Some(bounds.probe.clone().acquire_owned().await.ok()?),
                     false => None,
                 };
+                let instance = self.unrecorded.clone().acquire_owned().await.ok()?;
                 let global = self.global.clone().acquire_owned().await.ok()?;
                 // Became slow while waiting for capacity: queue for the probe slot instead.
                 if !slow && bounds.slow.load(Ordering::Relaxed) {
                     continue;
                 }
                 return Some(Turn {
-                    unrecorded,
+                    unrecorded: [own, instance],
                     sending: [Some(sending), probe, Some(global)],
                 });
             }

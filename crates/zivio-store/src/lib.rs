@@ -164,7 +164,7 @@ pub struct ClaimedDelivery {
     pub attempt: u32,
     pub body: Vec<u8>,
     /// Where the store can tell (SQLite: one process owns it), its count of changes to
-    /// webhooks and the directory when this was claimed; see [`Store::unchanged_since`].
+    /// webhooks and the directory when this was claimed; see [`Store::change_generation`].
     pub generation: Option<u64>,
 }
 
@@ -624,11 +624,12 @@ pub trait Store: Send + Sync + 'static {
     /// Gives leased deliveries back to the queue as they were (no attempt counted).
     async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;
 
-    /// Whether nothing a send depends on (webhooks, the directory) has changed since a claim
-    /// at `generation`: then the claim's URL and secret are current and the webhook may still
-    /// send, and [`Store::begin_attempt`]'s read can be skipped. Always `false` where other
-    /// processes may write (PostgreSQL).
-    fn unchanged_since(&self, generation: u64) -> bool;
+    /// Where one process owns the database (SQLite): its count of writes that may change
+    /// webhooks or the directory, each counted when it takes the writer and again when it ends.
+    /// While the count holds, what was read at that count is current: a claim's URL and secret
+    /// (so [`Store::begin_attempt`]'s read can be skipped), a tenant's webhooks and their owners'
+    /// access. `None` where other processes write too (PostgreSQL).
+    fn change_generation(&self) -> Option<u64>;
 
     /// Frees every lease (a restarted single-instance SQLite service owns them all).
     async fn release_all_leases(&self) -> StoreResult<u64>;

@@ -116,7 +116,7 @@ impl PostgresStore {
         Ok(self.pool.begin().await?)
     }
 
-    async fn begin_queue_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+    async fn begin_uncounted_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.begin_write().await
     }
 

@@ -123,15 +123,21 @@ impl SqliteStore {
     }
 
     /// A write transaction that may change webhooks or the directory: counted as a change once
-    /// it holds the writer connection (never before, or a claim between could miss it).
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    /// it holds the writer connection (never before, or a claim between could miss it), and
+    /// again when it ends (so that what was read on other connections while it ran is not taken
+    /// for current).
+    async fn begin_write(&self) -> StoreResult<CountedWrite> {
         let transaction = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         self.changes.fetch_add(1, Ordering::SeqCst);
-        Ok(transaction)
+        Ok(CountedWrite {
+            transaction: Some(transaction),
+            changes: self.changes.clone(),
+        })
     }
 
-    /// A write transaction of the delivery queue only (claims, give-backs, cancellations).
-    async fn begin_queue_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    /// A write transaction that changes neither webhooks nor the directory (the delivery queue,
+    /// mail, session activity, purges): not counted.
+    async fn begin_uncounted_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
@@ -180,6 +186,43 @@ impl SqliteStore {
 
 /// One hot write, type-erased: runs in its own savepoint and returns whether it succeeded and
 /// how to answer its caller once the group's commit is known.
+/// A write transaction that counts itself as a change again when it ends, committed or not.
+pub(crate) struct CountedWrite {
+    transaction: Option<Transaction<'static, Sqlite>>,
+    changes: Arc<AtomicU64>,
+}
+
+impl CountedWrite {
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.transaction.take() {
+            Some(transaction) => transaction.commit().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for CountedWrite {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.transaction.as_deref().expect("open until committed")
+    }
+}
+
+impl std::ops::DerefMut for CountedWrite {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.transaction
+            .as_deref_mut()
+            .expect("open until committed")
+    }
+}
+
+impl Drop for CountedWrite {
+    fn drop(&mut self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 type Job = Box<
     dyn for<'c> FnOnce(
             &'c mut SqliteConnection,

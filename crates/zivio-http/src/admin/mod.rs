@@ -1,4 +1,4 @@
-//! The admin UI under `/admin` (PRODUCT.md §8): server-rendered pages (askama templates,
+//! The admin UI under `/admin` (docs/product.md §8): server-rendered pages (askama templates,
 //! compiled in and escaping everything), a stylesheet and one small script served from the
 //! binary, sessions in the store, and forms protected against cross-site requests twice over:
 //! `Sec-Fetch-Site`/`Origin` must name this site, and every form carries a token derived from

@@ -4,8 +4,9 @@
 //! `$to` turns an `OffsetDateTime` into the backend's column type `$t`, `$from` turns it back.
 //!
 //! A backend provides `reader()`, `writer()`, `begin_write()` (a write that may change webhooks
-//! or the directory), `begin_queue_write()` (one of the delivery queue only), `change_counter()`
-//! (SQLite counts the former, so that a send can skip re-reading what did not change),
+//! or the directory), `begin_uncounted_write()` (one that cannot: the delivery queue, mail,
+//! session activity, purges), `change_counter()` (SQLite counts the former, so that a send or a
+//! publish can skip re-reading what did not change),
 //! `run_migrations()` and `close_pools()`; `store_impl!` builds the whole `Store` implementation
 //! on them.
 

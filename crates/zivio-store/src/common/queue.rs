@@ -27,7 +27,7 @@ macro_rules! queue_queries {
             limit: u32,
             per_webhook: u32,
             skip: &[WebhookId],
-        ) -> StoreResult<Vec<ClaimedDelivery>> {
+        ) -> StoreResult<Vec<(ClaimedDelivery, bool)>> {
             let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
             sqlx::query($claim)
                 .bind(lease)
@@ -40,11 +40,13 @@ macro_rules! queue_queries {
                 .await?;
             let rows = sqlx::query(
                 "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts, e.type, p.body, w.url,
-                        w.secret_ciphertext
+                        w.secret_ciphertext,
+                        (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
                  FROM deliveries d
                  JOIN events e ON e.id = d.event_id
                  JOIN payloads p ON p.id = d.payload_id
                  JOIN webhooks w ON w.id = d.webhook_id
+                 LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
                  WHERE d.lease_owner = $1 AND d.state = 'pending'
                  ORDER BY d.next_attempt_at, d.id",
             )
@@ -69,7 +71,7 @@ macro_rules! queue_queries {
                     })
                 })();
                 match decoded {
-                    Ok(delivery) => claimed.push(delivery),
+                    Ok(delivery) => claimed.push((delivery, row.get::<bool, _>("may_send"))),
                     Err(error) => {
                         // One corrupt row must not stop every other delivery: it fails alone.
                         tracing::error!(delivery = id, error = %error, "a queued delivery cannot be read; marked failed");

@@ -260,7 +260,7 @@ macro_rules! store_impl {
             }
 
             async fn touch_session(&self, digest: &[u8], now: Instant) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 sessions::touch_session(&mut tx, digest, now).await?;
                 Ok(tx.commit().await?)
             }
@@ -277,7 +277,7 @@ macro_rules! store_impl {
                 webhook: &str,
                 sealed: &[u8],
             ) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 sessions::set_pending_secret(&mut tx, digest, webhook, sealed).await?;
                 Ok(tx.commit().await?)
             }
@@ -287,7 +287,7 @@ macro_rules! store_impl {
                 digest: &[u8],
                 webhook: &str,
             ) -> $crate::StoreResult<Option<Vec<u8>>> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 let sealed = sessions::take_pending_secret(&mut tx, digest, webhook).await?;
                 tx.commit().await?;
                 Ok(sealed)
@@ -407,19 +407,25 @@ macro_rules! store_impl {
                 per_webhook: u32,
                 skip: &[wh::WebhookId],
             ) -> $crate::StoreResult<Vec<$crate::ClaimedDelivery>> {
-                let mut tx = self.begin_queue_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 // Read under the writer connection: no change can be half done meanwhile.
                 let generation = self
                     .change_counter()
                     .map(|changes| changes.load(std::sync::atomic::Ordering::SeqCst));
-                let mut claimed =
+                let claimed =
                     queue::claim(&mut tx, lease, now, lease_until, limit, per_webhook, skip)
                         .await?;
                 tx.commit().await?;
-                for delivery in &mut claimed {
-                    delivery.generation = generation;
-                }
-                Ok(claimed)
+                // Only a delivery that may be sent as claimed carries the count: one of a
+                // disabled webhook or an inactive owner goes through `begin_attempt`, which
+                // cancels it.
+                Ok(claimed
+                    .into_iter()
+                    .map(|(mut delivery, may_send)| {
+                        delivery.generation = generation.filter(|_| may_send);
+                        delivery
+                    })
+                    .collect())
             }
 
             async fn record_attempts(
@@ -427,7 +433,8 @@ macro_rules! store_impl {
                 attempts: Vec<$crate::FinishedAttempt>,
             ) -> $crate::StoreResult<Vec<$crate::AttemptOutcome>> {
                 let changes = self.change_counter();
-                self.write_grouped(move |tx| Box::pin(async move {
+                let after_commit = changes.clone();
+                let outcomes = self.write_grouped(move |tx| Box::pin(async move {
                     let records: Vec<&$crate::AttemptRecord> =
                         attempts.iter().map(|finished| &finished.record).collect();
                     queue::note_latest_attempts(&mut *tx, &records).await?;
@@ -502,7 +509,14 @@ macro_rules! store_impl {
                     }
                     Ok(outcomes)
                 }))
-                .await
+                .await?;
+                // A webhook disabled on the way is a change once more now that it is committed.
+                if let Some(changes) = after_commit
+                    && outcomes.iter().any(|outcome| outcome.auto_disabled)
+                {
+                    changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(outcomes)
             }
 
             async fn begin_attempt(
@@ -519,7 +533,7 @@ macro_rules! store_impl {
                     return Ok(None);
                 }
                 if !target.may_send {
-                    let mut tx = self.begin_queue_write().await?;
+                    let mut tx = self.begin_uncounted_write().await?;
                     queue::cancel(&mut tx, lease, delivery).await?;
                     tx.commit().await?;
                     return Ok(None);
@@ -535,6 +549,12 @@ macro_rules! store_impl {
                     if !renewed {
                         return Ok(None);
                     }
+                    // Read again after the renewal: what is returned is what the request is
+                    // signed with at once, so a rotation committed during the renewal applies.
+                    return Ok(queue::current_target(self.reader(), lease, delivery)
+                        .await?
+                        .filter(|target| target.may_send)
+                        .map(|target| (target.url, target.secret_ciphertext)));
                 }
                 Ok(Some((target.url, target.secret_ciphertext)))
             }
@@ -544,21 +564,20 @@ macro_rules! store_impl {
                 lease: &str,
                 ids: &[i64],
             ) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_queue_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 for id in ids {
                     queue::release(&mut tx, lease, *id).await?;
                 }
                 Ok(tx.commit().await?)
             }
 
-            fn unchanged_since(&self, generation: u64) -> bool {
-                self.change_counter().is_some_and(|changes| {
-                    changes.load(std::sync::atomic::Ordering::SeqCst) == generation
-                })
+            fn change_generation(&self) -> Option<u64> {
+                self.change_counter()
+                    .map(|changes| changes.load(std::sync::atomic::Ordering::SeqCst))
             }
 
             async fn release_all_leases(&self) -> $crate::StoreResult<u64> {
-                let mut tx = self.begin_queue_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 let released = queue::release_all(&mut tx).await?;
                 tx.commit().await?;
                 Ok(released)
@@ -636,14 +655,14 @@ macro_rules! store_impl {
                 lease_until: Instant,
                 limit: u32,
             ) -> $crate::StoreResult<Vec<$crate::OutboxMail>> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 let claimed = history::claim_mail(&mut tx, now, lease_until, limit).await?;
                 tx.commit().await?;
                 Ok(claimed)
             }
 
             async fn mail_sent(&self, id: i64, at: Instant) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 history::mail_sent(&mut tx, id, at).await?;
                 Ok(tx.commit().await?)
             }
@@ -654,7 +673,7 @@ macro_rules! store_impl {
                 error: &str,
                 retry_at: Instant,
             ) -> $crate::StoreResult<()> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_uncounted_write().await?;
                 history::mail_failed(&mut tx, id, error, retry_at).await?;
                 Ok(tx.commit().await?)
             }
@@ -702,7 +721,7 @@ macro_rules! store_impl {
             async fn purge_in_batches(&self, cutoff: Instant, batch: i64, sql: &'static str) -> $crate::StoreResult<u64> {
                 let mut total = 0;
                 loop {
-                    let mut tx = self.begin_write().await?;
+                    let mut tx = self.begin_uncounted_write().await?;
                     let deleted = history::purge_batch(&mut tx, sql, cutoff, batch).await?;
                     tx.commit().await?;
                     total += deleted;

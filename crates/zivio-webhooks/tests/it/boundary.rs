@@ -1,4 +1,4 @@
-//! The privilege boundary in the admin UI (PRODUCT.md §4), route by route: an admin who may
+//! The privilege boundary in the admin UI (docs/product.md §4), route by route: an admin who may
 //! manage webhooks but whose access does not cover the owner's sees no bodies, response headers
 //! or URL paths, and cannot change the URL, rotate the secret or resend; the owner, on the same
 //! pages, can. (The v4 routes are covered in `deliveries.rs` and `webhooks.rs`.)

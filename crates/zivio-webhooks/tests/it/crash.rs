@@ -131,8 +131,20 @@ async fn two_postgres_instances_share_the_work_without_double_sends() {
     assert_eq!(ids.len(), 2_000);
     let store = api.store().await;
     let acme = TenantId::parse("acme").unwrap();
-    for (path, webhook) in &webhooks {
+    for (path, _) in &webhooks {
         all_arrive(&receiver, path, &ids).await;
+    }
+    // Every request recorded (a record lands a moment after its request arrived), so that the
+    // attempts below can be compared with the requests.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.pending_deliveries().await.unwrap() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries stay pending"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (path, webhook) in &webhooks {
         // An event may reach the receiver twice only as a retry after a recorded failure (on
         // this loaded machine a request can outlast the 1 s timeout after it arrived), never
         // because both instances claimed it.

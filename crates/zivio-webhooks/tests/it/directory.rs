@@ -327,7 +327,7 @@ async fn access_changes_stop_api_keys_at_once(backend: Backend) {
     assert_eq!(list(fresh, "acme").await.status, 200, "a new key works");
 }
 
-/// PRODUCT.md §8: deactivating a user or removing their `webhooks:manage` ends their sessions
+/// docs/product.md §8: deactivating a user or removing their `webhooks:manage` ends their sessions
 /// and API keys at once, for good: reactivating them or giving the permission back later does
 /// not revive an old key or an old admin UI session.
 async fn ending_access_revokes_api_keys_and_ends_sessions_for_good(backend: Backend) {

@@ -322,6 +322,30 @@ async fn events_reach_exactly_the_owners_who_may_see_them_shaped_for_each(backen
         receivers, expected,
         "deactivated and not-owning users get nothing"
     );
+
+    // A webhook created between two publishes gets the second one (what publishing knows of a
+    // tenant's webhooks follows every change).
+    let key = api.issue_key("acme", "full").await;
+    let created = api
+        .create_webhook(
+            &key,
+            "acme",
+            json!({"name": "late", "url": "https://127.0.0.1:9/late", "events": ["invoices.*"]}),
+        )
+        .await;
+    let late = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let after = publish(&api, invoice(None, &[])).await;
+    let queued = store
+        .deliveries_of_event(
+            &TenantId::parse("acme").unwrap(),
+            after.body["id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        queued.iter().any(|d| d.webhook_id.to_string() == late),
+        "the new webhook is among the receivers"
+    );
 }
 
 async fn producer_keys_make_publishing_idempotent(backend: Backend) {
