@@ -498,20 +498,7 @@ async fn sign_in_links_work_once_and_sessions_follow_the_directory() {
     };
     assert_eq!(page(&session, "/admin/webhooks").await.status(), 200);
     // A new sign-in by link: the session cookie (`zivio_session=...`).
-    let signed_in = || async {
-        let link = api
-            .platform(Method::POST, "acme/users/u1/sign-in-links", None)
-            .await;
-        let url = url::Url::parse(link.body["url"].as_str().unwrap()).unwrap();
-        let opened = client
-            .get(api.service.url(url.path()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(opened.status(), 303);
-        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
-        cookie.split(';').next().unwrap().to_owned()
-    };
+    let signed_in = || api.sign_in_by_link("acme", "u1");
     let sent_to_sign_in = |answer: reqwest::Response| {
         assert_eq!(answer.status(), 303);
         assert_eq!(answer.headers()["location"], "/admin/sign-in");

@@ -350,21 +350,7 @@ async fn ending_access_revokes_api_keys_and_ends_sessions_for_good(backend: Back
         .build()
         .unwrap();
     // A new admin UI session of u1 by sign-in link: its cookie (`zivio_session=...`).
-    let signed_in = || async {
-        let link = api
-            .platform(Method::POST, "acme/users/u1/sign-in-links", None)
-            .await;
-        assert_eq!(link.status, 201, "{}", link.text);
-        let url = url::Url::parse(link.body["url"].as_str().unwrap()).unwrap();
-        let opened = no_redirects
-            .get(api.service.url(url.path()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(opened.status(), 303);
-        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
-        cookie.split(';').next().unwrap().to_owned()
-    };
+    let signed_in = || api.sign_in_by_link("acme", "u1");
     // (v4 API with the key, admin UI page with the session): 200 and 200 while they work.
     let works = |key: String, session: String| {
         let (api, client) = (&api, no_redirects.clone());

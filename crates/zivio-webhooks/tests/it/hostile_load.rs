@@ -111,14 +111,19 @@ async fn refused_or_busy(response: reqwest::Response) -> u16 {
     status
 }
 
-#[tokio::test]
-async fn concurrent_wrong_password_sign_ins_keep_memory_bounded() {
-    let Some(api) = Api::start(
+/// The service behind a trusted proxy on loopback: each request names its client address
+/// in `X-Forwarded-For`.
+async fn behind_a_proxy() -> Option<Api> {
+    Api::start(
         Backend::Sqlite,
         &[("ZIVIO_WEBHOOKS_TRUSTED_PROXIES", "127.0.0.1")],
     )
     .await
-    else {
+}
+
+#[tokio::test]
+async fn concurrent_wrong_password_sign_ins_keep_memory_bounded() {
+    let Some(api) = behind_a_proxy().await else {
         return;
     };
     api.put_tenant("acme").await;
@@ -293,12 +298,7 @@ async fn v4_from(api: &Api, key: &str, client: &str) -> Answer {
 
 #[tokio::test]
 async fn malformed_api_keys_cost_no_lookup_and_flooding_addresses_get_429() {
-    let Some(api) = Api::start(
-        Backend::Sqlite,
-        &[("ZIVIO_WEBHOOKS_TRUSTED_PROXIES", "127.0.0.1")],
-    )
-    .await
-    else {
+    let Some(api) = behind_a_proxy().await else {
         return;
     };
     let key = api.tenant_with_admin("acme", "u1").await;

@@ -206,6 +206,30 @@ impl Api {
             .await
     }
 
+    /// A new admin UI session of `user` by a sign-in link: its cookie (`zivio_session=...`).
+    pub async fn sign_in_by_link(&self, tenant: &str, user: &str) -> String {
+        let link = self
+            .platform(
+                Method::POST,
+                &format!("{tenant}/users/{user}/sign-in-links"),
+                None,
+            )
+            .await;
+        assert_eq!(link.status, 201, "{}", link.text);
+        let url = url::Url::parse(link.body["url"].as_str().unwrap()).unwrap();
+        let opened = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(self.service.url(url.path()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(opened.status(), 303);
+        let cookie = opened.headers()["set-cookie"].to_str().unwrap();
+        cookie.split(';').next().unwrap().to_owned()
+    }
+
     /// Signs in to the admin UI with a password (as a same-site browser would) and returns the
     /// session id from the cookie, checking the cookie's attributes.
     pub async fn sign_in(&self, tenant: &str, email: &str, password: &str) -> String {
