@@ -17,7 +17,7 @@ use zivio_core::ids::{TenantId, UserId};
 use zivio_core::shaping::{ShapeProfile, shape};
 use zivio_core::subscription::EventFilter;
 use zivio_core::webhook::WebhookId;
-use zivio_store::{NewEvent, StoreError};
+use zivio_store::{ClaimedDelivery, LeasedDelivery, NewEvent, StoreError};
 
 use crate::{AppError, AppResult, FieldError, Services, random, unix_millis};
 
@@ -247,19 +247,39 @@ async fn store_new(
         new.push(fanout.event(services, &id, event, now));
         ids.push(id);
     }
-    if !new.is_empty() {
-        match services
+    if new.is_empty() {
+        return Ok(Some(ids));
+    }
+    let reservation = new
+        .iter()
+        .any(|event| !event.deliveries.is_empty())
+        .then(|| services.handoff.reserve(now))
+        .flatten();
+    let stored = match &reservation {
+        Some(reservation) => services
+            .store
+            .publish_leased(tenant, &new, cutoff, &reservation.lease)
+            .await
+            .map(Some),
+        None => services
             .store
             .publish_events(tenant, &new, cutoff, None)
             .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Conflict { .. }) => return Ok(None),
-            Err(other) => return Err(other.into()),
+            .map(|()| None),
+    };
+    match stored {
+        Ok(Some(leased)) => {
+            if let Some(reservation) = reservation {
+                reservation.hand_over(fanout.claimed(tenant, &new, leased));
+            }
         }
-        if new.iter().any(|event| !event.deliveries.is_empty()) {
-            services.deliveries_queued.notify_one();
+        Ok(None) => {
+            if new.iter().any(|event| !event.deliveries.is_empty()) {
+                services.deliveries_queued.notify_one();
+            }
         }
+        Err(StoreError::Conflict { .. }) => return Ok(None),
+        Err(other) => return Err(other.into()),
     }
     Ok(Some(ids))
 }
@@ -282,10 +302,21 @@ impl FanoutCache {
 }
 
 /// The tenant's enabled webhooks with their parsed subscriptions and their active owners'
-/// access.
+/// access, read at `generation` where the store counts changes.
 struct Fanout {
-    webhooks: Vec<(WebhookId, UserId, Vec<EventFilter>)>,
+    webhooks: Vec<FanoutWebhook>,
     owners: BTreeMap<UserId, Access>,
+    generation: Option<u64>,
+}
+
+/// An enabled webhook as publishing needs it: whom it belongs to, what it subscribes to, and
+/// where its deliveries go (for the hand-off to the engine).
+struct FanoutWebhook {
+    id: WebhookId,
+    owner: UserId,
+    filters: Vec<EventFilter>,
+    url: String,
+    secret_ciphertext: Vec<u8>,
 }
 
 impl Fanout {
@@ -305,7 +336,7 @@ impl Fanout {
         if services.store.tenant(tenant).await?.is_none() {
             return Ok(None);
         }
-        let fanout = Arc::new(Self::load(services, tenant).await?);
+        let fanout = Arc::new(Self::load(services, tenant, generation).await?);
         if let Some(generation) = generation {
             let mut entries = services.fanouts.entries();
             if entries.len() >= CACHED_TENANTS {
@@ -316,7 +347,11 @@ impl Fanout {
         Ok(Some(fanout))
     }
 
-    async fn load(services: &Services, tenant: &TenantId) -> AppResult<Self> {
+    async fn load(
+        services: &Services,
+        tenant: &TenantId,
+        generation: Option<u64>,
+    ) -> AppResult<Self> {
         let mut webhooks = Vec::new();
         let mut owners = BTreeMap::new();
         for webhook in services.store.webhooks(tenant).await? {
@@ -337,9 +372,62 @@ impl Fanout {
                 .iter()
                 .map(|text| EventFilter::from_canonical(text, services.catalog))
                 .collect();
-            webhooks.push((webhook.id, webhook.owner, filters));
+            webhooks.push(FanoutWebhook {
+                id: webhook.id,
+                owner: webhook.owner,
+                filters,
+                url: webhook.url,
+                secret_ciphertext: webhook.secret.ciphertext,
+            });
         }
-        Ok(Self { webhooks, owners })
+        Ok(Self {
+            webhooks,
+            owners,
+            generation,
+        })
+    }
+
+    /// The deliveries a publish stored leased, with everything the engine needs to send them.
+    /// URL and secret are as this fan-out read them: the engine sends without reading them again
+    /// only while the store's change count still equals `generation`.
+    fn claimed(
+        &self,
+        tenant: &TenantId,
+        events: &[NewEvent],
+        leased: Vec<LeasedDelivery>,
+    ) -> Vec<ClaimedDelivery> {
+        let events: HashMap<&str, &NewEvent> = events
+            .iter()
+            .map(|event| (event.id.as_str(), event))
+            .collect();
+        let webhooks: HashMap<&WebhookId, &FanoutWebhook> = self
+            .webhooks
+            .iter()
+            .map(|webhook| (&webhook.id, webhook))
+            .collect();
+        leased
+            .into_iter()
+            .filter_map(|delivery| {
+                let event = events.get(delivery.event_id.as_str())?;
+                let webhook = webhooks.get(&delivery.webhook_id)?;
+                let (_, payload) = event
+                    .deliveries
+                    .iter()
+                    .find(|(id, _)| *id == delivery.webhook_id)?;
+                Some(ClaimedDelivery {
+                    id: delivery.id,
+                    tenant: tenant.clone(),
+                    webhook_id: delivery.webhook_id,
+                    url: webhook.url.clone(),
+                    secret_ciphertext: webhook.secret_ciphertext.clone(),
+                    event_id: delivery.event_id,
+                    event_type: event.event_type.clone(),
+                    attempt: 1,
+                    body: event.payloads.get(*payload)?.clone(),
+                    generation: self.generation,
+                })
+            })
+            .collect()
     }
 
     /// The event with one payload per distinct access profile among the receiving webhooks.
@@ -354,7 +442,13 @@ impl Fanout {
         let mut by_profile: HashMap<ShapeProfile, usize> = HashMap::new();
         let mut profiles: HashMap<&UserId, ShapeProfile> = HashMap::new();
         let mut deliveries = Vec::new();
-        for (webhook, owner, filters) in &self.webhooks {
+        for FanoutWebhook {
+            id: webhook,
+            owner,
+            filters,
+            ..
+        } in &self.webhooks
+        {
             if !filters
                 .iter()
                 .any(|filter| filter.matches(&event.event_type))

@@ -20,6 +20,7 @@ pub mod deliveries;
 pub mod directory;
 pub mod error;
 pub mod events;
+pub mod handoff;
 pub mod metrics;
 pub mod passwords;
 pub mod retention;
@@ -94,6 +95,8 @@ pub struct Services {
     pub deliveries_queued: Arc<tokio::sync::Notify>,
     /// Each tenant's fan-out while nothing it depends on changed (see `events::FanoutCache`).
     pub fanouts: Arc<events::FanoutCache>,
+    /// Publishing hands the deliveries it leased to this instance's engine here.
+    pub handoff: Arc<handoff::HandOff>,
 }
 
 impl Services {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use zivio_app::handoff::LeasedBatch;
 use zivio_app::{Services, random, unix_millis};
 use zivio_core::retry::{RetrySchedule, Verdict};
 use zivio_core::webhook::{WebhookId, time_ordered_hex};
@@ -50,6 +51,13 @@ pub const UNRECORDED_PER_WEBHOOK: usize = 64;
 const UNRECORDED: usize = 4096;
 /// At most this many finished attempts are recorded in one transaction.
 const RECORD_BATCH: usize = 256;
+/// Per webhook, deliveries handed over by publishing that may wait in memory for their turn;
+/// more go back to the database, from where they are claimed.
+const HANDED_OVER_PER_WEBHOOK: usize = 2_048;
+/// The same over all webhooks of an instance, so that memory stays bounded.
+const HANDED_OVER: usize = 16_384;
+/// Publishes whose deliveries may wait to be taken from the hand-off queue.
+const HANDOFF_BATCHES: usize = 16;
 /// How often the queue depth and due lag gauges are refreshed.
 const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -76,11 +84,12 @@ struct Lease {
     until: OffsetDateTime,
 }
 
-/// What a claimed delivery holds from claim to record: its place among its webhook's held work
-/// (released on drop).
+/// What a delivery holds from claim (or hand-off) to record: its place among its webhook's held
+/// (or handed-over) work and, if handed over, among the instance's (released on drop).
 struct Permits {
     bounds: Arc<WebhookBounds>,
     _held: OwnedSemaphorePermit,
+    _handed_over: Option<OwnedSemaphorePermit>,
     /// Counts the task until it ends, so that shutdown can wait for every one.
     _task: OwnedSemaphorePermit,
 }
@@ -89,6 +98,8 @@ struct Permits {
 /// send at once, and have sent without their outcome recorded.
 struct WebhookBounds {
     held: Arc<Semaphore>,
+    /// Deliveries handed over by publishing, waiting or under way.
+    handed_over: Arc<Semaphore>,
     sending: Arc<Semaphore>,
     unrecorded: Arc<Semaphore>,
     /// While the webhook's last attempt timed out, only one request at a time probes it, so
@@ -143,6 +154,8 @@ pub struct Engine {
     global: Arc<Semaphore>,
     /// Sent and not yet recorded, over all webhooks.
     unrecorded: Arc<Semaphore>,
+    /// Handed over by publishing and not yet recorded, over all webhooks.
+    handed_over: Arc<Semaphore>,
     /// One permit per running delivery task (waiting or sending).
     tasks: Arc<Semaphore>,
     webhooks: Mutex<HashMap<WebhookId, Arc<WebhookBounds>>>,
@@ -176,6 +189,7 @@ impl Engine {
         Ok(Arc::new(Engine {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
             unrecorded: Arc::new(Semaphore::new(UNRECORDED)),
+            handed_over: Arc::new(Semaphore::new(HANDED_OVER)),
             tasks: Arc::new(Semaphore::new(MAX_TASKS as usize)),
             services,
             client,
@@ -205,6 +219,9 @@ impl Engine {
         }
         let recordings = self.recordings.lock().expect("not poisoned").take();
         let recording = recordings.map(|queue| tokio::spawn(self.clone().record_batches(queue)));
+        let handoff = &self.services.handoff;
+        let batches = handoff.open(&self.config.instance, self.lease_hold(), HANDOFF_BATCHES);
+        let taking = tokio::spawn(self.clone().take_handed_over(batches, stop.clone()));
         let listening = {
             let (store, wake) = (self.services.store.clone(), self.wake.clone());
             tokio::spawn(async move {
@@ -243,6 +260,9 @@ impl Engine {
             }
         }
         listening.abort();
+        // Publishes still under way hand their batches over; each is given back at once.
+        self.services.handoff.close();
+        let _ = taking.await;
         let drain = self.config.request_timeout + Duration::from_secs(5);
         // Every task ends: sends finish, waiting ones give their work back.
         if tokio::time::timeout(drain, self.tasks.acquire_many(MAX_TASKS))
@@ -274,16 +294,7 @@ impl Engine {
             self.config.instance,
             self.claims.fetch_add(1, Ordering::Relaxed)
         );
-        let mut hold = self
-            .config
-            .lease
-            .max(self.config.request_timeout + Duration::from_secs(5));
-        if self.services.store.backend() == Backend::Sqlite {
-            // A restart frees every SQLite lease, so a long one delays nothing after a crash, and
-            // one that already covers the attempt spares a write before each send.
-            hold += self.config.request_timeout + ATTEMPT_MARGIN;
-        }
-        let lease_until = now + hold;
+        let lease_until = now + self.lease_hold();
         let saturated = self.saturated_webhooks();
         let per_webhook = u32::try_from(self.config.max_in_flight_per_webhook).unwrap_or(u32::MAX);
         let claimed = self
@@ -318,6 +329,7 @@ impl Engine {
             let permits = Permits {
                 bounds,
                 _held: held,
+                _handed_over: None,
                 _task: task,
             };
             tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
@@ -333,6 +345,75 @@ impl Engine {
         Ok(started)
     }
 
+    /// How long a claim (or a publish's hand-off) leases its deliveries.
+    fn lease_hold(&self) -> Duration {
+        let hold = self
+            .config
+            .lease
+            .max(self.config.request_timeout + Duration::from_secs(5));
+        match self.services.store.backend() {
+            // A restart frees every SQLite lease, so a long one delays nothing after a crash, and
+            // one that already covers the attempt spares a write before each send.
+            Backend::Sqlite => hold + self.config.request_timeout + ATTEMPT_MARGIN,
+            Backend::Postgres => hold,
+        }
+    }
+
+    /// Takes the deliveries publishing leased to this instance: each that fits (its webhook is
+    /// not slow, and neither it nor the instance holds too many handed over) gets a task like a
+    /// claimed one; the rest go back to the queue at once, for a claim.
+    async fn take_handed_over(
+        self: Arc<Self>,
+        mut batches: mpsc::Receiver<LeasedBatch>,
+        stop: watch::Receiver<bool>,
+    ) {
+        while let Some(LeasedBatch { lease, deliveries }) = batches.recv().await {
+            let mut left = Vec::new();
+            for delivery in deliveries {
+                let Some(permits) = self.hand_over_permits(&delivery.webhook_id) else {
+                    left.push(delivery.id);
+                    continue;
+                };
+                let engine = self.clone();
+                let stop = stop.clone();
+                let lease = Lease {
+                    token: lease.token.clone(),
+                    until: lease.until,
+                };
+                tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
+            }
+            if !left.is_empty() {
+                if let Err(error) = self
+                    .services
+                    .store
+                    .release_deliveries(&lease.token, &left)
+                    .await
+                {
+                    tracing::warn!(error = %error, "could not give deliveries back; their lease expires");
+                }
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// A handed-over delivery's place among its webhook's and the instance's handed-over work,
+    /// if there is room and the webhook is not slow.
+    fn hand_over_permits(&self, webhook: &WebhookId) -> Option<Permits> {
+        let bounds = self.bounds(webhook);
+        if bounds.slow.load(Ordering::Relaxed) {
+            return None;
+        }
+        let held = bounds.handed_over.clone().try_acquire_owned().ok()?;
+        let handed_over = self.handed_over.clone().try_acquire_owned().ok()?;
+        let task = self.tasks.clone().try_acquire_owned().ok()?;
+        Some(Permits {
+            bounds,
+            _held: held,
+            _handed_over: Some(handed_over),
+            _task: task,
+        })
+    }
+
     /// Webhooks without room for another share of work: the next claim leaves theirs alone.
     fn saturated_webhooks(&self) -> Vec<WebhookId> {
         let mut webhooks = self.webhooks.lock().expect("not poisoned");
@@ -340,7 +421,9 @@ impl Engine {
         let full = held_bound(bound);
         // Forget webhooks that hold nothing and are not slow, so the map stays small.
         webhooks.retain(|_, bounds| {
-            bounds.held.available_permits() < full || bounds.slow.load(Ordering::Relaxed)
+            bounds.held.available_permits() < full
+                || bounds.handed_over.available_permits() < HANDED_OVER_PER_WEBHOOK
+                || bounds.slow.load(Ordering::Relaxed)
         });
         webhooks
             .iter()
@@ -357,6 +440,7 @@ impl Engine {
                 let bound = self.config.max_in_flight_per_webhook;
                 Arc::new(WebhookBounds {
                     held: Arc::new(Semaphore::new(held_bound(bound))),
+                    handed_over: Arc::new(Semaphore::new(HANDED_OVER_PER_WEBHOOK)),
                     sending: Arc::new(Semaphore::new(bound)),
                     unrecorded: Arc::new(Semaphore::new(UNRECORDED_PER_WEBHOOK)),
                     slow: AtomicBool::new(false),

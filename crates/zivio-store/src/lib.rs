@@ -123,6 +123,21 @@ pub struct NewEvent {
     pub is_test: bool,
 }
 
+/// The lease a publish stores its deliveries under (see [`Store::publish_leased`]).
+#[derive(Debug, Clone)]
+pub struct PublishLease {
+    pub token: String,
+    pub until: OffsetDateTime,
+}
+
+/// A delivery stored leased to the instance that published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedDelivery {
+    pub id: i64,
+    pub event_id: String,
+    pub webhook_id: WebhookId,
+}
+
 /// A stored event, as a resend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -550,6 +565,17 @@ pub trait Store: Send + Sync + 'static {
         key_cutoff: OffsetDateTime,
         audit: Option<&AuditEntry>,
     ) -> StoreResult<()>;
+
+    /// Publishes like [`Store::publish_events`], but stores the deliveries leased to `lease`
+    /// (the publishing instance hands them to its engine at once, without a claim) and returns
+    /// them. Other instances are not told: the work is taken.
+    async fn publish_leased(
+        &self,
+        tenant: &TenantId,
+        events: &[NewEvent],
+        key_cutoff: OffsetDateTime,
+        lease: &PublishLease,
+    ) -> StoreResult<Vec<LeasedDelivery>>;
 
     /// One event of the tenant.
     async fn event(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>>;

@@ -72,6 +72,7 @@ impl App {
             clock: Arc::new(SystemClock),
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),
             fanouts: Default::default(),
+            handoff: Default::default(),
             metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
             settings: Settings {
                 max_webhooks_per_tenant: config.max_webhooks_per_tenant,

@@ -214,6 +214,7 @@ impl World {
             metrics: Arc::new(Metrics::new("test")),
             deliveries_queued: Arc::new(Notify::new()),
             fanouts: Default::default(),
+            handoff: Default::default(),
         };
         let config = EngineConfig {
             instance: "engine-test".into(),

@@ -7,7 +7,7 @@ macro_rules! event_queries {
         use zivio_core::ids::TenantId;
         use zivio_core::webhook::WebhookId;
 
-        use $crate::{KeyedEvent, NewEvent, QueuedDelivery, StoreError, StoreResult, StoredEvent, conflict_on_unique};
+        use $crate::{KeyedEvent, LeasedDelivery, NewEvent, PublishLease, QueuedDelivery, StoreError, StoreResult, StoredEvent, conflict_on_unique};
 
         type Pool = sqlx::Pool<$db>;
         type Connection = <$db as sqlx::Database>::Connection;
@@ -38,12 +38,14 @@ macro_rules! event_queries {
         /// statements (a handful per chunk, whatever the batch's size): producer keys older than
         /// `key_cutoff` are freed, events inserted (a key still taken is a conflict), payload ids
         /// drawn in advance so that deliveries can name them, payloads and deliveries inserted.
+        /// With a `lease`, the deliveries are stored leased to it and returned.
         pub(crate) async fn insert_events(
             tx: &mut Connection,
             tenant: &TenantId,
             batch: &[NewEvent],
             key_cutoff: OffsetDateTime,
-        ) -> StoreResult<()> {
+            lease: Option<&PublishLease>,
+        ) -> StoreResult<Vec<LeasedDelivery>> {
             let keys: Vec<&str> = batch.iter().filter_map(|event| event.key.as_deref()).collect();
             for chunk in $crate::common::fixed_chunks(&keys) {
                 // A key older than the retention window is free again.
@@ -85,7 +87,7 @@ macro_rules! event_queries {
             // Each event's payloads, in order, with ids drawn in advance.
             let count = batch.iter().map(|event| event.payloads.len()).sum::<usize>();
             if count == 0 {
-                return Ok(());
+                return Ok(Vec::new());
             }
             let ids: Vec<i64> = sqlx::query_scalar($payload_ids)
                 .bind(i64::try_from(count).unwrap_or(i64::MAX))
@@ -121,6 +123,11 @@ macro_rules! event_queries {
             // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
             // computed gets nothing (the engine checks again before sending); a test event
             // reaches a disabled webhook too.
+            let (lease_owner, lease_until) = match lease {
+                Some(lease) => (Some(lease.token.as_str()), Some($to(lease.until))),
+                None => (None, None),
+            };
+            let mut leased = Vec::new();
             for chunk in $crate::common::fixed_chunks(&deliveries) {
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS (",
@@ -135,19 +142,38 @@ macro_rules! event_queries {
                 insert
                     .push(
                         ") INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state,
-                                                  attempts, next_attempt_at, created_at)
+                                                  attempts, next_attempt_at, created_at,
+                                                  lease_owner, lease_expires_at)
                          SELECT w.tenant_id, v.webhook_id, v.event_id, v.payload_id, 'pending', 0,
-                                v.accepted_at, v.accepted_at
-                         FROM v
+                                v.accepted_at, v.accepted_at, ",
+                    )
+                    .push_bind(lease_owner)
+                    .push(", ")
+                    .push_bind(lease_until)
+                    .push(
+                        " FROM v
                          JOIN webhooks w ON w.id = v.webhook_id
                          JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
                          WHERE w.tenant_id = ",
                     )
                     .push_bind(tenant.as_str())
                     .push(" AND (w.enabled OR v.is_test) AND u.active");
-                insert.build().execute(&mut *tx).await?;
+                if lease.is_none() {
+                    insert.build().execute(&mut *tx).await?;
+                    continue;
+                }
+                insert.push(" RETURNING id, webhook_id, event_id");
+                for row in insert.build().fetch_all(&mut *tx).await? {
+                    let webhook: String = row.get("webhook_id");
+                    leased.push(LeasedDelivery {
+                        id: row.get("id"),
+                        webhook_id: WebhookId::parse(&webhook)
+                            .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
+                        event_id: row.get("event_id"),
+                    });
+                }
             }
-            Ok(())
+            Ok(leased)
         }
 
         pub(crate) async fn event(pool: &Pool, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>> {

@@ -373,11 +373,25 @@ macro_rules! store_impl {
             ) -> $crate::StoreResult<()> {
                 let (tenant, batch, audit) = (tenant.clone(), batch.to_vec(), audit.cloned());
                 self.write_grouped(move |tx| Box::pin(async move {
-                    events::insert_events(&mut *tx, &tenant, &batch, key_cutoff).await?;
+                    events::insert_events(&mut *tx, &tenant, &batch, key_cutoff, None).await?;
                     if let Some(audit) = &audit {
                         directory::record_audit(&mut *tx, audit).await?;
                     }
                     announce_work(&mut *tx).await
+                }))
+                .await
+            }
+
+            async fn publish_leased(
+                &self,
+                tenant: &id::TenantId,
+                batch: &[$crate::NewEvent],
+                key_cutoff: Instant,
+                lease: &$crate::PublishLease,
+            ) -> $crate::StoreResult<Vec<$crate::LeasedDelivery>> {
+                let (tenant, batch, lease) = (tenant.clone(), batch.to_vec(), lease.clone());
+                self.write_grouped(move |tx| Box::pin(async move {
+                    events::insert_events(&mut *tx, &tenant, &batch, key_cutoff, Some(&lease)).await
                 }))
                 .await
             }

@@ -1,0 +1,90 @@
+//! Deliveries a publish stores already leased to its own instance and hands to that instance's
+//! delivery engine in memory: the common case needs no claim, so the database is read for work
+//! only for retries, work left by a dead instance and what did not fit in memory.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use zivio_store::{ClaimedDelivery, PublishLease};
+
+/// Leased deliveries of one publish, on their way to the engine.
+pub struct LeasedBatch {
+    pub lease: PublishLease,
+    pub deliveries: Vec<ClaimedDelivery>,
+}
+
+/// Where publishing hands its deliveries over. Closed (publishes store unleased work, which the
+/// engine claims) until an engine opens it, and again once that engine stops.
+#[derive(Default)]
+pub struct HandOff {
+    open: Mutex<Option<Open>>,
+    sequence: AtomicU64,
+}
+
+struct Open {
+    sender: mpsc::Sender<LeasedBatch>,
+    instance: String,
+    hold: Duration,
+}
+
+/// Room for one batch in the engine's queue and the lease to store it under.
+pub struct Reservation {
+    permit: mpsc::OwnedPermit<LeasedBatch>,
+    pub lease: PublishLease,
+}
+
+impl Reservation {
+    pub fn hand_over(self, deliveries: Vec<ClaimedDelivery>) {
+        self.permit.send(LeasedBatch {
+            lease: self.lease,
+            deliveries,
+        });
+    }
+}
+
+impl HandOff {
+    /// Opens the hand-off for an engine: leases are `instance`'s and last `hold`; at most
+    /// `batches` publishes wait in the queue (the rest are stored unleased and claimed).
+    pub fn open(
+        &self,
+        instance: &str,
+        hold: Duration,
+        batches: usize,
+    ) -> mpsc::Receiver<LeasedBatch> {
+        let (sender, receiver) = mpsc::channel(batches);
+        *self.lock() = Some(Open {
+            sender,
+            instance: instance.to_owned(),
+            hold,
+        });
+        receiver
+    }
+
+    pub fn close(&self) {
+        self.lock().take();
+    }
+
+    /// Room for one publish's deliveries, if an engine is open and its queue not full.
+    pub fn reserve(&self, now: OffsetDateTime) -> Option<Reservation> {
+        let open = self.lock();
+        let open = open.as_ref()?;
+        let permit = open.sender.clone().try_reserve_owned().ok()?;
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        Some(Reservation {
+            permit,
+            lease: PublishLease {
+                token: format!("{}:p{sequence}", open.instance),
+                until: now + open.hold,
+            },
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
