@@ -49,6 +49,8 @@ pub const UNRECORDED_PER_WEBHOOK: usize = 64;
 /// The same over all webhooks of an instance: what waits for the recorder stays bounded in
 /// memory however many webhooks there are.
 const UNRECORDED: usize = 4096;
+/// How long the recorder waits for more finished attempts before it records a batch.
+const RECORD_GATHER: Duration = Duration::from_millis(1);
 /// At most this many finished attempts are recorded in one transaction.
 const RECORD_BATCH: usize = 256;
 /// Per webhook, deliveries handed over by publishing that may wait in memory for their turn;
@@ -689,15 +691,23 @@ impl Engine {
     }
 
     /// Records finished attempts in batches: whatever is waiting when the previous batch is
-    /// done goes in one transaction, so the store's work per attempt shrinks as load grows. A
-    /// batch that fails is recorded attempt by attempt.
+    /// done, or finishes within `RECORD_GATHER`, goes in one transaction, so the store's work per
+    /// attempt shrinks as load grows. A batch that fails is recorded attempt by attempt.
     async fn record_batches(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Recording>) {
         while let Some(first) = queue.recv().await {
             let mut batch = vec![first];
+            // What finishes within a moment joins the batch: under load, one commit (and one
+            // fsync) records many attempts; alone, an attempt waits this long at most.
+            let gathered = tokio::time::sleep(RECORD_GATHER);
+            tokio::pin!(gathered);
             while batch.len() < RECORD_BATCH {
-                match queue.try_recv() {
-                    Ok(recording) => batch.push(recording),
-                    Err(_) => break,
+                tokio::select! {
+                    biased;
+                    recording = queue.recv() => match recording {
+                        Some(recording) => batch.push(recording),
+                        None => break,
+                    },
+                    () = &mut gathered => break,
                 }
             }
             let attempts = batch.iter().map(|r| r.finished.clone()).collect();

@@ -264,6 +264,16 @@ async fn run_group(
     delivers: &mut Vec<Deliver>,
 ) -> Result<(), sqlx::Error> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    if group.len() == 1 {
+        // Alone, a write needs no savepoint: if it fails, the transaction is rolled back.
+        let job = group.into_iter().next().expect("one job");
+        let (succeeded, deliver) = job(&mut tx).await;
+        delivers.push(deliver);
+        return match succeeded {
+            true => tx.commit().await,
+            false => tx.rollback().await,
+        };
+    }
     for job in group {
         sqlx::query("SAVEPOINT grouped_write")
             .execute(&mut *tx)
