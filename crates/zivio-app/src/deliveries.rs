@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
-use zivio_core::event::{fingerprint, new_event_id};
+use zivio_core::event::new_event_id;
 use zivio_core::shaping::ShapeProfile;
 use zivio_core::subscription::EventFilter;
 use zivio_core::url_policy::mask_str;
@@ -348,7 +348,7 @@ async fn reshaped(
     Ok(NewEvent {
         payloads: vec![body],
         deliveries: vec![(webhook.clone(), 0)],
-        fingerprint: fingerprint(&source.data),
+        fingerprint: None,
         event_type: stored.event_type,
         occurred_at: stored.occurred_at,
         accepted_at: now,

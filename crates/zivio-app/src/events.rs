@@ -46,7 +46,8 @@ pub struct Accepted {
     resource_id: String,
     meta: ResourceMeta,
     data: Value,
-    fingerprint: [u8; 32],
+    /// Only with a producer key (nothing else compares it).
+    fingerprint: Option<[u8; 32]>,
 }
 
 /// Publishes one event (`batch` false) or a batch; returns the event ids in input order.
@@ -175,19 +176,21 @@ fn validate(
     if errors.len() > before {
         return None;
     }
-    let published = json!({
-        "type": input.event_type,
-        "occurred_at": input.occurred_at,
-        "resource": {
-            "id": input.resource_id,
-            "placement": [&input.placement.business_unit, &input.placement.division, &input.placement.department],
-            "owner_ids": input.owner_ids,
-            "data": input.data,
-        },
+    let fingerprint = input.key.is_some().then(|| {
+        fingerprint(&json!({
+            "type": input.event_type,
+            "occurred_at": input.occurred_at,
+            "resource": {
+                "id": input.resource_id,
+                "placement": [&input.placement.business_unit, &input.placement.division, &input.placement.department],
+                "owner_ids": input.owner_ids,
+                "data": input.data,
+            },
+        }))
     });
     Some(Accepted {
         key: input.key,
-        fingerprint: fingerprint(&published),
+        fingerprint,
         collection: collection.expect("catalog types have a collection"),
         event_type: input.event_type,
         occurred_at: truncate_to_millis(occurred_at),
@@ -232,7 +235,7 @@ async fn store_new(
         if let Some(key) = &event.key
             && let Some((id, stored)) = known.get(key)
         {
-            if stored.as_slice() != event.fingerprint.as_slice() {
+            if event.fingerprint.is_none_or(|print| stored.as_slice() != print.as_slice()) {
                 return Err(AppError::Conflict(format!(
                     "Event {index} reuses producer key `{key}` of event {id} with different content."
                 )));
@@ -242,7 +245,8 @@ async fn store_new(
         }
         let id = new_event_id(unix_millis(now), random());
         if let Some(key) = &event.key {
-            known.insert(key.clone(), (id.clone(), event.fingerprint.to_vec()));
+            let print = event.fingerprint.map(|print| print.to_vec()).unwrap_or_default();
+            known.insert(key.clone(), (id.clone(), print));
         }
         new.push(fanout.event(services, &id, event, now));
         ids.push(id);
@@ -560,7 +564,7 @@ pub(crate) fn test_event(webhook: &WebhookId, now: OffsetDateTime) -> NewEvent {
     NewEvent {
         payloads: vec![envelope(&id, TEST_EVENT_TYPE, now, &data)],
         deliveries: vec![(webhook.clone(), 0)],
-        fingerprint: fingerprint(&data),
+        fingerprint: None,
         event_type: TEST_EVENT_TYPE.to_owned(),
         occurred_at: now,
         accepted_at: now,

@@ -14,6 +14,7 @@
 //! takes new fields from the platform). An embedded object shrunk to its id keeps an `id` only
 //! when it is a string or a number.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
@@ -114,15 +115,23 @@ impl ShapeProfile {
     }
 }
 
-/// `data` of a resource of `collection`, shaped for `profile`. An unknown collection (a type
-/// newer than this catalog) declares nothing, so only the read check applied by the caller
-/// protects it.
-pub fn shape(catalog: &Catalog, collection: &str, data: &Value, profile: &ShapeProfile) -> Value {
-    let mut shaped = data.clone();
-    if let Some(declared) = catalog.collection(collection) {
-        shape_in_place(catalog, declared, &mut shaped, profile, false);
+/// `data` of a resource of `collection`, shaped for `profile`: borrowed as it is when the
+/// profile sees all of it (nothing would be removed). An unknown collection (a type newer than
+/// this catalog) declares nothing, so only the read check applied by the caller protects it.
+pub fn shape<'a>(
+    catalog: &Catalog,
+    collection: &str,
+    data: &'a Value,
+    profile: &ShapeProfile,
+) -> Cow<'a, Value> {
+    match catalog.collection(collection) {
+        Some(declared) if !profile.sees_all(catalog, collection) => {
+            let mut shaped = data.clone();
+            shape_in_place(catalog, declared, &mut shaped, profile, false);
+            Cow::Owned(shaped)
+        }
+        _ => Cow::Borrowed(data),
     }
-    shaped
 }
 
 /// One declared path that leads to something withheld from the owner.

@@ -112,7 +112,8 @@ pub struct NewEvent {
     pub occurred_at: OffsetDateTime,
     pub accepted_at: OffsetDateTime,
     pub key: Option<String>,
-    pub fingerprint: [u8; 32],
+    /// Only for events with a producer key: what a repeat under that key must match.
+    pub fingerprint: Option<[u8; 32]>,
     pub resource_id: String,
     pub payloads: Vec<Vec<u8>>,
     pub deliveries: Vec<(WebhookId, usize)>,

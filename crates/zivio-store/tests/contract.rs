@@ -1346,7 +1346,7 @@ fn new_event(id: &str, key: Option<&str>, deliveries: Vec<(WebhookId, usize)>) -
         occurred_at: NOW,
         accepted_at: NOW,
         key: key.map(str::to_owned),
-        fingerprint: [1; 32],
+        fingerprint: Some([1; 32]),
         resource_id: "12345".into(),
         payloads: vec![b"{\"full\":true}".to_vec(), b"{\"shaped\":true}".to_vec()],
         deliveries,

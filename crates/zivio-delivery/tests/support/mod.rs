@@ -169,7 +169,7 @@ impl World {
             occurred_at: now,
             accepted_at: now,
             key: None,
-            fingerprint: [0; 32],
+            fingerprint: None,
             resource_id: "1".into(),
             payloads: vec![format!(r#"{{"id":"{EVENT_ID}"}}"#).into_bytes()],
             deliveries: vec![(id.clone(), 0)],

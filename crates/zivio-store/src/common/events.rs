@@ -73,7 +73,7 @@ macro_rules! event_queries {
                         .push_bind($to(event.occurred_at))
                         .push_bind($to(event.accepted_at))
                         .push_bind(event.key.as_deref())
-                        .push_bind(event.fingerprint.as_slice())
+                        .push_bind(event.fingerprint.as_ref().map_or(&[][..], |print| print.as_slice()))
                         .push_bind(event.resource_id.as_str())
                         .push_bind(event.source.as_deref());
                 });
