@@ -36,6 +36,12 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
 /// recording the result.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
+/// What an attempt may take beyond the request timeout once its destination is vetted:
+/// recording the result. A lease that still covers this is not extended before the send.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
+/// A lease is long enough for an attempt that starts this soon after the claim (or hand-off)
+/// to need no extension.
+const START_WITHIN: Duration = Duration::from_secs(5);
 /// What a delivery's lease must still hold when it has waited for its turn: vetting (resolving
 /// for up to 5 s) and a margin, before `begin_attempt` extends it.
 const VET_MARGIN: Duration = Duration::from_secs(7);
@@ -349,10 +355,11 @@ impl Engine {
 
     /// How long a claim (or a publish's hand-off) leases its deliveries.
     fn lease_hold(&self) -> Duration {
+        // Long enough that an attempt starting within `START_WITHIN` needs no extension.
         let hold = self
             .config
             .lease
-            .max(self.config.request_timeout + Duration::from_secs(5));
+            .max(self.config.request_timeout + RECORD_MARGIN + START_WITHIN);
         match self.services.store.backend() {
             // A restart frees every SQLite lease, so a long one delays nothing after a crash, and
             // one that already covers the attempt spares a write before each send.
@@ -602,7 +609,7 @@ impl Engine {
         let mut vetted = attempt::vet(policy, resolver, &delivery.url).await;
         // The claim's lease must still cover the request and its record without an extension.
         let covered =
-            lease_until - self.services.now() >= self.config.request_timeout + ATTEMPT_MARGIN;
+            lease_until - self.services.now() >= self.config.request_timeout + RECORD_MARGIN;
         if covered
             && delivery.generation.is_some()
             && delivery.generation == store.change_generation()
@@ -611,7 +618,7 @@ impl Engine {
         }
         for _ in 0..MAX_URL_CHANGES {
             let now = self.services.now();
-            let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
+            let attempt_until = now + self.config.request_timeout + RECORD_MARGIN;
             match store
                 .begin_attempt(lease, delivery.id, now, attempt_until)
                 .await
