@@ -235,7 +235,10 @@ async fn store_new(
         if let Some(key) = &event.key
             && let Some((id, stored)) = known.get(key)
         {
-            if event.fingerprint.is_none_or(|print| stored.as_slice() != print.as_slice()) {
+            if event
+                .fingerprint
+                .is_none_or(|print| stored.as_slice() != print.as_slice())
+            {
                 return Err(AppError::Conflict(format!(
                     "Event {index} reuses producer key `{key}` of event {id} with different content."
                 )));
@@ -245,7 +248,10 @@ async fn store_new(
         }
         let id = new_event_id(unix_millis(now), random());
         if let Some(key) = &event.key {
-            let print = event.fingerprint.map(|print| print.to_vec()).unwrap_or_default();
+            let print = event
+                .fingerprint
+                .map(|print| print.to_vec())
+                .unwrap_or_default();
             known.insert(key.clone(), (id.clone(), print));
         }
         new.push(fanout.event(services, &id, event, now));

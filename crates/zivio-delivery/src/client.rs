@@ -1,6 +1,6 @@
 //! The one HTTP client every attempt goes through: rustls (system roots plus the operator's
-//! extra root CA), HTTP/1.1 or HTTP/2 by ALPN, keep-alive pooling per host, no redirects, no
-//! proxies from the environment, a whole-attempt timeout, and a resolver that vets every
+//! extra root CA), HTTP/1.1 only (several keep-alive connections per host, so webhooks sharing
+//! a host do not share one connection), no redirects, no proxies from the environment, a whole-attempt timeout, and a resolver that vets every
 //! address a host resolves to, at every new connection, so connections only ever go to vetted
 //! addresses (DNS rebinding cannot work). IP-literal hosts skip resolvers; the engine vets them
 //! before sending.

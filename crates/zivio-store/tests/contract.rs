@@ -15,7 +15,7 @@ use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, Webho
 use zivio_store::testing::TestDatabase;
 use zivio_store::{AttemptCursor, AttemptFilter, EventTypeFilter, HealthCounts};
 use zivio_store::{AttemptRecord, AuditCursor, AutoDisable, ClaimedDelivery, NewEvent, StoreError};
-use zivio_store::{Backend, ConnectOptions, FinishedAttempt, KeyCheck, Store};
+use zivio_store::{Backend, ConnectOptions, FinishedAttempt, KeyCheck, PublishLease, Store};
 
 const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
 
@@ -86,6 +86,7 @@ contract!(
     published_events_store_each_payload_once_and_queue_enabled_webhooks,
     producer_keys_are_unique_per_tenant_until_their_cutoff,
     due_deliveries_are_leased_once_until_the_lease_expires,
+    published_deliveries_can_be_leased_to_the_publisher,
     claims_skip_the_webhooks_asked_to,
     claims_take_at_most_so_many_of_one_webhook,
     claims_know_whether_anything_a_send_depends_on_changed,
@@ -1498,6 +1499,78 @@ async fn producer_keys_are_unique_per_tenant_until_their_cutoff(
         store.events_by_key(&acme, &["k1".into()]).await.unwrap()[0].id,
         "evt_5"
     );
+}
+
+/// A publish may store its deliveries leased to its own instance: it gets their ids, nobody
+/// can claim them while the lease holds, and they are claimable again once given back (or when
+/// the lease expires). Webhooks disabled before the commit get nothing, as without a lease.
+async fn published_deliveries_can_be_leased_to_the_publisher(database: &TestDatabase, _: Backend) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let hooks: Vec<Webhook> = (1..=3).map(|i| webhook(&acme, i)).collect();
+    for hook in &hooks {
+        store
+            .create_webhook(hook, 100, &audit(&acme, NOW, AuditAction::WebhookCreated))
+            .await
+            .unwrap();
+    }
+    let mut off = hooks[2].clone();
+    off.disabled = Some(Disabled {
+        reason: DisabledReason::Manual,
+        by: None,
+        at: NOW,
+    });
+    store
+        .update_webhook(&off, &audit(&acme, NOW, AuditAction::WebhookDisabled))
+        .await
+        .unwrap();
+    let deliveries = hooks.iter().map(|hook| (hook.id.clone(), 0)).collect();
+    let lease = PublishLease {
+        token: "me:p1".to_owned(),
+        until: NOW + time::Duration::minutes(1),
+    };
+    let mut leased = store
+        .publish_leased(&acme, &[new_event("evt_l", None, deliveries)], NOW, &lease)
+        .await
+        .unwrap();
+    leased.sort_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
+    let webhooks: Vec<&WebhookId> = leased.iter().map(|d| &d.webhook_id).collect();
+    assert_eq!(
+        webhooks,
+        [&hooks[0].id, &hooks[1].id],
+        "the disabled one gets nothing"
+    );
+    assert!(leased.iter().all(|d| d.event_id == "evt_l"));
+    let claim_until = NOW + time::Duration::minutes(5);
+    let taken = store
+        .claim_deliveries("other:1", NOW, claim_until, 10, 10, &[])
+        .await
+        .unwrap();
+    assert!(taken.is_empty(), "leased at the publish: {taken:?}");
+    store
+        .release_deliveries(&lease.token, &[leased[0].id])
+        .await
+        .unwrap();
+    let taken = store
+        .claim_deliveries("other:2", NOW, claim_until, 10, 10, &[])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = taken.iter().map(|d| d.id).collect();
+    assert_eq!(ids, [leased[0].id], "given back, then claimable");
+    let after_lease = lease.until + time::Duration::seconds(1);
+    let taken = store
+        .claim_deliveries(
+            "other:3",
+            after_lease,
+            after_lease + time::Duration::minutes(1),
+            10,
+            10,
+            &[],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = taken.iter().map(|d| d.id).collect();
+    assert_eq!(ids, [leased[1].id], "claimable once the lease expired");
 }
 
 /// A tenant with webhooks 1..=n (all enabled) and one event queued to each.

@@ -227,7 +227,10 @@ fn nulls_on_the_way_stay_null() {
 fn unknown_collections_and_fields_pass_through() {
     let data = json!({"id": "1", "anything": {"nested": true}});
     let profile = ShapeProfile::of(&access(&[]), catalog(), "gadgets");
-    assert_eq!(shape(catalog(), "gadgets", &data, &profile).into_owned(), data);
+    assert_eq!(
+        shape(catalog(), "gadgets", &data, &profile).into_owned(),
+        data
+    );
     let mut invoice = example("invoice.created");
     invoice["new_field_from_platform"] = json!({"x": 1});
     let profile = ShapeProfile::of(&access(&["invoices:read:tenant"]), catalog(), "invoices");
