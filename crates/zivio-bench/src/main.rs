@@ -22,6 +22,10 @@ struct Args {
     /// PostgreSQL server on which a fresh database is created for each service (and dropped).
     #[arg(long, env = "ZIVIO_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// A PostgreSQL database that every service uses as it is (not created, not dropped), so
+    /// that its tables grow from run to run; each service works in a tenant of its own.
+    #[arg(long)]
+    reuse_database: Option<String>,
     /// Multiplies the number of events of each scenario (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             binary,
             backend: backends[0],
             postgres_server: args.database_url.clone(),
+            reuse_database: args.reuse_database.clone(),
             receiver_ca: receiver.ca_path.clone(),
         },
         receiver,

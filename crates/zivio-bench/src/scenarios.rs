@@ -13,7 +13,6 @@ use crate::receiver::Receiver;
 use crate::report::{Percentiles, Report, Target};
 use crate::service::{Backend, Launch, Service, postgres_cpu};
 
-const TENANT: &str = "bench";
 /// Nothing in a scenario may take longer than this to arrive.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 const BATCH: usize = 1000;
@@ -86,9 +85,9 @@ impl Bench {
     pub async fn throughput(&mut self) -> anyhow::Result<()> {
         let backend = self.backend();
         let service = Arc::new(self.start(&[]).await?);
-        let keys = service.tenant(TENANT, 1).await?;
+        let keys = service.tenant(&service.tenant, 1).await?;
         service
-            .webhook(TENANT, &keys[0], &self.receiver.url("/one"))
+            .webhook(&service.tenant, &keys[0], &self.receiver.url("/one"))
             .await?;
         let (idle_rss, _) = service.memory();
         self.report.add(
@@ -172,7 +171,7 @@ impl Bench {
             let share = events / publishers + usize::from(publisher < events % publishers);
             publishing.spawn(async move {
                 for _ in 0..share {
-                    service.publish(TENANT).await?;
+                    service.publish(&service.tenant).await?;
                 }
                 anyhow::Ok(())
             });
@@ -226,9 +225,9 @@ impl Bench {
         let service = self
             .start(&[("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK", "64")])
             .await?;
-        let keys = service.tenant(TENANT, 1).await?;
+        let keys = service.tenant(&service.tenant, 1).await?;
         service
-            .webhook(TENANT, &keys[0], &self.receiver.url("/wider"))
+            .webhook(&service.tenant, &keys[0], &self.receiver.url("/wider"))
             .await?;
         let events = self.count(20_000);
         let drained = self
@@ -262,9 +261,8 @@ impl Bench {
         let mut published = 0;
         while published < events {
             let size = batch.min(events - published);
-            services[published / batch % services.len()]
-                .publish_batch(TENANT, size)
-                .await?;
+            let service = services[published / batch % services.len()];
+            service.publish_batch(&service.tenant, size).await?;
             published += size;
         }
         let accepted_at = Instant::now();
@@ -309,11 +307,11 @@ impl Bench {
     pub async fn fanout(&mut self) -> anyhow::Result<()> {
         let backend = self.backend();
         let service = self.start(&[]).await?;
-        let keys = service.tenant(TENANT, 1).await?;
+        let keys = service.tenant(&service.tenant, 1).await?;
         for webhook in 0..100 {
             service
                 .webhook(
-                    TENANT,
+                    &service.tenant,
                     &keys[0],
                     &self.receiver.url(&format!("/fan/{webhook}")),
                 )
@@ -345,18 +343,18 @@ impl Bench {
         let service = self
             .start(&[("ZIVIO_WEBHOOKS_MAX_WEBHOOKS_PER_TENANT", "1000")])
             .await?;
-        let keys = service.tenant(TENANT, 100).await?;
+        let keys = service.tenant(&service.tenant, 100).await?;
         for (owner, key) in keys.iter().enumerate() {
             for webhook in 0..10 {
                 let url = self.receiver.url(&format!("/wide/{owner}/{webhook}"));
-                service.webhook(TENANT, key, &url).await?;
+                service.webhook(&service.tenant, key, &url).await?;
             }
         }
         let mut times = Vec::new();
         for _ in 0..3 {
             let base = self.receiver.count();
             let sent = Instant::now();
-            service.publish(TENANT).await?;
+            service.publish(&service.tenant).await?;
             let last = self.receiver.wait_for(base + 1000, DRAIN_TIMEOUT).await?;
             times.push(last - sent);
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -387,14 +385,14 @@ impl Bench {
     pub async fn latency(&mut self) -> anyhow::Result<()> {
         let backend = self.backend();
         let service = Arc::new(self.start(&[]).await?);
-        let keys = service.tenant(TENANT, 1).await?;
+        let keys = service.tenant(&service.tenant, 1).await?;
         service
-            .webhook(TENANT, &keys[0], &self.receiver.url("/latency"))
+            .webhook(&service.tenant, &keys[0], &self.receiver.url("/latency"))
             .await?;
         let mut idle = Vec::new();
         for _ in 0..20 {
             let base = self.receiver.count();
-            let (_, accepted) = service.publish(TENANT).await?;
+            let (_, accepted) = service.publish(&service.tenant).await?;
             let arrived = self.receiver.wait_for(base + 1, DRAIN_TIMEOUT).await?;
             idle.push(arrived.saturating_duration_since(accepted));
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -495,7 +493,7 @@ impl Bench {
                 self.start(&[("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "2s")])
                     .await?,
             );
-            let keys = service.tenant(TENANT, 1).await?;
+            let keys = service.tenant(&service.tenant, 1).await?;
             for webhook in 0..20 {
                 let path = match (webhook < 2, hanging) {
                     (true, true) => format!("/hang/{webhook}"),
@@ -503,7 +501,7 @@ impl Bench {
                     (false, _) => format!("/healthy/{webhook}"),
                 };
                 service
-                    .webhook(TENANT, &keys[0], &self.receiver.url(&path))
+                    .webhook(&service.tenant, &keys[0], &self.receiver.url(&path))
                     .await?;
             }
             // 400 deliveries/s: well within what either backend sustains, so that only the
@@ -555,9 +553,9 @@ impl Bench {
     pub async fn soak(&mut self) -> anyhow::Result<()> {
         let backend = self.backend();
         let service = Arc::new(self.start(&[]).await?);
-        let keys = service.tenant(TENANT, 1).await?;
+        let keys = service.tenant(&service.tenant, 1).await?;
         service
-            .webhook(TENANT, &keys[0], &self.receiver.url("/soak"))
+            .webhook(&service.tenant, &keys[0], &self.receiver.url("/soak"))
             .await?;
         let publishing = {
             let service = service.clone();
@@ -610,9 +608,9 @@ impl Bench {
         let service = self
             .start(&[("ZIVIO_WEBHOOKS_LOG", "info,sqlx::query=debug")])
             .await?;
-        let keys = service.tenant(TENANT, 1).await?;
+        let keys = service.tenant(&service.tenant, 1).await?;
         service
-            .webhook(TENANT, &keys[0], &self.receiver.url("/statements"))
+            .webhook(&service.tenant, &keys[0], &self.receiver.url("/statements"))
             .await?;
         // Let start-up work (gauges, maintenance) pass before counting.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -621,10 +619,10 @@ impl Bench {
             let base = self.receiver.count();
             let before = service.statements();
             if batch {
-                service.publish_batch(TENANT, events).await?;
+                service.publish_batch(&service.tenant, events).await?;
             } else {
                 for _ in 0..events {
-                    service.publish(TENANT).await?;
+                    service.publish(&service.tenant).await?;
                 }
             }
             self.receiver.wait_for(base + events, DRAIN_TIMEOUT).await?;
@@ -659,9 +657,9 @@ impl Bench {
         let backend = self.backend();
         for instances in [1, 2] {
             let first = self.start(&[]).await?;
-            let keys = first.tenant(TENANT, 1).await?;
+            let keys = first.tenant(&first.tenant, 1).await?;
             first
-                .webhook(TENANT, &keys[0], &self.receiver.url("/scaleout"))
+                .webhook(&first.tenant, &keys[0], &self.receiver.url("/scaleout"))
                 .await?;
             let mut services = vec![first];
             if instances == 2 {
@@ -737,7 +735,7 @@ async fn publish_at_rate(
     for _ in 0..total {
         ticker.tick().await;
         let service = service.clone();
-        publishing.spawn(async move { service.publish(TENANT).await });
+        publishing.spawn(async move { service.publish(&service.tenant).await });
     }
     let mut published = Vec::with_capacity(total);
     while let Some(done) = publishing.join_next().await {

@@ -40,6 +40,8 @@ pub struct Launch {
     pub backend: Backend,
     /// The PostgreSQL server a fresh database is created on (`Backend::Postgres`).
     pub postgres_server: Option<String>,
+    /// A PostgreSQL database every service uses as it is, instead of a fresh one.
+    pub reuse_database: Option<String>,
     pub receiver_ca: PathBuf,
 }
 
@@ -48,6 +50,9 @@ pub struct Service {
     pub base: String,
     pub pid: u32,
     pub database_url: String,
+    /// The tenant this service's scenario works in: its own, so that a reused database holds
+    /// earlier runs' data beside it without mixing it in.
+    pub tenant: String,
     client: reqwest::Client,
     /// Log lines of `sqlx::query` (one per statement run) seen so far.
     statements: Arc<AtomicU64>,
@@ -59,6 +64,16 @@ impl Service {
     /// Starts `serve` on a fresh database with the benchmark defaults plus `env`, and waits
     /// until it listens.
     pub async fn start(launch: &Launch, env: &[(&str, &str)]) -> anyhow::Result<Service> {
+        let tenant = format!(
+            "bench-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+        );
+        if let (Backend::Postgres, Some(url)) = (launch.backend, &launch.reuse_database) {
+            return Service::spawn(launch, None, Some(url.clone()), tenant, env).await;
+        }
         let database = match launch.backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -69,18 +84,20 @@ impl Service {
                 Some(TestDatabase::postgres_on(server).await)
             }
         };
-        Service::spawn(launch, database, None, env).await
+        Service::spawn(launch, database, None, tenant, env).await
     }
 
     /// Another instance on this one's PostgreSQL database.
     pub async fn another_instance(&self, launch: &Launch) -> anyhow::Result<Service> {
-        Service::spawn(launch, None, Some(self.database_url.clone()), &[]).await
+        let tenant = self.tenant.clone();
+        Service::spawn(launch, None, Some(self.database_url.clone()), tenant, &[]).await
     }
 
     async fn spawn(
         launch: &Launch,
         database: Option<TestDatabase>,
         shared_database: Option<String>,
+        tenant: String,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Service> {
         let dir = tempfile::tempdir()?;
@@ -152,6 +169,7 @@ impl Service {
             base: format!("http://{addr}"),
             pid,
             database_url,
+            tenant,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()?,

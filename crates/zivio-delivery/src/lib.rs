@@ -55,6 +55,8 @@ pub const UNRECORDED_PER_WEBHOOK: usize = 64;
 /// The same over all webhooks of an instance: what waits for the recorder stays bounded in
 /// memory however many webhooks there are.
 const UNRECORDED: usize = 4096;
+/// At most this many deliveries are checked before their sends in one read.
+const CHECK_BATCH: usize = 256;
 /// How long the recorder waits for more finished attempts before it records a batch.
 const RECORD_GATHER: Duration = Duration::from_millis(1);
 /// At most this many finished attempts are recorded in one transaction.
@@ -172,6 +174,18 @@ pub struct Engine {
     /// Finished attempts on their way to the recorder (see `record_batches`).
     to_record: mpsc::UnboundedSender<Recording>,
     recordings: Mutex<Option<mpsc::UnboundedReceiver<Recording>>>,
+    /// Deliveries about to be sent, on their way to the pre-send check (see `check_batches`).
+    to_check: mpsc::UnboundedSender<Check>,
+    checks: Mutex<Option<mpsc::UnboundedReceiver<Check>>>,
+}
+
+/// A delivery about to be sent and who waits for its pre-send check: its current URL and sealed
+/// secret, `None` when it may not be sent (cancelled, or no longer ours), or why the check
+/// failed.
+struct Check {
+    lease: String,
+    delivery: i64,
+    answer: oneshot::Sender<Result<Option<(String, Vec<u8>)>, String>>,
 }
 
 /// A finished attempt and who waits for it to be recorded.
@@ -194,6 +208,7 @@ impl Engine {
             config.request_timeout,
         )?;
         let (to_record, recordings) = mpsc::unbounded_channel();
+        let (to_check, checks) = mpsc::unbounded_channel();
         Ok(Arc::new(Engine {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
             unrecorded: Arc::new(Semaphore::new(UNRECORDED)),
@@ -207,6 +222,8 @@ impl Engine {
             wake,
             to_record,
             recordings: Mutex::new(Some(recordings)),
+            to_check,
+            checks: Mutex::new(Some(checks)),
         }))
     }
 
@@ -227,6 +244,8 @@ impl Engine {
         }
         let recordings = self.recordings.lock().expect("not poisoned").take();
         let recording = recordings.map(|queue| tokio::spawn(self.clone().record_batches(queue)));
+        let checks = self.checks.lock().expect("not poisoned").take();
+        let checking = checks.map(|queue| tokio::spawn(self.clone().check_batches(queue)));
         let handoff = &self.services.handoff;
         let batches = handoff.open(&self.config.instance, self.lease_hold(), HANDOFF_BATCHES);
         let taking = tokio::spawn(self.clone().take_handed_over(batches, stop.clone()));
@@ -283,6 +302,9 @@ impl Engine {
         }
         if let Some(recording) = recording {
             recording.abort();
+        }
+        if let Some(checking) = checking {
+            checking.abort();
         }
     }
 
@@ -617,12 +639,7 @@ impl Engine {
             return Some(vetted);
         }
         for _ in 0..MAX_URL_CHANGES {
-            let now = self.services.now();
-            let attempt_until = now + self.config.request_timeout + RECORD_MARGIN;
-            match store
-                .begin_attempt(lease, delivery.id, now, attempt_until)
-                .await
-            {
+            match self.check(lease, delivery.id).await {
                 Ok(Some((url, secret))) => {
                     delivery.secret_ciphertext = secret;
                     if url == delivery.url {
@@ -644,6 +661,62 @@ impl Engine {
         }
         self.give_back(lease, delivery.id).await;
         None
+    }
+
+    /// The pre-send check of one delivery (`Store::begin_attempt`), made together with those of
+    /// the other deliveries about to be sent.
+    async fn check(&self, lease: &str, delivery: i64) -> Result<Option<(String, Vec<u8>)>, String> {
+        let (answer, answered) = oneshot::channel();
+        let check = Check {
+            lease: lease.to_owned(),
+            delivery,
+            answer,
+        };
+        if self.to_check.send(check).is_err() {
+            return Err("the pre-send check has stopped".to_owned());
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err("the pre-send check has stopped".to_owned()))
+    }
+
+    /// Makes the pre-send checks of whatever deliveries are waiting for one in one read
+    /// (`Store::begin_attempts`): a batch handed over by a publish costs one round trip before
+    /// its sends, not one per delivery. Each lease must cover the request and its record.
+    async fn check_batches(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Check>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < CHECK_BATCH {
+                match queue.try_recv() {
+                    Ok(check) => batch.push(check),
+                    Err(_) => break,
+                }
+            }
+            let now = self.services.now();
+            let attempt_until = now + self.config.request_timeout + RECORD_MARGIN;
+            let attempts: Vec<(String, i64)> = batch
+                .iter()
+                .map(|check| (check.lease.clone(), check.delivery))
+                .collect();
+            match self
+                .services
+                .store
+                .begin_attempts(&attempts, now, attempt_until)
+                .await
+            {
+                Ok(answers) => {
+                    for (check, answer) in batch.into_iter().zip(answers) {
+                        let _ = check.answer.send(Ok(answer));
+                    }
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    for check in batch {
+                        let _ = check.answer.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// Gives a leased delivery back as it was (its lease would otherwise keep it for long).

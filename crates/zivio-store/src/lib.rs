@@ -648,6 +648,15 @@ pub trait Store: Send + Sync + 'static {
         lease_until: OffsetDateTime,
     ) -> StoreResult<Option<(String, Vec<u8>)>>;
 
+    /// [`Store::begin_attempt`] for many deliveries, `(lease, delivery)` each, with one read for
+    /// all of them (the rare cancellation or lease extension runs one by one); answers in order.
+    async fn begin_attempts(
+        &self,
+        attempts: &[(String, i64)],
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Vec<Option<(String, Vec<u8>)>>>;
+
     /// Gives leased deliveries back to the queue as they were (no attempt counted).
     async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;
 

@@ -364,6 +364,47 @@ macro_rules! queue_queries {
             }))
         }
 
+        /// [`current_target`] for many deliveries in one statement per chunk: those still pending
+        /// under the given lease, by id.
+        pub(crate) async fn current_targets(
+            pool: &Pool,
+            deliveries: &[(String, i64)],
+        ) -> StoreResult<std::collections::HashMap<i64, crate::SendTarget>> {
+            let mut targets = std::collections::HashMap::with_capacity(deliveries.len());
+            for chunk in $crate::common::fixed_chunks(deliveries) {
+                let mut select = sqlx::QueryBuilder::<$db>::new("WITH v (id, lease) AS (");
+                select.push_values(chunk, |mut row, (lease, id)| {
+                    row.push_bind(*id).push_bind(lease.as_str());
+                });
+                select.push(
+                    ") SELECT d.id, w.url, w.secret_ciphertext,
+                              w.enabled OR e.type = 'webhook.test' AS enabled,
+                              u.active AS owner_active, d.lease_expires_at
+                       FROM v
+                       JOIN deliveries d ON d.id = v.id AND d.lease_owner = v.lease AND d.state = 'pending'
+                       JOIN events e ON e.id = d.event_id
+                       JOIN webhooks w ON w.id = d.webhook_id
+                       LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id",
+                );
+                for row in select.build().fetch_all(pool).await? {
+                    targets.insert(
+                        row.get::<i64, _>("id"),
+                        crate::SendTarget {
+                            url: row.get("url"),
+                            secret_ciphertext: row.get("secret_ciphertext"),
+                            may_send: row.get::<bool, _>("enabled")
+                                && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
+                            leased_until: row
+                                .get::<Option<$t>, _>("lease_expires_at")
+                                .map($from)
+                                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                        },
+                    );
+                }
+            }
+            Ok(targets)
+        }
+
         /// Extends a live lease; `false` when it was lost or has expired.
         pub(crate) async fn renew(
             tx: &mut Connection,

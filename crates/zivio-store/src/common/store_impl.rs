@@ -573,6 +573,29 @@ macro_rules! store_impl {
                 Ok(Some((target.url, target.secret_ciphertext)))
             }
 
+            async fn begin_attempts(
+                &self,
+                attempts: &[(String, i64)],
+                now: Instant,
+                lease_until: Instant,
+            ) -> $crate::StoreResult<Vec<Option<(String, Vec<u8>)>>> {
+                let targets = queue::current_targets(self.reader(), attempts).await?;
+                let mut answers = Vec::with_capacity(attempts.len());
+                for (lease, delivery) in attempts {
+                    let answer = match targets.get(delivery) {
+                        None => None,
+                        Some(target) if target.leased_until <= now => None,
+                        Some(target) if target.may_send && target.leased_until >= lease_until => {
+                            Some((target.url.clone(), target.secret_ciphertext.clone()))
+                        }
+                        // To be cancelled, or its lease extended first: rare, one by one.
+                        Some(_) => self.begin_attempt(lease, *delivery, now, lease_until).await?,
+                    };
+                    answers.push(answer);
+                }
+                Ok(answers)
+            }
+
             async fn release_deliveries(
                 &self,
                 lease: &str,

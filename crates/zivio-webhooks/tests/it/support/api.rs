@@ -129,7 +129,19 @@ impl Api {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Answer {
-        let mut request = self.client.request(method, self.service.url(path));
+        self.send_to(&self.service, method, path, headers, body)
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        instance: &Service,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.client.request(method, instance.url(path));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -251,14 +263,21 @@ impl Api {
     }
 
     pub async fn platform(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.platform_via(&self.service, method, path, body).await
+    }
+
+    /// A platform API request to `instance` (this one or another on its database).
+    pub async fn platform_via(
+        &self,
+        instance: &Service,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
         let auth = format!("Bearer {PLATFORM_KEY}");
-        self.send(
-            method,
-            &format!("/platform/v4/tenants/{path}"),
-            &[("authorization", &auth)],
-            body,
-        )
-        .await
+        let path = format!("/platform/v4/tenants/{path}");
+        self.send_to(instance, method, &path, &[("authorization", &auth)], body)
+            .await
     }
 
     /// A v4 request as `key` in `tenant`.
