@@ -179,14 +179,16 @@ pub struct Engine {
     checks: Mutex<Option<mpsc::UnboundedReceiver<Check>>>,
 }
 
-/// A delivery about to be sent and who waits for its pre-send check: its current URL and sealed
-/// secret, `None` when it may not be sent (cancelled, or no longer ours), or why the check
-/// failed.
+/// A delivery about to be sent and who waits for its pre-send check.
 struct Check {
     lease: String,
     delivery: i64,
-    answer: oneshot::Sender<Result<Option<(String, Vec<u8>)>, String>>,
+    answer: oneshot::Sender<CheckAnswer>,
 }
+
+/// URL and sealed secret to send with, `None` when the delivery may not be sent, or why the
+/// check could not be made.
+type CheckAnswer = Result<Option<(String, Vec<u8>)>, String>;
 
 /// A finished attempt and who waits for it to be recorded.
 struct Recording {
@@ -665,7 +667,7 @@ impl Engine {
 
     /// The pre-send check of one delivery (`Store::begin_attempt`), made together with those of
     /// the other deliveries about to be sent.
-    async fn check(&self, lease: &str, delivery: i64) -> Result<Option<(String, Vec<u8>)>, String> {
+    async fn check(&self, lease: &str, delivery: i64) -> CheckAnswer {
         let (answer, answered) = oneshot::channel();
         let check = Check {
             lease: lease.to_owned(),
