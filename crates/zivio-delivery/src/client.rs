@@ -64,6 +64,7 @@ pub fn build(
     resolver: Arc<dyn Resolver>,
     extra_root_ca: Option<&Path>,
     timeout: Duration,
+    max_in_flight: usize,
 ) -> Result<reqwest::Client, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra_roots = match extra_root_ca {
@@ -88,7 +89,9 @@ pub fn build(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
+        // Every connection that was needed at once may stay open: with HTTP/1.1 a connection
+        // closed after its request means a new TLS handshake for the next one.
+        .pool_max_idle_per_host(max_in_flight)
         .tcp_nodelay(true)
         .build()?)
 }

@@ -208,6 +208,7 @@ impl Engine {
             services.resolver.clone(),
             config.extra_root_ca.as_deref(),
             config.request_timeout,
+            config.max_in_flight,
         )?;
         let (to_record, recordings) = mpsc::unbounded_channel();
         let (to_check, checks) = mpsc::unbounded_channel();
