@@ -75,7 +75,7 @@ mod queue {
                       FOR UPDATE SKIP LOCKED) due
                   WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
                   LIMIT $4)",
-        "SELECT 1 FROM webhooks WHERE id = $1 FOR NO KEY UPDATE"
+        Some(") ORDER BY id FOR NO KEY UPDATE")
     );
 }
 mod webhooks {

@@ -65,7 +65,7 @@ mod queue {
                   WHERE w.id NOT IN (SELECT value FROM json_each($5))
                   ORDER BY d.next_attempt_at LIMIT $4)",
         // One writer at a time: the transaction already excludes everyone.
-        "SELECT 1 FROM webhooks WHERE id = $1"
+        None
     );
 }
 mod webhooks {

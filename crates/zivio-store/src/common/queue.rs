@@ -2,7 +2,7 @@
 //! statement differs per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`.
 
 macro_rules! queue_queries {
-    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $lock_webhook:expr) => {
+    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $lock_webhooks:expr) => {
         use sqlx::Row as _;
         use time::OffsetDateTime;
         use zivio_core::ids::TenantId;
@@ -96,7 +96,11 @@ macro_rules! queue_queries {
         ) -> StoreResult<Vec<(bool, bool)>> {
             let mut moved = std::collections::HashSet::new();
             for chunk in $crate::common::fixed_chunks(attempts) {
-                let mut update = sqlx::QueryBuilder::<$db>::new("WITH v (id, lease, state, next) AS (");
+                // The state a delivery must still be in comes through `v`, not as a constant: with
+                // a constant, PostgreSQL may scan its whole partial index of pending deliveries
+                // (as large as the backlog, and planned from statistics taken when it was small)
+                // instead of looking each id up.
+                let mut update = sqlx::QueryBuilder::<$db>::new("WITH v (id, lease, pending, state, next) AS (");
                 update.push_values(chunk, |mut row, (lease, attempt)| {
                     let state = match (attempt.next_attempt_at, attempt.succeeded) {
                         (Some(_), _) => "pending",
@@ -105,6 +109,7 @@ macro_rules! queue_queries {
                     };
                     row.push_bind(attempt.delivery_id)
                         .push_bind(*lease)
+                        .push_bind("pending")
                         .push_bind(state)
                         .push_bind(attempt.next_attempt_at.map($to));
                 });
@@ -113,7 +118,7 @@ macro_rules! queue_queries {
                          next_attempt_at = v.next, lease_owner = NULL, lease_expires_at = NULL
                      FROM v
                      WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
-                       AND deliveries.state = 'pending'
+                       AND deliveries.state = v.pending
                      RETURNING deliveries.id",
                 );
                 let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
@@ -191,32 +196,55 @@ macro_rules! queue_queries {
             for attempt in attempts {
                 by_webhook.entry(attempt.webhook_id.as_str()).or_default().push(attempt);
             }
-            for (webhook, mut attempts) in by_webhook {
-                // Locked whether or not the update below changes it.
-                sqlx::query($lock_webhook).bind(webhook).execute(&mut *tx).await?;
-                attempts.sort_by_key(|attempt| attempt.created_at);
-                let latest = attempts[attempts.len() - 1];
-                // The failures since the batch's last success (all of them without one).
-                let trailing = attempts.iter().rposition(|attempt| attempt.succeeded).map_or(0, |last| last + 1);
-                let first_failure = attempts.get(trailing).map(|attempt| $to(attempt.created_at));
-                sqlx::query(
-                    "UPDATE webhooks SET last_attempt_at = $2, last_attempt_succeeded = $3,
-                         last_error_kind = $4, last_error_detail = $5,
-                         failing_since = CASE WHEN $3 THEN NULL WHEN $7 THEN $8
-                                              ELSE COALESCE(failing_since, $8) END
-                     WHERE id = $1 AND (last_attempt_at IS NULL OR last_attempt_at <= $2)
-                       AND EXISTS (SELECT 1 FROM deliveries WHERE id = $6)",
-                )
-                .bind(webhook)
-                .bind($to(latest.created_at))
-                .bind(latest.succeeded)
-                .bind(&latest.error_kind)
-                .bind(&latest.error_detail)
-                .bind(latest.delivery_id)
-                .bind(trailing > 0)
-                .bind(first_failure)
-                .execute(&mut *tx)
-                .await?;
+            let webhooks: Vec<&str> = by_webhook.keys().copied().collect();
+            // Locked whether or not the update below changes them, in id order (where rows are
+            // locked at all: SQLite's one writer excludes everyone already).
+            let lock: Option<&str> = $lock_webhooks;
+            for chunk in lock.map_or(Vec::new(), |_| $crate::common::fixed_chunks(&webhooks)) {
+                let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id FROM webhooks WHERE id IN (");
+                let mut list = select.separated(", ");
+                for webhook in chunk {
+                    list.push_bind(*webhook);
+                }
+                select.push(lock.unwrap_or_default());
+                select.build().execute(&mut *tx).await?;
+            }
+            let notes: Vec<(&str, &AttemptRecord, bool, Option<$t>)> = by_webhook
+                .into_iter()
+                .map(|(webhook, mut attempts)| {
+                    attempts.sort_by_key(|attempt| attempt.created_at);
+                    let latest = attempts[attempts.len() - 1];
+                    // The failures since the batch's last success (all of them without one).
+                    let trailing = attempts.iter().rposition(|attempt| attempt.succeeded).map_or(0, |last| last + 1);
+                    let first_failure = attempts.get(trailing).map(|attempt| $to(attempt.created_at));
+                    (webhook, latest, trailing > 0, first_failure)
+                })
+                .collect();
+            for chunk in $crate::common::fixed_chunks(&notes) {
+                let mut update = sqlx::QueryBuilder::<$db>::new(
+                    "WITH v (id, at, succeeded, error_kind, error_detail, delivery, failing, first_failure) AS (",
+                );
+                update.push_values(chunk, |mut row, (webhook, latest, failing, first_failure)| {
+                    row.push_bind(*webhook)
+                        .push_bind($to(latest.created_at))
+                        .push_bind(latest.succeeded)
+                        .push_bind(latest.error_kind.as_deref())
+                        .push_bind(latest.error_detail.as_deref())
+                        .push_bind(latest.delivery_id)
+                        .push_bind(*failing)
+                        .push_bind(*first_failure);
+                });
+                update.push(
+                    ") UPDATE webhooks SET last_attempt_at = v.at, last_attempt_succeeded = v.succeeded,
+                         last_error_kind = v.error_kind, last_error_detail = v.error_detail,
+                         failing_since = CASE WHEN v.succeeded THEN NULL WHEN v.failing THEN v.first_failure
+                                              ELSE COALESCE(webhooks.failing_since, v.first_failure) END
+                     FROM v
+                     WHERE webhooks.id = v.id
+                       AND (webhooks.last_attempt_at IS NULL OR webhooks.last_attempt_at <= v.at)
+                       AND EXISTS (SELECT 1 FROM deliveries WHERE deliveries.id = v.delivery)",
+                );
+                update.build().execute(&mut *tx).await?;
             }
             Ok(())
         }
@@ -227,27 +255,29 @@ macro_rules! queue_queries {
                 - time::Duration::nanoseconds(i64::from(at.nanosecond()))
         }
 
-        /// Adds attempts to a webhook's hourly health counter.
+        /// Adds attempts to webhooks' hourly health counters: `(webhook, hour, succeeded, failed)`,
+        /// each webhook and hour once.
         pub(crate) async fn count_attempts(
             tx: &mut Connection,
-            webhook: &str,
-            hour_start: OffsetDateTime,
-            succeeded: i32,
-            failed: i32,
+            counts: &[(&str, OffsetDateTime, i32, i32)],
         ) -> StoreResult<()> {
-            sqlx::query(
-                "INSERT INTO webhook_attempt_hours (webhook_id, hour_start, succeeded, failed)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (webhook_id, hour_start) DO UPDATE
-                 SET succeeded = webhook_attempt_hours.succeeded + excluded.succeeded,
-                     failed = webhook_attempt_hours.failed + excluded.failed",
-            )
-            .bind(webhook)
-            .bind($to(hour_start))
-            .bind(succeeded)
-            .bind(failed)
-            .execute(&mut *tx)
-            .await?;
+            for chunk in $crate::common::fixed_chunks(counts) {
+                let mut upsert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO webhook_attempt_hours (webhook_id, hour_start, succeeded, failed) ",
+                );
+                upsert.push_values(chunk, |mut row, (webhook, hour_start, succeeded, failed)| {
+                    row.push_bind(*webhook)
+                        .push_bind($to(*hour_start))
+                        .push_bind(*succeeded)
+                        .push_bind(*failed);
+                });
+                upsert.push(
+                    " ON CONFLICT (webhook_id, hour_start) DO UPDATE
+                     SET succeeded = webhook_attempt_hours.succeeded + excluded.succeeded,
+                         failed = webhook_attempt_hours.failed + excluded.failed",
+                );
+                upsert.build().execute(&mut *tx).await?;
+            }
             Ok(())
         }
 
@@ -376,17 +406,22 @@ macro_rules! queue_queries {
                 select.push_values(chunk, |mut row, (lease, id)| {
                     row.push_bind(*id).push_bind(lease.as_str());
                 });
+                // Looked up by id only, state and lease compared here: a constant state would let
+                // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
                 select.push(
-                    ") SELECT d.id, w.url, w.secret_ciphertext,
-                              w.enabled OR e.type = 'webhook.test' AS enabled,
+                    ") SELECT d.id, d.state, d.lease_owner = v.lease AS ours, w.url,
+                              w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
                               u.active AS owner_active, d.lease_expires_at
                        FROM v
-                       JOIN deliveries d ON d.id = v.id AND d.lease_owner = v.lease AND d.state = 'pending'
+                       JOIN deliveries d ON d.id = v.id
                        JOIN events e ON e.id = d.event_id
                        JOIN webhooks w ON w.id = d.webhook_id
                        LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id",
                 );
                 for row in select.build().fetch_all(pool).await? {
+                    if row.get::<String, _>("state") != "pending" || !row.get::<Option<bool>, _>("ours").unwrap_or(false) {
+                        continue;
+                    }
                     targets.insert(
                         row.get::<i64, _>("id"),
                         crate::SendTarget {
@@ -424,6 +459,35 @@ macro_rules! queue_queries {
             .execute(&mut *tx)
             .await?;
             Ok(renewed.rows_affected() == 1)
+        }
+
+        /// [`renew`] for many deliveries, `(lease, delivery)` each; returns those renewed.
+        pub(crate) async fn renew_many(
+            tx: &mut Connection,
+            deliveries: &[(String, i64)],
+            now: OffsetDateTime,
+            lease_until: OffsetDateTime,
+        ) -> StoreResult<std::collections::HashSet<i64>> {
+            let mut renewed = std::collections::HashSet::new();
+            for chunk in $crate::common::fixed_chunks(deliveries) {
+                // State through `v`, for the reason given in `record_attempt_rows`.
+                let mut update = sqlx::QueryBuilder::<$db>::new("WITH v (id, lease, pending) AS (");
+                update.push_values(chunk, |mut row, (lease, id)| {
+                    row.push_bind(*id).push_bind(lease.as_str()).push_bind("pending");
+                });
+                update
+                    .push(") UPDATE deliveries SET lease_expires_at = ")
+                    .push_bind($to(lease_until))
+                    .push(
+                        " FROM v WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
+                           AND deliveries.state = v.pending AND deliveries.lease_expires_at > ",
+                    )
+                    .push_bind($to(now))
+                    .push(" RETURNING deliveries.id");
+                let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+                renewed.extend(ids);
+            }
+            Ok(renewed)
         }
 
         pub(crate) async fn cancel(tx: &mut Connection, lease: &str, delivery: i64) -> StoreResult<()> {

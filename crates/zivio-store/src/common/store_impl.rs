@@ -480,9 +480,11 @@ macro_rules! store_impl {
                             }
                         }
                     }
-                    for ((webhook, hour), (succeeded, failed)) in counts {
-                        queue::count_attempts(&mut *tx, webhook, hour, succeeded, failed).await?;
-                    }
+                    let counts: Vec<(&str, Instant, i32, i32)> = counts
+                        .into_iter()
+                        .map(|((webhook, hour), (succeeded, failed))| (webhook, hour, succeeded, failed))
+                        .collect();
+                    queue::count_attempts(&mut *tx, &counts).await?;
                     for index in failures.into_values() {
                         let $crate::FinishedAttempt { record: attempt, auto_disable, .. } = &attempts[index];
                         let Some(notice) = queue::auto_disable(
@@ -580,6 +582,26 @@ macro_rules! store_impl {
                 lease_until: Instant,
             ) -> $crate::StoreResult<Vec<Option<(String, Vec<u8>)>>> {
                 let targets = queue::current_targets(self.reader(), attempts).await?;
+                // Leases that would not cover the attempt are extended together, then read again:
+                // what is returned is what the requests are signed with at once.
+                let short: Vec<(String, i64)> = attempts
+                    .iter()
+                    .filter(|(_, delivery)| targets.get(delivery).is_some_and(|target| {
+                        target.may_send && target.leased_until > now && target.leased_until < lease_until
+                    }))
+                    .cloned()
+                    .collect();
+                let mut renewed = std::collections::HashMap::new();
+                if !short.is_empty() {
+                    let ids = self
+                        .write_grouped(move |tx| {
+                            Box::pin(async move { queue::renew_many(tx, &short, now, lease_until).await.map(|ids| (short, ids)) })
+                        })
+                        .await?;
+                    let (short, ids) = ids;
+                    let kept: Vec<(String, i64)> = short.into_iter().filter(|(_, id)| ids.contains(id)).collect();
+                    renewed = queue::current_targets(self.reader(), &kept).await?;
+                }
                 let mut answers = Vec::with_capacity(attempts.len());
                 for (lease, delivery) in attempts {
                     let answer = match targets.get(delivery) {
@@ -588,7 +610,11 @@ macro_rules! store_impl {
                         Some(target) if target.may_send && target.leased_until >= lease_until => {
                             Some((target.url.clone(), target.secret_ciphertext.clone()))
                         }
-                        // To be cancelled, or its lease extended first: rare, one by one.
+                        Some(target) if target.may_send => renewed
+                            .get(delivery)
+                            .filter(|target| target.may_send)
+                            .map(|target| (target.url.clone(), target.secret_ciphertext.clone())),
+                        // To be cancelled: rare, one by one.
                         Some(_) => self.begin_attempt(lease, *delivery, now, lease_until).await?,
                     };
                     answers.push(answer);
