@@ -208,7 +208,7 @@ fn validate(
 async fn store_new(
     services: &Services,
     tenant: &TenantId,
-    fanout: &Fanout,
+    fanout: &Arc<Fanout>,
     events: &[Accepted],
     now: OffsetDateTime,
 ) -> AppResult<Option<Vec<String>>> {
@@ -260,34 +260,49 @@ async fn store_new(
     if new.is_empty() {
         return Ok(Some(ids));
     }
-    let reservation = new
+    let deliveries = new
         .iter()
-        .any(|event| !event.deliveries.is_empty())
-        .then(|| services.handoff.reserve(now))
-        .flatten();
-    let stored = match &reservation {
-        Some(reservation) => services
-            .store
-            .publish_leased(tenant, &new, cutoff, &reservation.lease)
-            .await
-            .map(Some),
-        None => services
+        .map(|event| event.deliveries.len())
+        .sum::<usize>();
+    if deliveries == 0 {
+        return match services
             .store
             .publish_events(tenant, &new, cutoff, None)
             .await
-            .map(|()| None),
-    };
-    match stored {
-        Ok(Some(leased)) => {
-            if let Some(reservation) = reservation {
-                reservation.hand_over(fanout.claimed(tenant, &new, leased));
-            }
+        {
+            Ok(()) => Ok(Some(ids)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(other) => Err(other.into()),
+        };
+    }
+    let stored = match services.handoff.reserve(now, deliveries) {
+        Some(reservation) => {
+            // Run to the end even if the request is dropped meanwhile: committed work must
+            // reach the engine, or it would wait for its lease to expire.
+            let (store, tenant, fanout) = (services.store.clone(), tenant.clone(), fanout.clone());
+            tokio::spawn(async move {
+                let leased = store
+                    .publish_leased(&tenant, &new, cutoff, &reservation.lease)
+                    .await?;
+                reservation.hand_over(fanout.claimed(&tenant, &new, leased));
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|error| Err(StoreError::Commit(format!("publishing stopped: {error}"))))
         }
-        Ok(None) => {
-            if new.iter().any(|event| !event.deliveries.is_empty()) {
+        None => {
+            let stored = services
+                .store
+                .publish_events(tenant, &new, cutoff, None)
+                .await;
+            if stored.is_ok() {
                 services.deliveries_queued.notify_one();
             }
+            stored
         }
+    };
+    match stored {
+        Ok(()) => {}
         Err(StoreError::Conflict { .. }) => return Ok(None),
         Err(other) => return Err(other.into()),
     }
@@ -406,9 +421,18 @@ impl Fanout {
         events: &[NewEvent],
         leased: Vec<LeasedDelivery>,
     ) -> Vec<ClaimedDelivery> {
-        let events: HashMap<&str, &NewEvent> = events
+        // Each payload is copied once and shared by its deliveries.
+        let events: HashMap<&str, (&NewEvent, Vec<bytes::Bytes>)> = events
             .iter()
-            .map(|event| (event.id.as_str(), event))
+            .map(|event| {
+                let payloads = event
+                    .payloads
+                    .iter()
+                    .cloned()
+                    .map(bytes::Bytes::from)
+                    .collect();
+                (event.id.as_str(), (event, payloads))
+            })
             .collect();
         let webhooks: HashMap<&WebhookId, &FanoutWebhook> = self
             .webhooks
@@ -418,7 +442,7 @@ impl Fanout {
         leased
             .into_iter()
             .filter_map(|delivery| {
-                let event = events.get(delivery.event_id.as_str())?;
+                let (event, payloads) = events.get(delivery.event_id.as_str())?;
                 let webhook = webhooks.get(&delivery.webhook_id)?;
                 let (_, payload) = event
                     .deliveries
@@ -433,7 +457,7 @@ impl Fanout {
                     event_id: delivery.event_id,
                     event_type: event.event_type.clone(),
                     attempt: 1,
-                    body: event.payloads.get(*payload)?.clone(),
+                    body: payloads.get(*payload)?.clone(),
                     generation: self.generation,
                 })
             })

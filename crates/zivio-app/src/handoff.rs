@@ -30,6 +30,10 @@ struct Open {
     hold: Duration,
 }
 
+/// A publish with more deliveries than this stores them unleased, for claims: the engine would
+/// not hold them in memory anyway, and building them would cost memory first.
+pub const MAX_DELIVERIES_PER_PUBLISH: usize = 4_096;
+
 /// Room for one batch in the engine's queue and the lease to store it under.
 pub struct Reservation {
     permit: mpsc::OwnedPermit<LeasedBatch>,
@@ -67,8 +71,12 @@ impl HandOff {
         self.lock().take();
     }
 
-    /// Room for one publish's deliveries, if an engine is open and its queue not full.
-    pub fn reserve(&self, now: OffsetDateTime) -> Option<Reservation> {
+    /// Room for one publish's `deliveries`, if an engine is open, its queue is not full and
+    /// they are not too many.
+    pub fn reserve(&self, now: OffsetDateTime, deliveries: usize) -> Option<Reservation> {
+        if deliveries > MAX_DELIVERIES_PER_PUBLISH {
+            return None;
+        }
         let open = self.lock();
         let open = open.as_ref()?;
         let permit = open.sender.clone().try_reserve_owned().ok()?;

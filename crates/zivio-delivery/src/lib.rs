@@ -36,14 +36,11 @@ const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
 /// recording the result.
 const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
-/// What an attempt may take beyond the request timeout once its destination is vetted:
-/// recording the result. A lease that still covers this is not extended before the send.
-const RECORD_MARGIN: Duration = Duration::from_secs(5);
 /// A lease is long enough for an attempt that starts this soon after the claim (or hand-off)
 /// to need no extension.
 const START_WITHIN: Duration = Duration::from_secs(5);
 /// What a delivery's lease must still hold when it has waited for its turn: vetting (resolving
-/// for up to 5 s) and a margin, before `begin_attempt` extends it.
+/// for up to 5 s) and a margin, before the pre-send check extends it.
 const VET_MARGIN: Duration = Duration::from_secs(7);
 /// A delivery whose URL keeps changing while it is being vetted goes back to the queue after
 /// this many reads.
@@ -290,7 +287,7 @@ impl Engine {
             }
         }
         listening.abort();
-        // Publishes still under way hand their batches over; each is given back at once.
+        // Publishes still under way hand their batches over; each batch is given back at once.
         self.services.handoff.close();
         let _ = taking.await;
         let drain = self.config.request_timeout + Duration::from_secs(5);
@@ -384,7 +381,7 @@ impl Engine {
         let hold = self
             .config
             .lease
-            .max(self.config.request_timeout + RECORD_MARGIN + START_WITHIN);
+            .max(self.config.request_timeout + ATTEMPT_MARGIN + START_WITHIN);
         match self.services.store.backend() {
             // A restart frees every SQLite lease, so a long one delays nothing after a crash, and
             // one that already covers the attempt spares a write before each send.
@@ -402,8 +399,14 @@ impl Engine {
         stop: watch::Receiver<bool>,
     ) {
         while let Some(LeasedBatch { lease, deliveries }) = batches.recv().await {
+            let stopping = *stop.borrow();
             let mut left = Vec::new();
             for delivery in deliveries {
+                if stopping {
+                    // Shutting down: the whole batch goes back at once.
+                    left.push(delivery.id);
+                    continue;
+                }
                 let Some(permits) = self.hand_over_permits(&delivery.webhook_id) else {
                     left.push(delivery.id);
                     continue;
@@ -433,11 +436,21 @@ impl Engine {
     /// A handed-over delivery's place among its webhook's and the instance's handed-over work,
     /// if there is room and the webhook is not slow.
     fn hand_over_permits(&self, webhook: &WebhookId) -> Option<Permits> {
-        let bounds = self.bounds(webhook);
-        if bounds.slow.load(Ordering::Relaxed) {
-            return None;
-        }
-        let held = bounds.handed_over.clone().try_acquire_owned().ok()?;
+        // Taken under the map's lock: `saturated_webhooks` forgets webhooks that hold nothing,
+        // and must not forget this one between lookup and permit (a second set of bounds for
+        // one webhook would double its limits).
+        let (bounds, held) = {
+            let mut webhooks = self.webhooks.lock().expect("not poisoned");
+            let bounds = webhooks
+                .entry(webhook.clone())
+                .or_insert_with(|| self.new_bounds())
+                .clone();
+            if bounds.slow.load(Ordering::Relaxed) {
+                return None;
+            }
+            let held = bounds.handed_over.clone().try_acquire_owned().ok()?;
+            (bounds, held)
+        };
         let handed_over = self.handed_over.clone().try_acquire_owned().ok()?;
         let task = self.tasks.clone().try_acquire_owned().ok()?;
         Some(Permits {
@@ -470,18 +483,20 @@ impl Engine {
         let mut webhooks = self.webhooks.lock().expect("not poisoned");
         webhooks
             .entry(webhook.clone())
-            .or_insert_with(|| {
-                let bound = self.config.max_in_flight_per_webhook;
-                Arc::new(WebhookBounds {
-                    held: Arc::new(Semaphore::new(held_bound(bound))),
-                    handed_over: Arc::new(Semaphore::new(HANDED_OVER_PER_WEBHOOK)),
-                    sending: Arc::new(Semaphore::new(bound)),
-                    unrecorded: Arc::new(Semaphore::new(UNRECORDED_PER_WEBHOOK)),
-                    slow: AtomicBool::new(false),
-                    probe: Arc::new(Semaphore::new(1)),
-                })
-            })
+            .or_insert_with(|| self.new_bounds())
             .clone()
+    }
+
+    fn new_bounds(&self) -> Arc<WebhookBounds> {
+        let bound = self.config.max_in_flight_per_webhook;
+        Arc::new(WebhookBounds {
+            held: Arc::new(Semaphore::new(held_bound(bound))),
+            handed_over: Arc::new(Semaphore::new(HANDED_OVER_PER_WEBHOOK)),
+            sending: Arc::new(Semaphore::new(bound)),
+            unrecorded: Arc::new(Semaphore::new(UNRECORDED_PER_WEBHOOK)),
+            slow: AtomicBool::new(false),
+            probe: Arc::new(Semaphore::new(1)),
+        })
     }
 
     async fn refresh_queue_gauges(&self) {
@@ -539,7 +554,7 @@ impl Engine {
         let outcome = attempt::send(&route, &delivery, vetted, now).await;
         drop(in_flight);
         // What waits for the recorder stays small: the payload is not needed any more.
-        delivery.body = Vec::new();
+        delivery.body = bytes::Bytes::new();
         // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
         // Marked before the slot is free, so that the next request queued for it knows.
         let timed_out = outcome.error_kind == Some("timeout")
@@ -634,7 +649,7 @@ impl Engine {
         let mut vetted = attempt::vet(policy, resolver, &delivery.url).await;
         // The claim's lease must still cover the request and its record without an extension.
         let covered =
-            lease_until - self.services.now() >= self.config.request_timeout + RECORD_MARGIN;
+            lease_until - self.services.now() >= self.config.request_timeout + ATTEMPT_MARGIN;
         if covered
             && delivery.generation.is_some()
             && delivery.generation == store.change_generation()
@@ -696,7 +711,7 @@ impl Engine {
                 }
             }
             let now = self.services.now();
-            let attempt_until = now + self.config.request_timeout + RECORD_MARGIN;
+            let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
             let attempts: Vec<(String, i64)> = batch
                 .iter()
                 .map(|check| (check.lease.clone(), check.delivery))
@@ -768,8 +783,9 @@ impl Engine {
             }
         };
         tokio::select! {
-            permits = tokio::time::timeout_at(deadline, waiting) => permits.ok().flatten(),
+            biased;
             () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+            permits = tokio::time::timeout_at(deadline, waiting) => permits.ok().flatten(),
         }
     }
 

@@ -159,6 +159,7 @@ pub struct QueuedDelivery {
 
 /// Where a leased delivery goes now, read just before its attempt.
 pub(crate) struct SendTarget {
+    pub webhook_id: String,
     pub url: String,
     pub secret_ciphertext: Vec<u8>,
     /// The webhook is enabled (or this is a test event) and its owner is active.
@@ -178,9 +179,11 @@ pub struct ClaimedDelivery {
     pub event_type: String,
     /// The number of this attempt (1-based).
     pub attempt: u32,
-    pub body: Vec<u8>,
+    /// Shared, not copied, by the deliveries of one payload.
+    pub body: bytes::Bytes,
     /// Where the store can tell (SQLite: one process owns it), its count of changes to
-    /// webhooks and the directory when this was claimed; see [`Store::change_generation`].
+    /// webhooks and the directory when URL and secret were read (at the claim, or at the
+    /// publish's fan-out); see [`Store::change_generation`].
     pub generation: Option<u64>,
 }
 

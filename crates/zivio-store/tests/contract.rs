@@ -1647,7 +1647,7 @@ async fn due_deliveries_are_leased_once_until_the_lease_expires(
         .unwrap();
     assert_eq!(first.len(), 2);
     assert_eq!(first[0].attempt, 1);
-    assert_eq!(first[0].body, b"{\"full\":true}");
+    assert_eq!(first[0].body.as_ref(), b"{\"full\":true}");
     assert_eq!(first[0].event_type, "invoice.paid");
     assert_eq!(first[0].secret_ciphertext, vec![1, 2, 3, 1]);
     let second = store

@@ -66,7 +66,7 @@ macro_rules! queue_queries {
                         event_id: row.get("event_id"),
                         event_type: row.get("type"),
                         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
-                        body: row.get("body"),
+                        body: bytes::Bytes::from(row.get::<Vec<u8>, _>("body")),
                         generation: None,
                     })
                 })();
@@ -190,17 +190,12 @@ macro_rules! queue_queries {
         /// transaction, webhooks in id order: every write that touches a webhook and its
         /// deliveries locks the webhook row first (as disabling does), so recording and
         /// disabling cannot deadlock on PostgreSQL.
-        pub(crate) async fn note_latest_attempts(tx: &mut Connection, attempts: &[&AttemptRecord]) -> StoreResult<()> {
-            let mut by_webhook: std::collections::BTreeMap<&str, Vec<&AttemptRecord>> =
-                std::collections::BTreeMap::new();
-            for attempt in attempts {
-                by_webhook.entry(attempt.webhook_id.as_str()).or_default().push(attempt);
-            }
-            let webhooks: Vec<&str> = by_webhook.keys().copied().collect();
-            // Locked whether or not the update below changes them, in id order (where rows are
-            // locked at all: SQLite's one writer excludes everyone already).
+        /// Locks the webhook rows, in id order (where rows are locked at all: SQLite's one writer
+        /// excludes everyone already). Every write that touches a webhook's deliveries locks the
+        /// webhook first, so such writes cannot deadlock on PostgreSQL. `webhooks` is sorted.
+        pub(crate) async fn lock_webhooks(tx: &mut Connection, webhooks: &[&str]) -> StoreResult<()> {
             let lock: Option<&str> = $lock_webhooks;
-            for chunk in lock.map_or(Vec::new(), |_| $crate::common::fixed_chunks(&webhooks)) {
+            for chunk in lock.map_or(Vec::new(), |_| $crate::common::fixed_chunks(webhooks)) {
                 let mut select = sqlx::QueryBuilder::<$db>::new("SELECT id FROM webhooks WHERE id IN (");
                 let mut list = select.separated(", ");
                 for webhook in chunk {
@@ -209,6 +204,18 @@ macro_rules! queue_queries {
                 select.push(lock.unwrap_or_default());
                 select.build().execute(&mut *tx).await?;
             }
+            Ok(())
+        }
+
+        pub(crate) async fn note_latest_attempts(tx: &mut Connection, attempts: &[&AttemptRecord]) -> StoreResult<()> {
+            let mut by_webhook: std::collections::BTreeMap<&str, Vec<&AttemptRecord>> =
+                std::collections::BTreeMap::new();
+            for attempt in attempts {
+                by_webhook.entry(attempt.webhook_id.as_str()).or_default().push(attempt);
+            }
+            // Locked whether or not the update below changes them.
+            let webhooks: Vec<&str> = by_webhook.keys().copied().collect();
+            lock_webhooks(&mut *tx, &webhooks).await?;
             let notes: Vec<(&str, &AttemptRecord, bool, Option<$t>)> = by_webhook
                 .into_iter()
                 .map(|(webhook, mut attempts)| {
@@ -370,7 +377,7 @@ macro_rules! queue_queries {
             delivery: i64,
         ) -> StoreResult<Option<crate::SendTarget>> {
             let row = sqlx::query(
-                "SELECT w.url, w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
+                "SELECT d.webhook_id, w.url, w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
                         u.active AS owner_active, d.lease_expires_at
                  FROM deliveries d
                  JOIN events e ON e.id = d.event_id
@@ -383,6 +390,7 @@ macro_rules! queue_queries {
             .fetch_optional(pool)
             .await?;
             Ok(row.map(|row| crate::SendTarget {
+                webhook_id: row.get("webhook_id"),
                 url: row.get("url"),
                 secret_ciphertext: row.get("secret_ciphertext"),
                 may_send: row.get::<bool, _>("enabled")
@@ -409,7 +417,7 @@ macro_rules! queue_queries {
                 // Looked up by id only, state and lease compared here: a constant state would let
                 // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
                 select.push(
-                    ") SELECT d.id, d.state, d.lease_owner = v.lease AS ours, w.url,
+                    ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
                               w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
                               u.active AS owner_active, d.lease_expires_at
                        FROM v
@@ -425,6 +433,7 @@ macro_rules! queue_queries {
                     targets.insert(
                         row.get::<i64, _>("id"),
                         crate::SendTarget {
+                            webhook_id: row.get("webhook_id"),
                             url: row.get("url"),
                             secret_ciphertext: row.get("secret_ciphertext"),
                             may_send: row.get::<bool, _>("enabled")
@@ -461,13 +470,16 @@ macro_rules! queue_queries {
             Ok(renewed.rows_affected() == 1)
         }
 
-        /// [`renew`] for many deliveries, `(lease, delivery)` each; returns those renewed.
+        /// [`renew`] for many deliveries, `(lease, delivery)` each, of the given (sorted)
+        /// webhooks, which are locked first; returns those renewed.
         pub(crate) async fn renew_many(
             tx: &mut Connection,
             deliveries: &[(String, i64)],
+            webhooks: &[&str],
             now: OffsetDateTime,
             lease_until: OffsetDateTime,
         ) -> StoreResult<std::collections::HashSet<i64>> {
+            lock_webhooks(&mut *tx, webhooks).await?;
             let mut renewed = std::collections::HashSet::new();
             for chunk in $crate::common::fixed_chunks(deliveries) {
                 // State through `v`, for the reason given in `record_attempt_rows`.
@@ -503,15 +515,24 @@ macro_rules! queue_queries {
             Ok(())
         }
 
-        pub(crate) async fn release(tx: &mut Connection, lease: &str, id: i64) -> StoreResult<()> {
-            sqlx::query(
-                "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(lease)
-            .execute(&mut *tx)
-            .await?;
+        /// Gives deliveries still pending under `lease` back to the queue, one statement per
+        /// chunk.
+        pub(crate) async fn release(tx: &mut Connection, lease: &str, ids: &[i64]) -> StoreResult<()> {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            for chunk in $crate::common::fixed_chunks(&ids) {
+                let mut update = sqlx::QueryBuilder::<$db>::new(
+                    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+                     WHERE state = 'pending' AND lease_owner = ",
+                );
+                update.push_bind(lease).push(" AND id IN (");
+                let mut list = update.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                update.push(")");
+                update.build().execute(&mut *tx).await?;
+            }
             Ok(())
         }
 

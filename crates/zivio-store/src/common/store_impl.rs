@@ -593,9 +593,16 @@ macro_rules! store_impl {
                     .collect();
                 let mut renewed = std::collections::HashMap::new();
                 if !short.is_empty() {
+                    let webhooks: std::collections::BTreeSet<String> = short
+                        .iter()
+                        .filter_map(|(_, delivery)| targets.get(delivery).map(|target| target.webhook_id.clone()))
+                        .collect();
                     let ids = self
                         .write_grouped(move |tx| {
-                            Box::pin(async move { queue::renew_many(tx, &short, now, lease_until).await.map(|ids| (short, ids)) })
+                            Box::pin(async move {
+                                let webhooks: Vec<&str> = webhooks.iter().map(String::as_str).collect();
+                                queue::renew_many(tx, &short, &webhooks, now, lease_until).await.map(|ids| (short, ids))
+                            })
                         })
                         .await?;
                     let (short, ids) = ids;
@@ -628,9 +635,7 @@ macro_rules! store_impl {
                 ids: &[i64],
             ) -> $crate::StoreResult<()> {
                 let mut tx = self.begin_uncounted_write().await?;
-                for id in ids {
-                    queue::release(&mut tx, lease, *id).await?;
-                }
+                queue::release(&mut tx, lease, ids).await?;
                 Ok(tx.commit().await?)
             }
 
