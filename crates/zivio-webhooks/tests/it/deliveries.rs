@@ -83,6 +83,9 @@ async fn the_deliveries_log_filters_pages_and_guards_bodies(backend: Backend) {
     let (a, _) = setup.webhook("/a").await;
     let (b, _) = setup.webhook("/b").await;
     let invoice = setup.publish().await;
+    // The scripted 500 must meet the invoice: the job is published once it has (requests run
+    // on connections of their own, so two published together may arrive in either order).
+    setup.receiver.wait_for("/a", 1, WAIT).await;
     let job = setup.publish_type("job.created").await;
     setup.receiver.wait_for("/a", 3, WAIT).await;
     setup.receiver.wait_for("/b", 2, WAIT).await;

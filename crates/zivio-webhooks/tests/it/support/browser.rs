@@ -312,6 +312,31 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Ends the session first, so that chromedriver closes Chromium: killing chromedriver
+        // alone leaves its browser running, orphaned, after the test.
+        self.end_session();
         let _ = self.driver.start_kill();
+    }
+}
+
+impl Browser {
+    /// `DELETE /session/{id}`, blocking (drop cannot wait for the async client): a request
+    /// written by hand on a plain socket, answered within a few seconds at most.
+    fn end_session(&self) {
+        use std::io::{Read as _, Write as _};
+        let Some(address) = self.base.strip_prefix("http://") else {
+            return;
+        };
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!(
+            "DELETE /session/{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.session
+        );
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
     }
 }
