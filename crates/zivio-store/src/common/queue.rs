@@ -376,30 +376,7 @@ macro_rules! queue_queries {
             lease: &str,
             delivery: i64,
         ) -> StoreResult<Option<crate::SendTarget>> {
-            let row = sqlx::query(
-                "SELECT d.webhook_id, w.url, w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
-                        u.active AS owner_active, d.lease_expires_at
-                 FROM deliveries d
-                 JOIN events e ON e.id = d.event_id
-                 JOIN webhooks w ON w.id = d.webhook_id
-                 LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
-                 WHERE d.id = $1 AND d.lease_owner = $2 AND d.state = 'pending'",
-            )
-            .bind(delivery)
-            .bind(lease)
-            .fetch_optional(pool)
-            .await?;
-            Ok(row.map(|row| crate::SendTarget {
-                webhook_id: row.get("webhook_id"),
-                url: row.get("url"),
-                secret_ciphertext: row.get("secret_ciphertext"),
-                may_send: row.get::<bool, _>("enabled")
-                    && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
-                leased_until: row
-                    .get::<Option<$t>, _>("lease_expires_at")
-                    .map($from)
-                    .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-            }))
+            Ok(current_targets(pool, &[(lease.to_owned(), delivery)]).await?.remove(&delivery))
         }
 
         /// [`current_target`] for many deliveries in one statement per chunk: those still pending
