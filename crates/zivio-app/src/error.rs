@@ -34,6 +34,10 @@ pub enum AppError {
     /// Invalid input, field by field (422).
     #[error("the request is invalid")]
     Validation(Vec<FieldError>),
+    /// Invalid input that the API contract answers with 400 rather than 422 (custom headers),
+    /// field by field.
+    #[error("the request is invalid")]
+    BadRequest(Vec<FieldError>),
     /// An invalid query parameter (400), named.
     #[error("invalid query parameter `{}`: {}", .0.field, .0.message)]
     InvalidParameter(FieldError),

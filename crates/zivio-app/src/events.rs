@@ -342,6 +342,7 @@ struct FanoutWebhook {
     filters: Vec<EventFilter>,
     url: String,
     secret_ciphertext: Vec<u8>,
+    headers: Vec<zivio_core::custom_header::SealedHeader>,
 }
 
 impl Fanout {
@@ -403,6 +404,7 @@ impl Fanout {
                 filters,
                 url: webhook.url,
                 secret_ciphertext: webhook.secret.ciphertext,
+                headers: webhook.headers,
             });
         }
         Ok(Self {
@@ -454,6 +456,7 @@ impl Fanout {
                     webhook_id: delivery.webhook_id,
                     url: webhook.url.clone(),
                     secret_ciphertext: webhook.secret_ciphertext.clone(),
+                    headers: webhook.headers.clone(),
                     event_id: delivery.event_id,
                     event_type: event.event_type.clone(),
                     attempt: 1,

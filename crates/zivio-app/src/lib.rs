@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod retention;
 pub mod sessions;
+pub mod webhook_headers;
 pub mod webhooks;
 
 pub use caller::Caller;

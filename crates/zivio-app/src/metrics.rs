@@ -120,6 +120,21 @@ impl Metrics {
         }
     }
 
+    /// Exposes when the client certificate presented to receivers expires, if there is one.
+    #[must_use]
+    pub fn with_client_certificate_expiry(mut self, unix_seconds: Option<i64>) -> Self {
+        if let Some(seconds) = unix_seconds {
+            let expiry = Gauge::<i64>::default();
+            expiry.set(seconds);
+            self.registry.register(
+                "client_certificate_expiry_timestamp_seconds",
+                "When the client certificate presented to receivers expires (Unix seconds)",
+                expiry,
+            );
+        }
+        self
+    }
+
     /// A presented API key is looked up in the directory.
     pub fn api_key_looked_up(&self) {
         self.api_key_lookups.inc();

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
+use zivio_core::custom_header::HeaderInput;
 use zivio_core::event::envelope;
 use zivio_core::ids::UserId;
 use zivio_core::secret::SigningSecret;
@@ -19,6 +20,8 @@ use zivio_core::url_policy::{Destination, UrlPolicy, WebhookUrl, mask_str};
 use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 
 use crate::caller::owner_access;
+use crate::webhook_headers;
+pub use crate::webhook_headers::HeaderView;
 use crate::{AppError, AppResult, Caller, FieldError, Resolver, Services, random, unix_millis};
 
 /// A webhook as an admin sees it: the URL is scheme and host only unless their access covers
@@ -41,6 +44,8 @@ pub struct WebhookView {
     #[schema(format = DateTime)]
     pub disabled_at: Option<String>,
     pub secret_hint: String,
+    /// Custom request headers: names and hints, never values.
+    pub headers: Vec<HeaderView>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -73,6 +78,7 @@ pub struct NewWebhook {
     pub url: String,
     pub description: Option<String>,
     pub events: Vec<String>,
+    pub headers: Option<HeaderInput>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -81,6 +87,8 @@ pub struct WebhookChanges {
     pub url: Option<String>,
     pub description: Option<String>,
     pub events: Option<Vec<String>>,
+    /// Replaces the whole set (empty: removes all).
+    pub headers: Option<HeaderInput>,
 }
 
 pub fn rfc3339(at: OffsetDateTime) -> String {
@@ -123,15 +131,22 @@ pub async fn create(
     );
     let events = check_events(services, &mut errors, &new.events);
     let url = check(&mut errors, "url", vet_url(services, &new.url).await);
-    let (Some(name), Some(description), Some(events), Some(url)) = (name, description, events, url)
+    let mut header_errors = Vec::new();
+    let headers = match &new.headers {
+        Some(input) => webhook_headers::check(&mut header_errors, input),
+        None => Some(Vec::new()),
+    };
+    let (Some(name), Some(description), Some(events), Some(url), Some(headers)) =
+        (name, description, events, url, headers)
     else {
-        return Err(AppError::Validation(errors));
+        return Err(refusal(errors, header_errors));
     };
     let now = services.now();
     let id = WebhookId::new(unix_millis(now), random());
     let secret = SigningSecret::generate(random());
     let webhook = Webhook {
         secret: seal(services, &id, &secret),
+        headers: webhook_headers::seal(services, &id, &headers),
         id,
         tenant: caller.tenant.clone(),
         owner: caller.user.clone(),
@@ -146,6 +161,7 @@ pub async fn create(
     };
     let audit = entry(caller, now, AuditAction::WebhookCreated, &webhook).changes(json!({
         "name": webhook.name, "url": url.masked(), "description": webhook.description, "events": webhook.events,
+        "headers": webhook_headers::names(&webhook.headers),
     }));
     services
         .store
@@ -186,10 +202,15 @@ pub async fn update(
         Some(text) => check(&mut errors, "url", vet_url(services, &text).await),
         None => None,
     };
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
+    let mut header_errors = Vec::new();
+    let headers = changes
+        .headers
+        .as_ref()
+        .and_then(|input| webhook_headers::check(&mut header_errors, input));
+    if !errors.is_empty() || !header_errors.is_empty() {
+        return Err(refusal(errors, header_errors));
     }
-    let guarded = url.is_some() || events.is_some();
+    let guarded = url.is_some() || events.is_some() || headers.is_some();
     for _ in 0..TRIES {
         let mut webhook = find(services, caller, id).await?;
         if guarded {
@@ -197,11 +218,17 @@ pub async fn update(
                 services,
                 caller,
                 &webhook,
-                "change the URL or the events of",
+                "change the URL, the events or the custom headers of",
             )
             .await?;
         }
         let mut audit = serde_json::Map::new();
+        let new_url = url.as_ref().map(WebhookUrl::as_str);
+        if let Some(change) =
+            webhook_headers::update(services, &mut webhook, headers.as_deref(), new_url)
+        {
+            audit.insert("headers".into(), change);
+        }
         if let Some(name) = name.as_ref().filter(|name| **name != webhook.name) {
             audit.insert("name".into(), json!({"from": webhook.name, "to": name}));
             webhook.name = name.clone();
@@ -532,6 +559,7 @@ fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool, health: Healt
             .map(ToString::to_string),
         disabled_at: disabled.map(|d| rfc3339(d.at)),
         secret_hint: webhook.secret.hint.clone(),
+        headers: webhook_headers::views(&webhook.headers),
         created_at: rfc3339(webhook.created_at),
         updated_at: rfc3339(webhook.updated_at),
         health,
@@ -553,6 +581,16 @@ fn entry(
     webhook: &Webhook,
 ) -> AuditEntry {
     AuditEntry::new(&caller.tenant, at, caller.user.as_str(), action).webhook(webhook.id.as_str())
+}
+
+/// Custom header errors are a 400 in the API's contract, other invalid fields a 422.
+fn refusal(mut errors: Vec<FieldError>, header_errors: Vec<FieldError>) -> AppError {
+    if header_errors.is_empty() {
+        AppError::Validation(errors)
+    } else {
+        errors.extend(header_errors);
+        AppError::BadRequest(errors)
+    }
 }
 
 fn check<T>(errors: &mut Vec<FieldError>, field: &str, result: Result<T, String>) -> Option<T> {

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use crate::keys::SecretsKey;
 
 const PREFIX: &str = "whsec_";
-const NONCE_LENGTH: usize = 12;
+pub(crate) const NONCE_LENGTH: usize = 12;
 
 // No `PartialEq`: a secret is never compared with `==` (timing); tests compare `expose()`.
 #[derive(Clone)]
@@ -67,35 +67,53 @@ impl SigningSecret {
 
     /// Encrypts for storage: `nonce || ciphertext+tag`. The nonce must be fresh randomness.
     pub fn seal(&self, key: &SecretsKey, webhook_id: &str, nonce: [u8; NONCE_LENGTH]) -> Vec<u8> {
-        let cipher = Aes256Gcm::new(key.as_bytes().into());
-        let payload = Payload {
-            msg: self.0.as_bytes(),
-            aad: webhook_id.as_bytes(),
-        };
-        let ciphertext = cipher
-            .encrypt(&Nonce::from(nonce), payload)
-            .expect("AES-GCM encryption of a short message cannot fail");
-        [nonce.as_slice(), &ciphertext].concat()
+        seal_bytes(key, webhook_id.as_bytes(), self.0.as_bytes(), nonce)
     }
 
     /// Decrypts what [`SigningSecret::seal`] produced for the same webhook id and key.
     pub fn open(sealed: &[u8], key: &SecretsKey, webhook_id: &str) -> Result<Self, SecretError> {
-        if sealed.len() <= NONCE_LENGTH {
-            return Err(SecretError::Undecryptable);
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LENGTH);
-        let nonce: [u8; NONCE_LENGTH] = nonce.try_into().expect("split at the nonce length");
-        let cipher = Aes256Gcm::new(key.as_bytes().into());
-        let payload = Payload {
-            msg: ciphertext,
-            aad: webhook_id.as_bytes(),
-        };
-        let plain = cipher
-            .decrypt(&Nonce::from(nonce), payload)
-            .map_err(|_| SecretError::Undecryptable)?;
+        let plain = open_bytes(key, webhook_id.as_bytes(), sealed)?;
         let text = String::from_utf8(plain).map_err(|_| SecretError::Undecryptable)?;
         Self::parse(&text).map_err(|_| SecretError::Undecryptable)
     }
+}
+
+/// AES-256-GCM under the secrets key: `nonce || ciphertext+tag`, bound to `aad` (what the
+/// plain text belongs to, so that a ciphertext cannot be moved elsewhere).
+pub(crate) fn seal_bytes(
+    key: &SecretsKey,
+    aad: &[u8],
+    plain: &[u8],
+    nonce: [u8; NONCE_LENGTH],
+) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(key.as_bytes().into());
+    let ciphertext = cipher
+        .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
+        .expect("AES-GCM encryption of a short message cannot fail");
+    [nonce.as_slice(), &ciphertext].concat()
+}
+
+/// Decrypts what [`seal_bytes`] produced with the same key and `aad`.
+pub(crate) fn open_bytes(
+    key: &SecretsKey,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, SecretError> {
+    if sealed.len() <= NONCE_LENGTH {
+        return Err(SecretError::Undecryptable);
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LENGTH);
+    let nonce: [u8; NONCE_LENGTH] = nonce.try_into().expect("split at the nonce length");
+    let cipher = Aes256Gcm::new(key.as_bytes().into());
+    cipher
+        .decrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| SecretError::Undecryptable)
 }
 
 impl fmt::Debug for SigningSecret {

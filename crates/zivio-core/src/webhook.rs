@@ -4,6 +4,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
+use crate::custom_header::SealedHeader;
 use crate::ids::{TenantId, UserId};
 
 pub const MAX_NAME_LENGTH: usize = 100;
@@ -108,6 +109,8 @@ pub struct Webhook {
     /// Canonical subscription filters (`*`, `<collection>.*`, exact types).
     pub events: Vec<String>,
     pub secret: SealedSecret,
+    /// Custom request headers, values sealed (docs/product.md §9).
+    pub headers: Vec<SealedHeader>,
     pub disabled: Option<Disabled>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use zivio_app::Resolver;
@@ -141,6 +141,11 @@ pub async fn send(
             request_headers.insert(name, value);
         }
     }
+    if let Err(detail) =
+        add_custom_headers(&mut request_headers, &mut headers, delivery, secrets_key)
+    {
+        return Outcome::failed("secret", detail, headers, Duration::ZERO);
+    }
     let started = Instant::now();
     let response = client
         .post(url.url().clone())
@@ -197,6 +202,40 @@ pub async fn send(
         error_detail,
         retry_after,
     }
+}
+
+/// The webhook's custom headers, beside the signature headers (their names cannot be reserved,
+/// so none replaces a header set above): values on the wire marked sensitive, and in the
+/// request record `****` and the hint.
+fn add_custom_headers(
+    request: &mut HeaderMap,
+    record: &mut Map<String, Value>,
+    delivery: &ClaimedDelivery,
+    secrets_key: &SecretsKey,
+) -> Result<(), String> {
+    for sealed in &delivery.headers {
+        let header = sealed
+            .open(secrets_key, &delivery.webhook_id)
+            .map_err(|error| {
+                format!(
+                    "custom header `{}`: {error}; check ZIVIO_WEBHOOKS_SECRETS_KEY",
+                    sealed.name
+                )
+            })?;
+        let (Ok(name), Ok(mut value)) = (
+            HeaderName::from_bytes(header.name().as_bytes()),
+            HeaderValue::from_str(header.expose()),
+        ) else {
+            return Err(format!(
+                "custom header `{}` is not a valid header",
+                sealed.name
+            ));
+        };
+        value.set_sensitive(true);
+        request.append(name, value);
+        record.insert(header.name().to_owned(), Value::String(sealed.masked()));
+    }
+    Ok(())
 }
 
 /// Reads at most `MAX_RESPONSE_BODY` bytes; an endless body is cut off, never buffered.
@@ -258,7 +297,10 @@ fn classify(error: &reqwest::Error) -> (&'static str, String) {
         return ("dns", unresolved.to_string());
     }
     if let Some(tls) = find::<rustls::Error>(error) {
-        return ("tls", format!("TLS failed: {tls}"));
+        return (
+            "tls",
+            format!("TLS failed: {tls}{}", client_certificate_hint(tls)),
+        );
     }
     if error.is_timeout() {
         return (
@@ -276,6 +318,25 @@ fn classify(error: &reqwest::Error) -> (&'static str, String) {
         "connection",
         format!("the connection failed: {}", root_cause(error)),
     )
+}
+
+/// Alerts received about certificates concern ours: the receiver wants a client certificate.
+fn client_certificate_hint(error: &rustls::Error) -> &'static str {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::AlertReceived(Alert::CertificateRequired) => {
+            " (the receiver requires a client certificate: see ZIVIO_WEBHOOKS_CLIENT_CERT)"
+        }
+        rustls::Error::AlertReceived(
+            Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA,
+        ) => " (the receiver refused the client certificate offered, or wants one)",
+        _ => "",
+    }
 }
 
 /// The first error of type `T` in a cause chain, looking inside `io::Error`s and boxed errors,

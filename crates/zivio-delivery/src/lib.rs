@@ -16,7 +16,7 @@ use zivio_app::{Services, random, unix_millis};
 use zivio_core::retry::{RetrySchedule, Verdict};
 use zivio_core::webhook::{WebhookId, time_ordered_hex};
 use zivio_store::{
-    AttemptRecord, AutoDisable, Backend, ClaimedDelivery, FinishedAttempt, StoreResult,
+    AttemptRecord, AutoDisable, Backend, ClaimedDelivery, FinishedAttempt, StoreResult, Target,
 };
 
 mod attempt;
@@ -79,6 +79,8 @@ pub struct EngineConfig {
     /// Requests this instance sends at once, over all webhooks.
     pub max_in_flight: usize,
     pub extra_root_ca: Option<PathBuf>,
+    /// Presented to receivers that ask for a client certificate.
+    pub client_certificate: Option<client::ClientCertificate>,
     /// A webhook failing without a success for this long is disabled at its next failure.
     pub auto_disable_after: Duration,
     /// Whether managers are mailed when that happens (SMTP is configured).
@@ -183,9 +185,9 @@ struct Check {
     answer: oneshot::Sender<CheckAnswer>,
 }
 
-/// URL and sealed secret to send with, `None` when the delivery may not be sent, or why the
-/// check could not be made.
-type CheckAnswer = Result<Option<(String, Vec<u8>)>, String>;
+/// URL, sealed secret and headers to send with, `None` when the delivery may not be sent, or
+/// why the check could not be made.
+type CheckAnswer = Result<Option<Target>, String>;
 
 /// A finished attempt and who waits for it to be recorded.
 struct Recording {
@@ -204,6 +206,7 @@ impl Engine {
             services.url_policy.clone(),
             services.resolver.clone(),
             config.extra_root_ca.as_deref(),
+            config.client_certificate.as_ref(),
             config.request_timeout,
             config.max_in_flight,
         )?;
@@ -658,8 +661,13 @@ impl Engine {
         }
         for _ in 0..MAX_URL_CHANGES {
             match self.check(lease, delivery.id).await {
-                Ok(Some((url, secret))) => {
-                    delivery.secret_ciphertext = secret;
+                Ok(Some(Target {
+                    url,
+                    secret_ciphertext,
+                    headers,
+                })) => {
+                    delivery.secret_ciphertext = secret_ciphertext;
+                    delivery.headers = headers;
                     if url == delivery.url {
                         return Some(vetted);
                     }

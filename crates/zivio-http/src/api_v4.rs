@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zivio_app::webhooks::{self, NewWebhook, WebhookChanges, WebhookView, WithSecret};
 use zivio_app::{AppError, FieldError};
+use zivio_core::custom_header::HeaderInput;
 
 use crate::error::ApiResult;
 use crate::extract::{ApiCaller, ValidJson};
@@ -53,16 +54,27 @@ pub struct CreateWebhookRequest {
     description: Option<String>,
     /// At least one: an event type, `<collection>.*` (or the `<type prefix>.*` alias), or `*`.
     events: Vec<String>,
+    /// Up to 10 custom request headers, `{"<name>": "<value>"}`, sent with every attempt;
+    /// values are stored encrypted and never shown again.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
+    headers: Option<HeaderInput>,
 }
 
-/// Any subset of the fields; changing `url` or `events` needs access that covers the owner's.
+/// Any subset of the fields; changing `url`, `events` or `headers` needs access that covers
+/// the owner's.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookRequest {
     name: Option<String>,
+    /// A URL of another origin (scheme, host or port) removes the custom headers unless
+    /// `headers` is given too.
     url: Option<String>,
     description: Option<String>,
     events: Option<Vec<String>>,
+    /// Replaces every custom header (`{}` removes them all).
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
+    headers: Option<HeaderInput>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -160,6 +172,7 @@ async fn create_webhook(
         url: body.url,
         description: body.description,
         events: body.events,
+        headers: body.headers,
     };
     let created = webhooks::create(&state.services, &caller, new).await?;
     Ok(with_secret(StatusCode::CREATED, created))
@@ -193,6 +206,7 @@ async fn update_webhook(
         url: body.url,
         description: body.description,
         events: body.events,
+        headers: body.headers,
     };
     let webhook = webhooks::update(&state.services, &caller, &id, changes).await?;
     Ok(Json(WebhookBody { webhook }))

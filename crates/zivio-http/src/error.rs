@@ -31,6 +31,11 @@ impl IntoResponse for ApiError {
                 problem.errors = errors.into_iter().map(field).collect();
                 problem
             }
+            AppError::BadRequest(errors) => {
+                let mut problem = Problem::new(StatusCode::BAD_REQUEST, summary(&errors));
+                problem.errors = errors.into_iter().map(field).collect();
+                problem
+            }
             AppError::InvalidParameter(error) => {
                 let mut problem = Problem::new(
                     StatusCode::BAD_REQUEST,

@@ -157,14 +157,33 @@ pub struct QueuedDelivery {
     pub body: Vec<u8>,
 }
 
+/// Where and with what a delivery is sent now: the webhook's URL, sealed secret and headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub url: String,
+    pub secret_ciphertext: Vec<u8>,
+    pub headers: Vec<zivio_core::custom_header::SealedHeader>,
+}
+
 /// Where a leased delivery goes now, read just before its attempt.
 pub(crate) struct SendTarget {
     pub webhook_id: String,
     pub url: String,
     pub secret_ciphertext: Vec<u8>,
+    pub headers: Vec<zivio_core::custom_header::SealedHeader>,
     /// The webhook is enabled (or this is a test event) and its owner is active.
     pub may_send: bool,
     pub leased_until: OffsetDateTime,
+}
+
+impl SendTarget {
+    pub fn target(&self) -> Target {
+        Target {
+            url: self.url.clone(),
+            secret_ciphertext: self.secret_ciphertext.clone(),
+            headers: self.headers.clone(),
+        }
+    }
 }
 
 /// A delivery claimed for one attempt, with everything needed to send it.
@@ -175,6 +194,8 @@ pub struct ClaimedDelivery {
     pub webhook_id: WebhookId,
     pub url: String,
     pub secret_ciphertext: Vec<u8>,
+    /// The webhook's custom request headers, values sealed.
+    pub headers: Vec<zivio_core::custom_header::SealedHeader>,
     pub event_id: String,
     pub event_type: String,
     /// The number of this attempt (1-based).
@@ -649,7 +670,7 @@ pub trait Store: Send + Sync + 'static {
         delivery: i64,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
-    ) -> StoreResult<Option<(String, Vec<u8>)>>;
+    ) -> StoreResult<Option<Target>>;
 
     /// [`Store::begin_attempt`] for many deliveries, `(lease, delivery)` each, with one read for
     /// all of them (the rare cancellation or lease extension runs one by one); answers in order.
@@ -658,7 +679,7 @@ pub trait Store: Send + Sync + 'static {
         attempts: &[(String, i64)],
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
-    ) -> StoreResult<Vec<Option<(String, Vec<u8>)>>>;
+    ) -> StoreResult<Vec<Option<Target>>>;
 
     /// Gives leased deliveries back to the queue as they were (no attempt counted).
     async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;

@@ -104,6 +104,7 @@ contract!(
     admin_sessions_links_and_pending_secrets,
     cancelled_work_is_never_resumed,
     concurrent_claims_never_share_a_delivery,
+    custom_headers_are_stored_sealed_and_travel_with_each_send,
 );
 
 async fn migrations_run_twice_harmlessly(database: &TestDatabase, backend: Backend) {
@@ -289,6 +290,7 @@ fn webhook(tenant: &TenantId, n: u64) -> Webhook {
             key_id: "k1".into(),
             hint: "abcd".into(),
         },
+        headers: Vec::new(),
         disabled: None,
         created_at: NOW + time::Duration::seconds(n as i64),
         updated_at: NOW + time::Duration::seconds(n as i64),
@@ -3082,4 +3084,61 @@ async fn admin_sessions_links_and_pending_secrets(database: &TestDatabase, _: Ba
         .unwrap();
     store.delete_user(&acme, &u1, NOW).await.unwrap();
     assert!(store.session(b"session-3").await.unwrap().is_none());
+}
+
+async fn custom_headers_are_stored_sealed_and_travel_with_each_send(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    let acme = tenant_with_user(&store, "acme").await;
+    let sealed = |name: &str, n: u8| zivio_core::custom_header::SealedHeader {
+        name: name.to_owned(),
+        ciphertext: vec![n; 40],
+        key_id: "k1".into(),
+        hint: (n > 1).then(|| "WXYZ".to_owned()),
+    };
+    let mut hook = webhook(&acme, 1);
+    hook.headers = vec![sealed("Authorization", 1), sealed("X-Api-Key", 2)];
+    store
+        .create_webhook(&hook, 100, &audit(&acme, NOW, AuditAction::WebhookCreated))
+        .await
+        .unwrap();
+    let read = store.webhook(&acme, &hook.id).await.unwrap().unwrap();
+    assert_eq!(read.headers, hook.headers);
+
+    let mut changed = read.clone();
+    changed.headers = vec![sealed("X-Other", 3)];
+    store
+        .update_webhook(&changed, &audit(&acme, NOW, AuditAction::WebhookUpdated))
+        .await
+        .unwrap();
+    let read = store.webhook(&acme, &hook.id).await.unwrap().unwrap();
+    assert_eq!(read.headers, changed.headers);
+
+    store
+        .publish_events(
+            &acme,
+            &[new_event("evt_h", None, vec![(hook.id.clone(), 0)])],
+            NOW,
+            None,
+        )
+        .await
+        .unwrap();
+    let lease_until = NOW + time::Duration::seconds(60);
+    let claimed = store
+        .claim_deliveries("h:1", NOW, lease_until, 10, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].headers, changed.headers, "a claim carries them");
+    let targets = store
+        .begin_attempts(&[("h:1".to_owned(), claimed[0].id)], NOW, lease_until)
+        .await
+        .unwrap();
+    let target = targets[0].as_ref().expect("still ours");
+    assert_eq!(
+        target.headers, changed.headers,
+        "the pre-send check reads them"
+    );
+    assert_eq!(target.secret_ciphertext, hook.secret.ciphertext);
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -13,6 +13,7 @@ use url::Url;
 use zivio_core::duration;
 use zivio_core::keys::{PlatformKeys, SecretsKey};
 use zivio_core::retry::{self, RetrySchedule};
+use zivio_delivery::client::{ClientCertificate, ClientCertificateError};
 use zivio_store::Backend;
 
 pub const PREFIX: &str = "ZIVIO_WEBHOOKS_";
@@ -30,6 +31,8 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("ALLOW_PRIVATE_CIDRS", Some("")),
     ("ALLOW_HTTP", Some("false")),
     ("EXTRA_ROOT_CA", None),
+    ("CLIENT_CERT", None),
+    ("CLIENT_KEY", None),
     ("REQUEST_TIMEOUT", Some("30s")),
     ("RETRY_SCHEDULE", Some(retry::DEFAULT_SCHEDULE)),
     ("AUTO_DISABLE_AFTER", Some("5d")),
@@ -85,6 +88,8 @@ pub struct Config {
     pub allow_private_cidrs: Vec<IpNet>,
     pub allow_http: bool,
     pub extra_root_ca: Option<PathBuf>,
+    /// Presented to receivers that ask for a client certificate (mutual TLS).
+    pub client_certificate: Option<ClientCertificate>,
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub auto_disable_after: Duration,
@@ -258,6 +263,7 @@ impl Config {
         let allow_private_cidrs = read.cidrs("ALLOW_PRIVATE_CIDRS");
         let allow_http = read.flag("ALLOW_HTTP").unwrap_or(false);
         let extra_root_ca = read.parse("EXTRA_ROOT_CA", check_root_ca);
+        let client_certificate = read_client_certificate(&mut read);
         let request_timeout = read.duration("REQUEST_TIMEOUT");
         let retry_schedule = read.parse("RETRY_SCHEDULE", RetrySchedule::parse);
         let auto_disable_after = read.duration("AUTO_DISABLE_AFTER");
@@ -321,6 +327,7 @@ impl Config {
             allow_private_cidrs,
             allow_http,
             extra_root_ca,
+            client_certificate,
             request_timeout: request_timeout.expect("checked"),
             retry_schedule: retry_schedule.expect("checked"),
             auto_disable_after: auto_disable_after.expect("checked"),
@@ -495,6 +502,34 @@ fn read_log_filter(read: &mut Reader<'_>) -> String {
 }
 
 /// The extra root CA file must exist and hold at least one PEM certificate.
+/// Both files or neither; each error names the variable of the file at fault.
+fn read_client_certificate(read: &mut Reader) -> Option<ClientCertificate> {
+    match (read.raw("CLIENT_CERT"), read.raw("CLIENT_KEY")) {
+        (None, None) => None,
+        (Some(_), None) => {
+            read.fail("CLIENT_KEY", "is required with ZIVIO_WEBHOOKS_CLIENT_CERT: the private key of that certificate, as a PEM file");
+            None
+        }
+        (None, Some(_)) => {
+            read.fail("CLIENT_CERT", "is required with ZIVIO_WEBHOOKS_CLIENT_KEY: the certificate of that key, as a PEM file");
+            None
+        }
+        (Some(certificate), Some(key)) => {
+            match ClientCertificate::load(Path::new(certificate), Path::new(key)) {
+                Ok(loaded) => Some(loaded),
+                Err(ClientCertificateError::Certificate(message)) => {
+                    read.fail("CLIENT_CERT", message);
+                    None
+                }
+                Err(ClientCertificateError::Key(message)) => {
+                    read.fail("CLIENT_KEY", message);
+                    None
+                }
+            }
+        }
+    }
+}
+
 fn check_root_ca(raw: &str) -> Result<PathBuf, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;

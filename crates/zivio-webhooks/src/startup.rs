@@ -39,6 +39,8 @@ pub struct App {
     store: Arc<dyn Store>,
     services: Services,
     retention: Retention,
+    /// When the client certificate presented to receivers expires, if one is configured.
+    certificate_expires_at: Option<OffsetDateTime>,
     mailer: Option<Mailer>,
     /// How long a client may take to send a request's headers (and, in the router, its body).
     client_timeout: std::time::Duration,
@@ -73,7 +75,14 @@ impl App {
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),
             fanouts: Default::default(),
             handoff: Default::default(),
-            metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
+            metrics: Arc::new(
+                Metrics::new(env!("CARGO_PKG_VERSION")).with_client_certificate_expiry(
+                    config
+                        .client_certificate
+                        .as_ref()
+                        .map(|certificate| certificate.expires_at.unix_timestamp()),
+                ),
+            ),
             settings: Settings {
                 max_webhooks_per_tenant: config.max_webhooks_per_tenant,
                 sign_in_link_ttl: SIGN_IN_LINK_TTL,
@@ -91,6 +100,7 @@ impl App {
                 max_in_flight_per_webhook: config.max_in_flight_per_webhook as usize,
                 max_in_flight: config.max_in_flight as usize,
                 extra_root_ca: config.extra_root_ca.clone(),
+                client_certificate: config.client_certificate.clone(),
                 auto_disable_after: config.auto_disable_after,
                 mail_notices: config.smtp_url.is_some(),
             },
@@ -136,6 +146,7 @@ impl App {
                 events: config.retention,
                 audit: config.audit_retention,
             },
+            certificate_expires_at: config.client_certificate.as_ref().map(|c| c.expires_at),
             mailer,
             client_timeout: config.client_timeout,
             routers,
@@ -166,6 +177,7 @@ impl App {
         let maintenance = tokio::spawn(maintain(
             self.services.clone(),
             self.retention,
+            self.certificate_expires_at,
             stopped.clone(),
         ));
         let mailing = self
@@ -208,18 +220,34 @@ struct Retention {
 }
 
 /// Periodic housekeeping until shutdown: retention of events, attempts, audit entries and
-/// health counters.
-async fn maintain(services: Services, retention: Retention, mut stopped: watch::Receiver<bool>) {
+/// health counters, and a daily warning while the client certificate nears its expiry.
+async fn maintain(
+    services: Services,
+    retention: Retention,
+    certificate_expires_at: Option<OffsetDateTime>,
+    mut stopped: watch::Receiver<bool>,
+) {
     let every = (retention.events.min(retention.audit) / 4)
         .clamp(std::time::Duration::from_secs(1), MAINTENANCE_INTERVAL);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned_on = None;
     loop {
         tokio::select! {
-            _ = ticks.tick() => match zivio_app::retention::purge(&services, retention.events, retention.audit).await {
-                Ok(purged) if purged == Default::default() => {}
-                Ok(purged) => tracing::info!(events = purged.events, audit_entries = purged.audit_entries, "deleted history past its retention"),
-                Err(error) => tracing::warn!(error = %error, "retention failed; retrying at the next pass"),
+            _ = ticks.tick() => {
+                let now = services.now();
+                if let Some(expires_at) = certificate_expires_at
+                    && warned_on != Some(now.date())
+                    && let Some(warning) = zivio_delivery::client::expiry_warning(expires_at, now)
+                {
+                    tracing::warn!(expires_at = %expires_at, "{warning}");
+                    warned_on = Some(now.date());
+                }
+                match zivio_app::retention::purge(&services, retention.events, retention.audit).await {
+                    Ok(purged) if purged == Default::default() => {}
+                    Ok(purged) => tracing::info!(events = purged.events, audit_entries = purged.audit_entries, "deleted history past its retention"),
+                    Err(error) => tracing::warn!(error = %error, "retention failed; retrying at the next pass"),
+                }
             },
             () = async { let _ = stopped.wait_for(|stop| *stop).await; } => return,
         }

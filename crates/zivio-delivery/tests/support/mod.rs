@@ -151,6 +151,7 @@ impl World {
             description: String::new(),
             events: vec!["*".into()],
             secret: sealed(secret, &key, &id),
+            headers: Vec::new(),
             disabled: None,
             created_at: now,
             updated_at: now,
@@ -224,6 +225,7 @@ impl World {
             max_in_flight_per_webhook: 4,
             max_in_flight: 16,
             extra_root_ca: None,
+            client_certificate: None,
             auto_disable_after: Duration::from_secs(86_400),
             mail_notices: false,
         };

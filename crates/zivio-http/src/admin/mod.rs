@@ -137,7 +137,7 @@ impl IntoResponse for PageError {
                 StatusCode::NOT_FOUND,
                 format!("This {what} does not exist."),
             ),
-            AppError::Validation(errors) => (
+            AppError::Validation(errors) | AppError::BadRequest(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 errors
                     .iter()

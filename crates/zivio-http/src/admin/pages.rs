@@ -12,6 +12,7 @@ use zivio_app::sessions::{self, Signed};
 use zivio_app::webhooks::{self, NewWebhook, WebhookChanges, WebhookView};
 use zivio_app::{AppError, FieldError, audit};
 use zivio_core::catalog::Catalog;
+use zivio_core::custom_header::HeaderInput;
 
 use super::{
     Admin, AdminForm, PageError, PageResult, PublicForm, SessionForm, cleared_cookie,
@@ -440,22 +441,53 @@ pub async fn new_webhook(State(state): State<AppState>, admin: Admin) -> Respons
 fn field_errors(errors: Vec<FieldError>) -> HashMap<String, String> {
     let mut map = HashMap::new();
     for error in errors {
-        // `events[3]` is about the picker as a whole.
-        let field = error.field.split('[').next().unwrap_or_default().to_owned();
+        // `events[3]` is about the picker as a whole, `headers.X-Api-Key` about the header box.
+        let field = error
+            .field
+            .split(['[', '.'])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         map.entry(field).or_insert(error.message);
     }
     map
 }
 
+/// The custom headers box: one `Name: value` per line; `None` when it is empty.
+fn header_lines(text: &str) -> Result<Option<HeaderInput>, FieldError> {
+    let mut pairs = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (name, value) = line.split_once(':').ok_or_else(|| {
+            FieldError::new(
+                "headers",
+                format!("line {}: expected `Name: value`", index + 1),
+            )
+        })?;
+        pairs.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    Ok((!pairs.is_empty()).then_some(HeaderInput(pairs)))
+}
+
 pub async fn create_webhook(State(state): State<AppState>, form: AdminForm) -> PageResult {
     let AdminForm { admin, fields } = form;
-    let new = NewWebhook {
+    let mut new = NewWebhook {
         name: fields.text("name"),
         url: fields.text("url"),
         description: Some(fields.text("description")),
         events: fields.all("events"),
+        headers: None,
     };
-    match webhooks::create(&state.services, &admin.caller, new.clone()).await {
+    let created = match header_lines(&fields.text("headers")) {
+        Ok(headers) => {
+            new.headers = headers;
+            webhooks::create(&state.services, &admin.caller, new.clone()).await
+        }
+        Err(error) => Err(AppError::Validation(vec![error])),
+    };
+    match created {
         Ok(created) => {
             sessions::keep_secret(
                 &state.services,
@@ -469,7 +501,7 @@ pub async fn create_webhook(State(state): State<AppState>, form: AdminForm) -> P
                 created.webhook.id
             )))
         }
-        Err(AppError::Validation(errors)) => Ok(with_status(
+        Err(AppError::Validation(errors) | AppError::BadRequest(errors)) => Ok(with_status(
             StatusCode::UNPROCESSABLE_ENTITY,
             &WebhookFormPage {
                 layout: Layout::of(&admin, "Add webhook", "webhooks"),
@@ -693,7 +725,7 @@ pub async fn update_webhook(
     events.sort();
     let mut current_events = current.events.clone();
     current_events.sort();
-    let changes = WebhookChanges {
+    let mut changes = WebhookChanges {
         name: Some(fields.text("name")).filter(|name| *name != current.name),
         url: fields
             .get("url")
@@ -703,10 +735,19 @@ pub async fn update_webhook(
         // Only managers who cover the owner get the picker; others send no events at all.
         events: (fields.get("events_shown").is_some() && events != current_events)
             .then_some(events),
+        headers: None,
     };
-    match webhooks::update(&state.services, &admin.caller, &id, changes).await {
+    let updated = match header_lines(&fields.text("headers")) {
+        Ok(headers) => {
+            let clear = fields.get("clear_headers").is_some();
+            changes.headers = headers.or_else(|| clear.then(HeaderInput::default));
+            webhooks::update(&state.services, &admin.caller, &id, changes).await
+        }
+        Err(error) => Err(AppError::Validation(vec![error])),
+    };
+    match updated {
         Ok(_) => Ok(see_other(&format!("/admin/webhooks/{id}"))),
-        Err(AppError::Validation(errors)) => {
+        Err(AppError::Validation(errors) | AppError::BadRequest(errors)) => {
             let page = webhook_page(
                 &state,
                 &admin,

@@ -40,7 +40,7 @@ macro_rules! queue_queries {
                 .await?;
             let rows = sqlx::query(
                 "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts, e.type, p.body, w.url,
-                        w.secret_ciphertext,
+                        w.secret_ciphertext, w.custom_headers,
                         (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
                  FROM deliveries d
                  JOIN events e ON e.id = d.event_id
@@ -63,6 +63,7 @@ macro_rules! queue_queries {
                         webhook_id: webhook_id(row.get("webhook_id"))?,
                         url: row.get("url"),
                         secret_ciphertext: row.get("secret_ciphertext"),
+                        headers: stored(zivio_core::custom_header::decode(row.get("custom_headers")))?,
                         event_id: row.get("event_id"),
                         event_type: row.get("type"),
                         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
@@ -395,7 +396,7 @@ macro_rules! queue_queries {
                 // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
                 select.push(
                     ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
-                              w.secret_ciphertext, w.enabled OR e.type = 'webhook.test' AS enabled,
+                              w.secret_ciphertext, w.custom_headers, w.enabled OR e.type = 'webhook.test' AS enabled,
                               u.active AS owner_active, d.lease_expires_at
                        FROM v
                        JOIN deliveries d ON d.id = v.id
@@ -407,12 +408,22 @@ macro_rules! queue_queries {
                     if row.get::<String, _>("state") != "pending" || !row.get::<Option<bool>, _>("ours").unwrap_or(false) {
                         continue;
                     }
+                    let id = row.get::<i64, _>("id");
+                    let headers = match zivio_core::custom_header::decode(row.get("custom_headers")) {
+                        Ok(headers) => headers,
+                        Err(error) => {
+                            // Left to its lease: the claim after it marks the delivery failed.
+                            tracing::error!(delivery = id, error = %error, "a webhook's custom headers cannot be read");
+                            continue;
+                        }
+                    };
                     targets.insert(
-                        row.get::<i64, _>("id"),
+                        id,
                         crate::SendTarget {
                             webhook_id: row.get("webhook_id"),
                             url: row.get("url"),
                             secret_ciphertext: row.get("secret_ciphertext"),
+                            headers,
                             may_send: row.get::<bool, _>("enabled")
                                 && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
                             leased_until: row

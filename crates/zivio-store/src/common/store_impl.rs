@@ -541,7 +541,7 @@ macro_rules! store_impl {
                 delivery: i64,
                 now: Instant,
                 lease_until: Instant,
-            ) -> $crate::StoreResult<Option<(String, Vec<u8>)>> {
+            ) -> $crate::StoreResult<Option<$crate::Target>> {
                 let Some(target) = queue::current_target(self.reader(), lease, delivery).await? else {
                     return Ok(None);
                 };
@@ -570,9 +570,9 @@ macro_rules! store_impl {
                     return Ok(queue::current_target(self.reader(), lease, delivery)
                         .await?
                         .filter(|target| target.may_send)
-                        .map(|target| (target.url, target.secret_ciphertext)));
+                        .map(|target| target.target()));
                 }
-                Ok(Some((target.url, target.secret_ciphertext)))
+                Ok(Some(target.target()))
             }
 
             async fn begin_attempts(
@@ -580,7 +580,7 @@ macro_rules! store_impl {
                 attempts: &[(String, i64)],
                 now: Instant,
                 lease_until: Instant,
-            ) -> $crate::StoreResult<Vec<Option<(String, Vec<u8>)>>> {
+            ) -> $crate::StoreResult<Vec<Option<$crate::Target>>> {
                 let targets = queue::current_targets(self.reader(), attempts).await?;
                 // Leases that would not cover the attempt are extended together, then read again:
                 // what is returned is what the requests are signed with at once.
@@ -615,12 +615,12 @@ macro_rules! store_impl {
                         None => None,
                         Some(target) if target.leased_until <= now => None,
                         Some(target) if target.may_send && target.leased_until >= lease_until => {
-                            Some((target.url.clone(), target.secret_ciphertext.clone()))
+                            Some(target.target())
                         }
                         Some(target) if target.may_send => renewed
                             .get(delivery)
                             .filter(|target| target.may_send)
-                            .map(|target| (target.url.clone(), target.secret_ciphertext.clone())),
+                            .map($crate::SendTarget::target),
                         // To be cancelled: rare, one by one.
                         Some(_) => self.begin_attempt(lease, *delivery, now, lease_until).await?,
                     };

@@ -22,12 +22,6 @@ on_both_backends!(
 );
 
 impl Setup {
-    async fn get(&self, path: &str) -> crate::support::api::Answer {
-        self.api
-            .v4(&self.key, "acme", Method::GET, path, None)
-            .await
-    }
-
     async fn post(&self, path: &str) -> crate::support::api::Answer {
         self.api
             .v4(&self.key, "acme", Method::POST, path, None)

@@ -5,6 +5,7 @@ mod support;
 
 mod abuse;
 mod admin_ui;
+mod admit_only_us;
 mod boundary;
 mod cli;
 mod crash;

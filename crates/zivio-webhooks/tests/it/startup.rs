@@ -194,3 +194,59 @@ async fn an_embedded_database_is_served_by_one_instance_only() {
         "the lock goes with the process"
     );
 }
+
+#[tokio::test]
+async fn a_missing_unreadable_or_mismatched_client_certificate_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = zivio_bench::pki::TestCa::generate();
+    let (cert, key) = ca.client("one");
+    let (_, other_key) = ca.client("two");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (cert, key, other_key) = (
+        write("cert.pem", &cert),
+        write("key.pem", &key),
+        write("other-key.pem", &other_key),
+    );
+    let missing = dir.path().join("missing.pem").to_str().unwrap().to_owned();
+    let not_a_key = write("not-a-key.pem", "hello");
+    for (vars, expected) in [
+        (
+            vec![("ZIVIO_WEBHOOKS_CLIENT_CERT", cert.as_str())],
+            "ZIVIO_WEBHOOKS_CLIENT_KEY: is required",
+        ),
+        (
+            vec![("ZIVIO_WEBHOOKS_CLIENT_KEY", key.as_str())],
+            "ZIVIO_WEBHOOKS_CLIENT_CERT: is required",
+        ),
+        (
+            vec![
+                ("ZIVIO_WEBHOOKS_CLIENT_CERT", missing.as_str()),
+                ("ZIVIO_WEBHOOKS_CLIENT_KEY", key.as_str()),
+            ],
+            "ZIVIO_WEBHOOKS_CLIENT_CERT: `",
+        ),
+        (
+            vec![
+                ("ZIVIO_WEBHOOKS_CLIENT_CERT", cert.as_str()),
+                ("ZIVIO_WEBHOOKS_CLIENT_KEY", not_a_key.as_str()),
+            ],
+            "ZIVIO_WEBHOOKS_CLIENT_KEY: `",
+        ),
+        (
+            vec![
+                ("ZIVIO_WEBHOOKS_CLIENT_CERT", cert.as_str()),
+                ("ZIVIO_WEBHOOKS_CLIENT_KEY", other_key.as_str()),
+            ],
+            "ZIVIO_WEBHOOKS_CLIENT_KEY: the key does not belong to the certificate",
+        ),
+    ] {
+        let data = tempfile::tempdir().unwrap();
+        let (status, _, stderr) = run(data.path(), &vars, &["serve"]).await;
+        assert!(!status.success(), "{vars:?}");
+        assert!(stderr.contains(expected), "{vars:?}: {stderr}");
+    }
+}

@@ -108,14 +108,18 @@ impl Api {
         Service::start(&dir, &self.vars()).await
     }
 
-    /// The service's database, opened beside it (to look at what was queued).
-    pub async fn store(&self) -> std::sync::Arc<dyn zivio_store::Store> {
-        let url = match &self._database {
+    /// The URL of the service's database.
+    pub fn database_url(&self) -> String {
+        match &self._database {
             Some(database) => database.url.clone(),
             None => format!("sqlite://{}", self.dir.path().join("zivio.db").display()),
-        };
+        }
+    }
+
+    /// The service's database, opened beside it (to look at what was queued).
+    pub async fn store(&self) -> std::sync::Arc<dyn zivio_store::Store> {
         zivio_store::connect(&zivio_store::ConnectOptions {
-            url,
+            url: self.database_url(),
             max_connections: 2,
         })
         .await

@@ -14,6 +14,7 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
+use zivio_bench::pki::TestCa;
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]
@@ -52,10 +53,23 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on 127.0.0.1:0 and writes its CA to `dir/receiver-ca.pem`.
     pub async fn start(dir: &Path) -> Receiver {
-        let ca = zivio_bench::pki::TestCa::generate();
+        Self::start_with(dir, None).await
+    }
+
+    /// [`Receiver::start`] admitting only clients that present a certificate of `clients`
+    /// (mutual TLS).
+    pub async fn start_requiring_clients_of(dir: &Path, clients: &TestCa) -> Receiver {
+        Self::start_with(dir, Some(clients)).await
+    }
+
+    async fn start_with(dir: &Path, clients: Option<&TestCa>) -> Receiver {
+        let ca = TestCa::generate();
         let ca_path = dir.join("receiver-ca.pem");
         std::fs::write(&ca_path, &ca.pem).unwrap();
-        let config = ca.server("localhost", false);
+        let config = match clients {
+            None => ca.server("localhost", false),
+            Some(clients) => ca.server_requiring_clients_of("localhost", clients),
+        };
         let acceptor = TlsAcceptor::from(config);
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -8,7 +8,7 @@ use serde_json::json;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
-use super::api::{Api, Backend};
+use super::api::{Answer, Api, Backend};
 use super::receiver::Receiver;
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -53,6 +53,30 @@ pub async fn setup_with(
 }
 
 impl Setup {
+    /// A setup around a service and receiver started otherwise (`dir` holds the receiver's CA).
+    pub fn new(api: Api, receiver: Receiver, key: String, dir: tempfile::TempDir) -> Setup {
+        Setup {
+            api,
+            receiver,
+            key,
+            _receiver_dir: dir,
+        }
+    }
+
+    /// A v4 request as the all-access admin of `acme`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        self.api.v4(&self.key, "acme", method, path, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+
     /// A webhook to `path` on the receiver, for every event; returns (id, secret).
     pub async fn webhook(&self, path: &str) -> (String, String) {
         let body = json!({"name": path, "url": self.receiver.url(path), "events": ["*"]});

@@ -142,6 +142,10 @@ impl Service {
         self.output.stdout.lock().unwrap().join("\n")
     }
 
+    pub fn stderr(&self) -> String {
+        self.output.stderr.lock().unwrap().join("\n")
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.output.logs()
     }
