@@ -60,8 +60,21 @@ impl TestCa {
 
     /// A client certificate for `name` and its key, both PEM.
     pub fn client(&self, name: &str) -> (String, String) {
+        self.client_valid_until(
+            name,
+            time::OffsetDateTime::now_utc() + time::Duration::days(365),
+        )
+    }
+
+    /// [`TestCa::client`] valid until `not_after`.
+    pub fn client_valid_until(
+        &self,
+        name: &str,
+        not_after: time::OffsetDateTime,
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_after = not_after;
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = params.signed_by(&key, &self.issuer).unwrap();

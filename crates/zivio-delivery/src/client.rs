@@ -113,13 +113,16 @@ pub const EXPIRY_WARNING: time::Duration = time::Duration::days(30);
 /// The warning to log about a client certificate expiring at `expires_at`, if it is due.
 pub fn expiry_warning(expires_at: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
     let left = expires_at - now;
+    let at = expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| expires_at.to_string());
     if left <= time::Duration::ZERO {
         Some(format!(
-            "the client certificate (ZIVIO_WEBHOOKS_CLIENT_CERT) expired at {expires_at}: receivers that require one refuse every delivery; renew it and restart"
+            "the client certificate (ZIVIO_WEBHOOKS_CLIENT_CERT) expired at {at}: receivers that require one refuse every delivery; renew it and restart"
         ))
     } else if left <= EXPIRY_WARNING {
         Some(format!(
-            "the client certificate (ZIVIO_WEBHOOKS_CLIENT_CERT) expires at {expires_at}, in {} days: renew it and restart before then",
+            "the client certificate (ZIVIO_WEBHOOKS_CLIENT_CERT) expires at {at}, in {} days: renew it and restart before then",
             left.whole_days()
         ))
     } else {

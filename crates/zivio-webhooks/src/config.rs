@@ -369,6 +369,7 @@ impl Config {
             allow_private_cidrs = %cidrs(&self.allow_private_cidrs),
             allow_http = self.allow_http,
             extra_root_ca = ?self.extra_root_ca,
+            client_certificate_expires_at = ?self.client_certificate.as_ref().map(|c| c.expires_at.unix_timestamp()),
             request_timeout = %duration::format(self.request_timeout),
             max_attempts = self.retry_schedule.max_attempts(),
             auto_disable_after = %duration::format(self.auto_disable_after),

@@ -240,7 +240,7 @@ async fn maintain(
                     && warned_on != Some(now.date())
                     && let Some(warning) = zivio_delivery::client::expiry_warning(expires_at, now)
                 {
-                    tracing::warn!(expires_at = %expires_at, "{warning}");
+                    tracing::warn!("{warning}");
                     warned_on = Some(now.date());
                 }
                 match zivio_app::retention::purge(&services, retention.events, retention.audit).await {

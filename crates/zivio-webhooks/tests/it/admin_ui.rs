@@ -619,3 +619,66 @@ async fn a_refused_edit_keeps_what_was_typed() {
         "nothing was saved"
     );
 }
+
+#[tokio::test]
+async fn custom_headers_are_set_in_the_forms_and_shown_as_names_and_hints() {
+    let Some((setup, browser)) = prepared().await else {
+        return;
+    };
+    const TOKEN: &str = "tok-0123456789-ABCD";
+    sign_in(&setup, &browser, "u1@acme.example.com").await;
+    browser
+        .open(&setup.api.service.url("/admin/webhooks/new"))
+        .await;
+    browser.type_into("#name", "Gateway").await;
+    browser.type_into("#url", &setup.receiver.url("/gw")).await;
+    browser.click("input[value='*']").await;
+    browser
+        .type_into(
+            "#headers",
+            &format!("Authorization: Bearer {TOKEN}\nHost: evil.example"),
+        )
+        .await;
+    browser.click("form button.primary").await;
+    browser
+        .wait_for_text("cannot be a custom header", false)
+        .await;
+    assert!(
+        !browser.source().await.contains(TOKEN),
+        "values are never shown again, not even after an error"
+    );
+
+    browser
+        .type_into(
+            "#headers",
+            &format!("Authorization: Bearer {TOKEN}\nX-Api-Key: k1"),
+        )
+        .await;
+    browser.click("form button.primary").await;
+    browser.wait_for_url(|url| url.ends_with("/secret")).await;
+    let secret_page = browser.url().await;
+    browser.open(&secret_page).await;
+    let shown = browser.text_of("#custom-headers").await;
+    assert_eq!(shown, "Authorization: ****ABCD X-Api-Key: ****");
+    assert!(!browser.source().await.contains(TOKEN));
+
+    // A test event carries them.
+    browser.click("form[action$='/test'] button").await;
+    let received = setup
+        .receiver
+        .wait_for("/gw", 1, std::time::Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        received[0].headers["authorization"],
+        format!("Bearer {TOKEN}").as_str()
+    );
+
+    // The edit form removes them all.
+    browser.wait_for_text("succeeded", true).await;
+    browser.click("input[name=clear_headers]").await;
+    browser
+        .click("form.stack:has(input[name=clear_headers]) button.primary")
+        .await;
+    browser.wait_for_url(|url| !url.contains("?test=")).await;
+    assert_eq!(browser.text_of("#custom-headers").await, "None");
+}

@@ -250,3 +250,40 @@ async fn a_missing_unreadable_or_mismatched_client_certificate_stops_start_up() 
         assert!(stderr.contains(expected), "{vars:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_client_certificate_near_its_expiry_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::days(10);
+    let (cert, key) = zivio_bench::pki::TestCa::generate().client_valid_until("soon", expires);
+    let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let data = dir.path().join("data");
+    let service = Service::start(
+        &data,
+        &[
+            ("ZIVIO_WEBHOOKS_CLIENT_CERT", cert_path.to_str().unwrap()),
+            ("ZIVIO_WEBHOOKS_CLIENT_KEY", key_path.to_str().unwrap()),
+        ],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let warned = service.logs().into_iter().any(|line| {
+            line["level"] == "WARN"
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("client certificate") && m.contains("in 9 days"))
+        });
+        if warned {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            service.stderr()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -156,6 +156,17 @@ impl Browser {
         value[ELEMENT].as_str().unwrap().to_owned()
     }
 
+    /// The rendered text of the first element matching `css`.
+    pub async fn text_of(&self, css: &str) -> String {
+        let script = format!("return document.querySelector({}).innerText", json!(css));
+        self.eval(&script)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     pub async fn exists(&self, css: &str) -> bool {
         let value = self
             .command(
