@@ -1,4 +1,4 @@
-//! Custom request headers of webhooks (docs/product.md §9): validated and sealed here, shown
+//! Custom request headers of webhooks (docs/product.md §4): validated and sealed here, shown
 //! as names and hints only, and removed when the URL moves to another origin without new ones.
 
 use serde::Serialize;

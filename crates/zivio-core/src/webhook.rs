@@ -109,7 +109,7 @@ pub struct Webhook {
     /// Canonical subscription filters (`*`, `<collection>.*`, exact types).
     pub events: Vec<String>,
     pub secret: SealedSecret,
-    /// Custom request headers, values sealed (docs/product.md §9).
+    /// Custom request headers, values sealed (docs/product.md §4).
     pub headers: Vec<SealedHeader>,
     pub disabled: Option<Disabled>,
     pub created_at: OffsetDateTime,

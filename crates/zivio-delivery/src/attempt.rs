@@ -371,7 +371,26 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use zivio_core::custom_header::{HeaderInput, validate};
+
     use super::*;
+
+    proptest! {
+        /// Whatever the validation accepts goes on the wire as it is: the attempt never fails
+        /// because a stored header turns out not to be valid HTTP.
+        #[test]
+        fn accepted_custom_headers_are_valid_http(
+            name in "[\\x00-\\x7f]{0,12}|[A-Za-z-]{1,12}",
+            value in "[\\x00-\\x7f]{0,24}|[ -~]{1,24}",
+        ) {
+            if let Ok(headers) = validate(&HeaderInput(vec![(name, value)])) {
+                let header = &headers[0];
+                prop_assert!(HeaderName::from_bytes(header.name().as_bytes()).is_ok());
+                prop_assert!(HeaderValue::from_str(header.expose()).is_ok());
+            }
+        }
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {

@@ -33,7 +33,7 @@ pub enum ClientError {
 pub struct ClientCertificate {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    /// When the (first) certificate stops being valid.
+    /// When the chain stops being valid: the earliest expiry of its certificates.
     pub expires_at: OffsetDateTime,
 }
 
@@ -76,14 +76,22 @@ impl ClientCertificate {
             .map_err(|error| cert_error(format!("cannot be read: {error}")))?
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| cert_error(format!("is not a PEM certificate file: {error}")))?;
-        let first = chain
-            .first()
-            .ok_or_else(|| cert_error("holds no PEM certificate".to_owned()))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(first)
-            .map_err(|error| cert_error(format!("holds an unreadable certificate: {error}")))?;
-        let expires_at =
-            OffsetDateTime::from_unix_timestamp(parsed.validity().not_after.timestamp())
-                .map_err(|error| cert_error(format!("has an impossible expiry: {error}")))?;
+        if chain.is_empty() {
+            return Err(cert_error("holds no PEM certificate".to_owned()));
+        }
+        // The chain stops working when its first certificate expires, intermediates included.
+        let mut expires_at = None;
+        for certificate in &chain {
+            let (_, parsed) = x509_parser::parse_x509_certificate(certificate)
+                .map_err(|error| cert_error(format!("holds an unreadable certificate: {error}")))?;
+            let not_after =
+                OffsetDateTime::from_unix_timestamp(parsed.validity().not_after.timestamp())
+                    .map_err(|error| cert_error(format!("has an impossible expiry: {error}")))?;
+            expires_at = Some(expires_at.map_or(not_after, |earliest: OffsetDateTime| {
+                earliest.min(not_after)
+            }));
+        }
+        let expires_at = expires_at.expect("the chain is not empty");
         let key = PrivateKeyDer::from_pem_file(key).map_err(|error| {
             ClientCertificateError::Key(format!(
                 "`{}` is not a readable PEM private key: {error}",

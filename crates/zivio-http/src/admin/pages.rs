@@ -737,9 +737,13 @@ pub async fn update_webhook(
             .then_some(events),
         headers: None,
     };
+    let clear = fields.get("clear_headers").is_some();
     let updated = match header_lines(&fields.text("headers")) {
+        Ok(Some(_)) if clear => Err(AppError::Validation(vec![FieldError::new(
+            "headers",
+            "enter new headers or tick “Remove all custom headers”, not both",
+        )])),
         Ok(headers) => {
-            let clear = fields.get("clear_headers").is_some();
             changes.headers = headers.or_else(|| clear.then(HeaderInput::default));
             webhooks::update(&state.services, &admin.caller, &id, changes).await
         }

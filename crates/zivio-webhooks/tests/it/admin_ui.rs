@@ -673,12 +673,26 @@ async fn custom_headers_are_set_in_the_forms_and_shown_as_names_and_hints() {
         format!("Bearer {TOKEN}").as_str()
     );
 
-    // The edit form removes them all.
+    // The edit form replaces them, then removes them all.
     browser.wait_for_text("succeeded", true).await;
-    browser.click("input[name=clear_headers]").await;
+    browser
+        .type_into("#headers", "X-Gateway-Key: key-abcdefghij-9876")
+        .await;
     browser
         .click("form.stack:has(input[name=clear_headers]) button.primary")
         .await;
     browser.wait_for_url(|url| !url.contains("?test=")).await;
-    assert_eq!(browser.text_of("#custom-headers").await, "None");
+    assert_eq!(
+        browser.text_of("#custom-headers").await,
+        "X-Gateway-Key: ****9876"
+    );
+    browser.click("input[name=clear_headers]").await;
+    browser
+        .click("form.stack:has(input[name=clear_headers]) button.primary")
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while browser.text_of("#custom-headers").await != "None" {
+        assert!(tokio::time::Instant::now() < deadline, "the headers stay");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
