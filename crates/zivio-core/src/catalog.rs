@@ -82,6 +82,8 @@ pub struct Collection {
     pub category: String,
     pub type_prefix: String,
     pub objects: Vec<FieldPath>,
+    /// Objects whose keys and values each tenant defines (custom fields).
+    pub free_form: Vec<FieldPath>,
     pub field_groups: BTreeMap<String, Vec<FieldPath>>,
     /// Path of an embedded object -> the collection whose rules shape it.
     pub embedded: BTreeMap<FieldPath, String>,
@@ -145,6 +147,8 @@ struct CollectionFile {
     type_prefix: String,
     #[serde(default)]
     objects: Vec<String>,
+    #[serde(default)]
+    free_form: Vec<String>,
     #[serde(default)]
     field_groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
@@ -281,6 +285,7 @@ impl Collection {
         };
         Ok(Collection {
             objects: paths(file.objects)?,
+            free_form: paths(file.free_form)?,
             field_groups: file
                 .field_groups
                 .into_iter()

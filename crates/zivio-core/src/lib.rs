@@ -6,6 +6,7 @@
 pub mod access;
 pub mod audit;
 pub mod catalog;
+pub mod contract;
 pub mod custom_header;
 pub mod directory;
 pub mod duration;
