@@ -15,6 +15,7 @@ use zivio_store::Store;
 
 pub mod audit;
 pub mod caller;
+pub mod contracts;
 pub mod cursor;
 pub mod deliveries;
 pub mod directory;
@@ -98,6 +99,8 @@ pub struct Services {
     pub fanouts: Arc<events::FanoutCache>,
     /// Publishing hands the deliveries it leased to this instance's engine here.
     pub handoff: Arc<handoff::HandOff>,
+    /// The event types' schemas, and how publishing checks events against them.
+    pub contracts: Arc<contracts::PayloadContracts>,
 }
 
 impl Services {

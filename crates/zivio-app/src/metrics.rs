@@ -17,6 +17,12 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventTypeLabels {
+    /// The event type (the derive writes the raw identifier as `type`).
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -46,6 +52,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     due_lag: Gauge<f64, AtomicU64>,
     api_key_lookups: Counter,
+    nonconforming: Family<EventTypeLabels, Counter>,
 }
 
 impl Metrics {
@@ -107,7 +114,14 @@ impl Metrics {
             "API keys looked up in the directory (well-formed ones only)",
             api_key_lookups.clone(),
         );
+        let nonconforming = Family::<EventTypeLabels, Counter>::default();
+        registry.register(
+            "events_nonconforming",
+            "Published events accepted although they do not conform to their type's schema (ZIVIO_WEBHOOKS_EVENT_VALIDATION=warn)",
+            nonconforming.clone(),
+        );
         Self {
+            nonconforming,
             registry,
             requests,
             request_durations,
@@ -133,6 +147,15 @@ impl Metrics {
             );
         }
         self
+    }
+
+    /// An event accepted although it does not conform to its type's schema.
+    pub fn record_nonconforming(&self, event_type: &str) {
+        self.nonconforming
+            .get_or_create(&EventTypeLabels {
+                r#type: event_type.to_owned(),
+            })
+            .inc();
     }
 
     /// A presented API key is looked up in the directory.

@@ -94,6 +94,11 @@ impl Contracts {
             .collect()
     }
 
+    /// The schema of a resource of `collection` (other collections by reference).
+    pub fn resource(&self, collection: &str) -> Option<&Value> {
+        self.resources.get(collection)
+    }
+
     /// Whether `event_type` has a contract: every catalog type, and `webhook.test`.
     pub fn knows(&self, event_type: &str) -> bool {
         event_type == TEST_EVENT_TYPE || self.collection_of.contains_key(event_type)

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -23,6 +23,7 @@ use crate::{AppState, no_store};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_event_types))
+        .routes(routes!(event_type_schema))
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(get_webhook, update_webhook, delete_webhook))
         .routes(routes!(rotate_secret))
@@ -104,6 +105,8 @@ struct EventTypeBody {
     /// The resource's v4 representation: the `data` of such an event.
     #[schema(value_type = Object)]
     example: Value,
+    /// Where the JSON Schema of this type's envelope is (no authentication needed).
+    schema: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -122,7 +125,7 @@ struct EventTypes {
 
 /// The event catalog: every subscribable type with a description and an example payload.
 #[utoipa::path(get, path = "/v4/event-types", tag = "event types", security(("api_key" = [], "tenant" = [])),
-    responses((status = 200, body = EventTypes), V4Errors))]
+    responses((status = 200, description = "Success", body = EventTypes), V4Errors))]
 async fn list_event_types(State(state): State<AppState>, _: ApiCaller) -> Json<EventTypes> {
     let categories = state
         .services
@@ -140,6 +143,7 @@ async fn list_event_types(State(state): State<AppState>, _: ApiCaller) -> Json<E
                     name: t.name.clone(),
                     description: t.description.clone(),
                     example: t.example.clone(),
+                    schema: schema_path(&t.name),
                 })
                 .collect(),
         })
@@ -147,9 +151,40 @@ async fn list_event_types(State(state): State<AppState>, _: ApiCaller) -> Json<E
     Json(EventTypes { categories })
 }
 
+fn schema_path(event_type: &str) -> String {
+    format!("/v4/event-types/{event_type}/schema")
+}
+
+/// The JSON Schema (draft 2020-12) of an event type's envelope, as receivers get it: for
+/// generating types and validators. Public, like the OpenAPI document.
+#[utoipa::path(get, path = "/v4/event-types/{type}/schema", tag = "event types", security(()),
+    params(("type" = String, Path, description = "An event type of the catalog, or `webhook.test`")),
+    responses((status = 200, description = "The schema", content_type = "application/schema+json", body = Object),
+              (status = 404, description = "No such event type", body = Problem, content_type = "application/problem+json")))]
+async fn event_type_schema(
+    State(state): State<AppState>,
+    Path(event_type): Path<String>,
+) -> Response {
+    let id = state
+        .services
+        .settings
+        .public_url
+        .join(schema_path(&event_type).trim_start_matches('/'))
+        .map(String::from)
+        .unwrap_or_default();
+    match state.services.contracts.envelope_schema(&event_type, &id) {
+        Some(schema) => (
+            [(header::CONTENT_TYPE, "application/schema+json")],
+            Json(schema),
+        )
+            .into_response(),
+        None => Problem::new(StatusCode::NOT_FOUND, "No such event type.").into_response(),
+    }
+}
+
 /// The tenant's webhooks, oldest first.
 #[utoipa::path(get, path = "/v4/webhooks", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
-    responses((status = 200, body = WebhookList), V4Errors))]
+    responses((status = 200, description = "Success", body = WebhookList), V4Errors))]
 async fn list_webhooks(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -161,7 +196,7 @@ async fn list_webhooks(
 /// Creates a webhook owned by the caller; the answer holds the signing secret, shown once.
 #[utoipa::path(post, path = "/v4/webhooks", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     request_body = CreateWebhookRequest,
-    responses((status = 201, body = WebhookWithSecret), (status = 409, description = "The tenant's webhook limit is reached", body = Problem, content_type = "application/problem+json"), V4Errors, BodyErrors))]
+    responses((status = 201, description = "Created", body = WebhookWithSecret), (status = 409, description = "The tenant's webhook limit is reached", body = Problem, content_type = "application/problem+json"), V4Errors, BodyErrors))]
 async fn create_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -181,7 +216,7 @@ async fn create_webhook(
 /// One webhook; the URL is scheme and host only unless the caller covers the owner.
 #[utoipa::path(get, path = "/v4/webhooks/{id}", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`")),
-    responses((status = 200, body = WebhookBody), V4Errors))]
+    responses((status = 200, description = "Success", body = WebhookBody), V4Errors))]
 async fn get_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -194,7 +229,7 @@ async fn get_webhook(
 /// Edits a webhook; changing the URL or events needs access that covers the owner's.
 #[utoipa::path(patch, path = "/v4/webhooks/{id}", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`")), request_body = UpdateWebhookRequest,
-    responses((status = 200, body = WebhookBody), V4Errors, BodyErrors))]
+    responses((status = 200, description = "Success", body = WebhookBody), V4Errors, BodyErrors))]
 async fn update_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -228,7 +263,7 @@ async fn delete_webhook(
 /// Replaces the signing secret at once; the new one is in this answer only. Needs coverage.
 #[utoipa::path(post, path = "/v4/webhooks/{id}/rotate-secret", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`")),
-    responses((status = 200, body = WebhookWithSecret), V4Errors))]
+    responses((status = 200, description = "Success", body = WebhookWithSecret), V4Errors))]
 async fn rotate_secret(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -241,7 +276,7 @@ async fn rotate_secret(
 /// Disables a webhook and cancels its queued deliveries; open to every manager.
 #[utoipa::path(post, path = "/v4/webhooks/{id}/disable", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`")),
-    responses((status = 200, body = WebhookBody), V4Errors))]
+    responses((status = 200, description = "Success", body = WebhookBody), V4Errors))]
 async fn disable_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -254,7 +289,7 @@ async fn disable_webhook(
 /// Enables a webhook from the next event on; needs coverage.
 #[utoipa::path(post, path = "/v4/webhooks/{id}/enable", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`")),
-    responses((status = 200, body = WebhookBody), V4Errors))]
+    responses((status = 200, description = "Success", body = WebhookBody), V4Errors))]
 async fn enable_webhook(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -273,7 +308,7 @@ struct PreviewQuery {
 /// needs access that covers the owner's.
 #[utoipa::path(get, path = "/v4/webhooks/{id}/preview", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`"), ("event_type" = String, Query, description = "An event type of the catalog")),
-    responses((status = 200, body = zivio_app::webhooks::Preview),
+    responses((status = 200, description = "Success", body = zivio_app::webhooks::Preview),
               (status = 400, description = "Missing or unknown event type", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn preview_payload(
     State(state): State<AppState>,
@@ -296,7 +331,7 @@ struct EventAccepted {
 /// whatever the subscriptions and even while the webhook is disabled; open to every manager.
 #[utoipa::path(post, path = "/v4/webhooks/{id}/test", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`")),
-    responses((status = 202, body = EventAccepted),
+    responses((status = 202, description = "Accepted: stored before this answer", body = EventAccepted),
               (status = 409, description = "The webhook's owner is inactive", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn send_test_event(
     State(state): State<AppState>,
@@ -329,7 +364,7 @@ struct DeliveriesQuery {
            ("to" = Option<String>, Query, description = "RFC 3339; attempts at or before"),
            ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
            ("limit" = Option<u32>, Query, description = "1 to 100; default 50")),
-    responses((status = 200, body = zivio_app::deliveries::DeliveryPage),
+    responses((status = 200, description = "Success", body = zivio_app::deliveries::DeliveryPage),
               (status = 400, description = "Invalid query parameter (named in `errors`)", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn list_deliveries(
     State(state): State<AppState>,
@@ -361,7 +396,7 @@ struct DeliveryBody {
 /// (`bodies_hidden` says why) unless the caller covers the webhook owner's access.
 #[utoipa::path(get, path = "/v4/deliveries/{id}", tag = "deliveries", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`dlv_...`")),
-    responses((status = 200, body = DeliveryBody), V4Errors))]
+    responses((status = 200, description = "Success", body = DeliveryBody), V4Errors))]
 async fn get_delivery(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
@@ -375,7 +410,7 @@ async fn get_delivery(
 /// `occurred_at`), shaped with the owner's access now; needs coverage.
 #[utoipa::path(post, path = "/v4/deliveries/{id}/resend", tag = "deliveries", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`dlv_...`")),
-    responses((status = 202, body = EventAccepted),
+    responses((status = 202, description = "Accepted: stored before this answer", body = EventAccepted),
               (status = 409, description = "The webhook is disabled, its owner inactive, or the owner can no longer see the resource", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn resend_delivery(
     State(state): State<AppState>,
@@ -405,7 +440,7 @@ struct AuditQuery {
 #[utoipa::path(get, path = "/v4/audit-log", tag = "audit log", security(("api_key" = [], "tenant" = [])),
     params(("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
            ("limit" = Option<u32>, Query, description = "1 to 100; default 50")),
-    responses((status = 200, body = zivio_app::audit::AuditPage),
+    responses((status = 200, description = "Success", body = zivio_app::audit::AuditPage),
               (status = 400, description = "Invalid query parameter", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn list_audit_log(
     State(state): State<AppState>,

@@ -76,11 +76,7 @@ pub fn routers(state: AppState, separate_platform_listener: bool) -> Routers {
     let (platform_api, platform_doc) = platform::routes().split_for_parts();
     let mut document = v4_doc;
     document.merge(platform_doc);
-    let document = Arc::new(
-        openapi::finish(document)
-            .to_json()
-            .expect("the OpenAPI document serialises"),
-    );
+    let document = Arc::new(openapi::document(document, state.services.catalog).to_string());
     let public = health.clone().merge(v4).merge(admin::routes()).route(
         "/v4/openapi.json",
         get(move || ops::openapi(document.clone())),

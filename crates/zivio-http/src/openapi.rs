@@ -1,8 +1,11 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and served at
 //! `/v4/openapi.json` without authentication.
 
+use serde_json::{Value, json};
 use utoipa::openapi::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use zivio_core::catalog::{Catalog, TEST_EVENT_TYPE};
+use zivio_core::contract::{Contracts, Refs};
 
 use crate::problem::Problem;
 
@@ -82,8 +85,67 @@ pub(crate) enum PlatformErrors {
 )]
 struct Base;
 
+/// The whole document: the generated endpoints, and a `webhooks` entry per event type whose
+/// request body is that type's envelope schema (its resources under `components/schemas`).
+pub(crate) fn document(generated: OpenApi, catalog: &Catalog) -> Value {
+    let mut document = serde_json::to_value(finish(generated)).expect("the document serialises");
+    let contracts = Contracts::of(catalog, Refs::Components);
+    let schemas = &mut document["components"]["schemas"];
+    for (name, schema) in contracts.definitions() {
+        schemas[name] = schema;
+    }
+    let types = catalog
+        .collections()
+        .iter()
+        .flat_map(|c| {
+            c.event_types
+                .iter()
+                .map(|t| (t.name.as_str(), t.description.as_str()))
+        })
+        .chain([(
+            TEST_EVENT_TYPE,
+            "A test event, sent on demand to one webhook.",
+        )]);
+    let webhooks: serde_json::Map<String, Value> = types
+        .map(|(event_type, description)| {
+            let envelope = contracts
+                .envelope(event_type)
+                .expect("every type has a contract");
+            (
+                event_type.to_owned(),
+                webhook(event_type, description, envelope),
+            )
+        })
+        .collect();
+    document["webhooks"] = Value::Object(webhooks);
+    document
+}
+
+/// What a receiver gets for one event type: a signed `POST` of its envelope.
+fn webhook(event_type: &str, description: &str, envelope: Value) -> Value {
+    let header = |name: &str, description: &str, pattern: &str| {
+        json!({"name": name, "in": "header", "required": true, "description": description,
+               "schema": {"type": "string", "pattern": pattern}})
+    };
+    json!({"post": {
+        "summary": event_type,
+        "description": format!("{description} The body is signed (Standard Webhooks): verify `webhook-signature` over `webhook-id.webhook-timestamp.body` before trusting it."),
+        "operationId": format!("receive_{}", event_type.replace('.', "_")),
+        "parameters": [
+            header("webhook-id", "The event id (`evt_...`): the same for every retry; deduplicate on it.", "^evt_"),
+            header("webhook-timestamp", "Unix time of this attempt, in seconds.", "^[0-9]+$"),
+            header("webhook-signature", "`v1,` and the base64 HMAC-SHA256 of `id.timestamp.body`; several, space-separated, during a rotation.", "^v1,"),
+        ],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": envelope}}},
+        "responses": {
+            "2XX": {"description": "Received: nothing more is sent for this event."},
+            "5XX": {"description": "Not received: the event is sent again on the retry schedule."},
+        },
+    }})
+}
+
 /// Adds the security schemes and the service version to the generated document.
-pub(crate) fn finish(generated: OpenApi) -> OpenApi {
+fn finish(generated: OpenApi) -> OpenApi {
     let mut document = <Base as utoipa::OpenApi>::openapi();
     document.merge(generated);
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();

@@ -119,7 +119,7 @@ impl From<PlacementRequest> for Placement {
 /// Publishes one event; 202 once it and its fan-out are durably stored.
 #[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/events", tag = "platform", security(("platform_key" = [])),
     params(("tenant_id" = String, Path)), request_body = PublishEventRequest,
-    responses((status = 202, body = PublishedEvent), (status = 409, description = "The producer key was used for a different event", body = Problem, content_type = "application/problem+json"), PlatformErrors, BodyErrors))]
+    responses((status = 202, description = "Accepted: stored before this answer", body = PublishedEvent), (status = 409, description = "The producer key was used for a different event", body = Problem, content_type = "application/problem+json"), PlatformErrors, BodyErrors))]
 async fn publish_event(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -136,7 +136,7 @@ async fn publish_event(
 /// Publishes up to 1,000 events atomically; 202 once all are durably stored.
 #[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/events/batch", tag = "platform", security(("platform_key" = [])),
     params(("tenant_id" = String, Path)), request_body = PublishBatchRequest,
-    responses((status = 202, body = PublishedBatch), (status = 409, description = "A producer key was used for a different event", body = Problem, content_type = "application/problem+json"), PlatformErrors, BodyErrors))]
+    responses((status = 202, description = "Accepted: stored before this answer", body = PublishedBatch), (status = 409, description = "A producer key was used for a different event", body = Problem, content_type = "application/problem+json"), PlatformErrors, BodyErrors))]
 async fn publish_batch(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -310,7 +310,7 @@ async fn set_password(
 
 /// Issues an API key for an active user; the key is in this answer only.
 #[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
-    responses((status = 201, body = IssuedApiKey), (status = 409, description = "The user is inactive", body = Problem, content_type = "application/problem+json"), PlatformErrors))]
+    responses((status = 201, description = "Created", body = IssuedApiKey), (status = 409, description = "The user is inactive", body = Problem, content_type = "application/problem+json"), PlatformErrors))]
 async fn issue_api_key(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -329,7 +329,7 @@ async fn issue_api_key(
 /// A user's API keys: ids and hints, never keys. Revoked keys stay listed, with `revoked_at`
 /// and `revoked_reason`.
 #[utoipa::path(get, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/api-keys", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
-    responses((status = 200, body = ApiKeyList), PlatformErrors))]
+    responses((status = 200, description = "Success", body = ApiKeyList), PlatformErrors))]
 async fn list_api_keys(
     State(state): State<AppState>,
     _: PlatformCaller,
@@ -354,7 +354,7 @@ async fn revoke_api_key(
 
 /// Issues a single-use admin UI sign-in link for an active user, valid for minutes.
 #[utoipa::path(post, path = "/platform/v4/tenants/{tenant_id}/users/{user_id}/sign-in-links", tag = "platform", security(("platform_key" = [])), params(("tenant_id" = String, Path), ("user_id" = String, Path)),
-    responses((status = 201, body = SignInLink), (status = 409, description = "The user is inactive", body = Problem, content_type = "application/problem+json"), PlatformErrors))]
+    responses((status = 201, description = "Created", body = SignInLink), (status = 409, description = "The user is inactive", body = Problem, content_type = "application/problem+json"), PlatformErrors))]
 async fn issue_sign_in_link(
     State(state): State<AppState>,
     _: PlatformCaller,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use url::Url;
+use zivio_app::contracts::Checking;
 use zivio_core::duration;
 use zivio_core::keys::{PlatformKeys, SecretsKey};
 use zivio_core::retry::{self, RetrySchedule};
@@ -33,6 +34,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("EXTRA_ROOT_CA", None),
     ("CLIENT_CERT", None),
     ("CLIENT_KEY", None),
+    ("EVENT_VALIDATION", Some("enforce")),
     ("REQUEST_TIMEOUT", Some("30s")),
     ("RETRY_SCHEDULE", Some(retry::DEFAULT_SCHEDULE)),
     ("AUTO_DISABLE_AFTER", Some("5d")),
@@ -90,6 +92,8 @@ pub struct Config {
     pub extra_root_ca: Option<PathBuf>,
     /// Presented to receivers that ask for a client certificate (mutual TLS).
     pub client_certificate: Option<ClientCertificate>,
+    /// What publishing does with events that do not conform to their type's schema.
+    pub event_validation: Checking,
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub auto_disable_after: Duration,
@@ -264,6 +268,7 @@ impl Config {
         let allow_http = read.flag("ALLOW_HTTP").unwrap_or(false);
         let extra_root_ca = read.parse("EXTRA_ROOT_CA", check_root_ca);
         let client_certificate = read_client_certificate(&mut read);
+        let event_validation = read.parse("EVENT_VALIDATION", Checking::parse);
         let request_timeout = read.duration("REQUEST_TIMEOUT");
         let retry_schedule = read.parse("RETRY_SCHEDULE", RetrySchedule::parse);
         let auto_disable_after = read.duration("AUTO_DISABLE_AFTER");
@@ -328,6 +333,7 @@ impl Config {
             allow_http,
             extra_root_ca,
             client_certificate,
+            event_validation: event_validation.expect("checked"),
             request_timeout: request_timeout.expect("checked"),
             retry_schedule: retry_schedule.expect("checked"),
             auto_disable_after: auto_disable_after.expect("checked"),
@@ -369,6 +375,7 @@ impl Config {
             allow_private_cidrs = %cidrs(&self.allow_private_cidrs),
             allow_http = self.allow_http,
             extra_root_ca = ?self.extra_root_ca,
+            event_validation = ?self.event_validation,
             client_certificate_expires_at = ?self.client_certificate.as_ref().map(|c| c.expires_at.unix_timestamp()),
             request_timeout = %duration::format(self.request_timeout),
             max_attempts = self.retry_schedule.max_attempts(),

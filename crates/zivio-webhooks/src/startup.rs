@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use zivio_app::contracts::PayloadContracts;
 use zivio_app::metrics::Metrics;
 use zivio_app::{Services, Settings, SystemClock, SystemResolver, unix_millis};
 use zivio_core::catalog::Catalog;
@@ -75,6 +76,10 @@ impl App {
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),
             fanouts: Default::default(),
             handoff: Default::default(),
+            contracts: Arc::new(PayloadContracts::new(
+                Catalog::builtin(),
+                config.event_validation,
+            )),
             metrics: Arc::new(
                 Metrics::new(env!("CARGO_PKG_VERSION")).with_client_certificate_expiry(
                     config

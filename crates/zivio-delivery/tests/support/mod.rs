@@ -216,6 +216,10 @@ impl World {
             deliveries_queued: Arc::new(Notify::new()),
             fanouts: Default::default(),
             handoff: Default::default(),
+            contracts: Arc::new(zivio_app::contracts::PayloadContracts::new(
+                Catalog::builtin(),
+                zivio_app::contracts::Checking::Enforce,
+            )),
         };
         let config = EngineConfig {
             instance: "engine-test".into(),

@@ -1058,7 +1058,18 @@ fn pretty_text(text: &str) -> String {
 pub struct CategoryView {
     pub name: String,
     pub wildcard: String,
-    pub types: Vec<(String, String, String)>,
+    pub collection: String,
+    /// The JSON Schema of the category's resource, pretty-printed.
+    pub resource_schema: String,
+    pub types: Vec<TypeView>,
+}
+
+pub struct TypeView {
+    pub name: String,
+    pub description: String,
+    pub example: String,
+    /// The envelope's JSON Schema (resources by reference), pretty-printed.
+    pub schema: String,
 }
 
 #[derive(Template)]
@@ -1069,6 +1080,7 @@ struct EventTypesPage {
 }
 
 pub async fn event_types(State(state): State<AppState>, admin: Admin) -> Response {
+    let schemas = state.services.contracts.schemas();
     let categories = state
         .services
         .catalog
@@ -1077,10 +1089,21 @@ pub async fn event_types(State(state): State<AppState>, admin: Admin) -> Respons
         .map(|c| CategoryView {
             name: c.category.clone(),
             wildcard: c.wildcard(),
+            collection: c.name.clone(),
+            resource_schema: schemas.resource(&c.name).map(pretty).unwrap_or_default(),
             types: c
                 .event_types
                 .iter()
-                .map(|t| (t.name.clone(), t.description.clone(), pretty(&t.example)))
+                .map(|t| TypeView {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    example: pretty(&t.example),
+                    schema: schemas
+                        .envelope(&t.name)
+                        .as_ref()
+                        .map(pretty)
+                        .unwrap_or_default(),
+                })
                 .collect(),
         })
         .collect();

@@ -16,6 +16,7 @@ mod events;
 mod hostile;
 mod hostile_load;
 mod operations;
+mod payload_contracts;
 mod postgres;
 mod security;
 mod startup;

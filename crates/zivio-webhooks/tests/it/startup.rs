@@ -84,6 +84,7 @@ async fn invalid_configuration_stops_start_up_naming_the_variable() {
         &[
             ("ZIVIO_WEBHOOKS_REQUEST_TIMEOUT", "banana"),
             ("ZIVIO_WEBHOOKS_LOG_FORMAT", "yaml"),
+            ("ZIVIO_WEBHOOKS_EVENT_VALIDATION", "strict"),
         ],
         &["serve"],
     )
@@ -94,6 +95,10 @@ async fn invalid_configuration_stops_start_up_naming_the_variable() {
         "{stderr}"
     );
     assert!(stderr.contains("ZIVIO_WEBHOOKS_LOG_FORMAT"), "{stderr}");
+    assert!(
+        stderr.contains("ZIVIO_WEBHOOKS_EVENT_VALIDATION: `strict` is not a mode"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("zivio.db").exists(), "nothing was created");
 }
 
