@@ -39,6 +39,16 @@ struct Args {
     /// run through cargo).
     #[arg(long)]
     service_binary: Option<PathBuf>,
+    /// A variable for every service started, as `NAME=VALUE` (repeatable), e.g.
+    /// `ZIVIO_WEBHOOKS_EVENT_VALIDATION=off` to compare settings.
+    #[arg(long = "service-env", value_parser = parse_variable)]
+    service_env: Vec<(String, String)>,
+}
+
+fn parse_variable(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             postgres_server: args.database_url.clone(),
             reuse_database: args.reuse_database.clone(),
             receiver_ca: receiver.ca_path.clone(),
+            env: args.service_env.clone(),
         },
         receiver,
         report: Report::default(),

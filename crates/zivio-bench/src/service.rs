@@ -43,6 +43,8 @@ pub struct Launch {
     /// A PostgreSQL database every service uses as it is, instead of a fresh one.
     pub reuse_database: Option<String>,
     pub receiver_ca: PathBuf,
+    /// Variables every service gets (before the scenario's own).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Service {
@@ -121,6 +123,7 @@ impl Service {
             .env("ZIVIO_WEBHOOKS_ALLOW_PRIVATE_CIDRS", "127.0.0.0/8")
             .env("ZIVIO_WEBHOOKS_EXTRA_ROOT_CA", &launch.receiver_ca)
             .env("ZIVIO_WEBHOOKS_API_RATE_LIMIT", "100000")
+            .envs(launch.env.iter().map(|(name, value)| (name, value)))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
