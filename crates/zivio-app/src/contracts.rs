@@ -216,6 +216,28 @@ mod tests {
         );
     }
 
+    /// The generated schemas are also kept in the repository, beside the catalog, so that a
+    /// change of an example that changes the contract shows up in review. After such a change:
+    /// `ZIVIO_BLESS=1 cargo test -p zivio-app committed`, then read the diff.
+    #[test]
+    fn the_committed_schemas_are_the_generated_ones() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../catalog/payload-schemas.json"
+        );
+        let definitions = Contracts::of(Catalog::builtin(), Refs::Defs).definitions();
+        let generated = serde_json::to_string_pretty(&definitions).unwrap() + "\n";
+        if std::env::var_os("ZIVIO_BLESS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "catalog/payload-schemas.json differs from what the catalog generates: run \
+             `ZIVIO_BLESS=1 cargo test -p zivio-app committed` and review the change"
+        );
+    }
+
     #[test]
     fn modes_parse() {
         assert_eq!(Checking::parse("warn"), Ok(Checking::Warn));

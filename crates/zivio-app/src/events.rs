@@ -123,14 +123,17 @@ fn check_contracts(services: &Services, accepted: &[Accepted], batch: bool) -> A
     }
     let mut errors = Vec::new();
     for (index, event) in accepted.iter().enumerate() {
-        let room = MAX_ERRORS - errors.len();
-        let found = contracts.violations(&event.event_type, &event.data, room);
+        let limit = match checking {
+            Checking::Warn => WARNED_VIOLATIONS,
+            _ => MAX_ERRORS - errors.len(),
+        };
+        let found = contracts.violations(&event.event_type, &event.data, limit);
         if found.is_empty() {
             continue;
         }
         if checking == Checking::Warn {
             services.metrics.record_nonconforming(&event.event_type);
-            for violation in found.iter().take(WARNED_VIOLATIONS) {
+            for violation in &found {
                 tracing::warn!(
                     event_type = %event.event_type,
                     pointer = %violation.pointer,

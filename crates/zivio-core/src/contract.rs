@@ -19,8 +19,7 @@ pub const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
 /// A decimal amount as the v4 API writes it: `"1400.00"`, `"-12.5"`, `"3"`.
 pub const DECIMAL: &str = r"^-?[0-9]+(\.[0-9]+)?$";
 pub const DATE: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$";
-pub const DATE_TIME: &str =
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$";
+pub const DATE_TIME: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
 const EVENT_ID: &str = r"^evt_[A-Za-z0-9_]+$";
 
 /// Where shared definitions live: `#/$defs/` in a standalone schema, a prefix under
@@ -231,14 +230,15 @@ impl Shape {
             Value::String(text) => self.strings.observe(text),
             Value::Array(elements) => {
                 let items = self.items.get_or_insert_with(Box::default);
+                let outer = path.last().map(|step| step.each);
                 if let Some(last) = path.last_mut() {
                     last.each = true;
                 }
                 for element in elements {
                     items.observe(element, collection, path, embedded);
                 }
-                if let Some(last) = path.last_mut() {
-                    last.each = false;
+                if let (Some(last), Some(outer)) = (path.last_mut(), outer) {
+                    last.each = outer;
                 }
             }
             Value::Object(fields) => {
@@ -298,7 +298,12 @@ impl Shape {
         }
         if let Some(items) = &self.items {
             types.push("array");
-            schema.insert("items".to_owned(), items.schema(refs, items.null));
+            let items = if items.seen_a_value() {
+                items.schema(refs, items.null)
+            } else {
+                json!({})
+            };
+            schema.insert("items".to_owned(), items);
         }
         if self.boolean {
             types.push("boolean");
@@ -309,6 +314,10 @@ impl Shape {
         if self.strings.any() {
             types.push("string");
             self.strings.constrain(&mut schema);
+        }
+        if types.is_empty() {
+            // Only nulls (or nothing) seen: the examples do not say what the value is.
+            return json!({});
         }
         if nullable || self.null {
             types.push("null");
@@ -321,6 +330,18 @@ impl Shape {
         };
         schema.insert("type".to_owned(), kind);
         Value::Object(schema)
+    }
+}
+
+impl Shape {
+    /// Whether anything but `null` was seen here.
+    fn seen_a_value(&self) -> bool {
+        self.embedded.is_some()
+            || self.boolean
+            || self.number
+            || self.strings.any()
+            || self.object.is_some()
+            || self.items.is_some()
     }
 }
 
@@ -357,16 +378,15 @@ impl Strings {
     }
 }
 
-/// `1400.00`: digits, a point, digits (ids such as `"18342"` are not amounts).
+/// An amount as the v4 API writes it: digits, a point and two digits (`1400.00`). Ids such as
+/// `"18342"` and versions such as `"2025.3"` are not amounts.
 fn looks_decimal(text: &[u8]) -> bool {
     let text = text.strip_prefix(b"-").unwrap_or(text);
     let mut parts = text.split(|b| *b == b'.');
     let (Some(whole), Some(fraction), None) = (parts.next(), parts.next(), parts.next()) else {
         return false;
     };
-    !whole.is_empty()
-        && !fraction.is_empty()
-        && whole.iter().chain(fraction).all(u8::is_ascii_digit)
+    !whole.is_empty() && fraction.len() == 2 && whole.iter().chain(fraction).all(u8::is_ascii_digit)
 }
 
 fn looks_date(text: &[u8]) -> bool {
@@ -537,15 +557,22 @@ mod tests {
         let definitions = contracts().definitions();
         for collection in catalog().collections() {
             let root = &definitions[&collection.name];
-            for path in &collection.objects {
+            // `milestones[]` names each element: objects too.
+            for path in collection.objects.iter().chain(&collection.free_form) {
                 let schema = schema_at(&definitions, root, path);
-                if !path.steps().last().unwrap().each {
-                    assert!(
-                        types(schema).contains(&"object"),
-                        "{}: {path}",
-                        collection.name
-                    );
-                }
+                assert!(
+                    types(schema).contains(&"object"),
+                    "{}: {path}",
+                    collection.name
+                );
+            }
+            for path in &collection.free_form {
+                let schema = schema_at(&definitions, root, path);
+                assert!(
+                    schema.get("properties").is_none(),
+                    "{}: {path}",
+                    collection.name
+                );
             }
             for (path, target) in &collection.embedded {
                 let schema = schema_at(&definitions, root, path);

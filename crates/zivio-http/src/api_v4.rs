@@ -173,8 +173,12 @@ async fn event_type_schema(
         .map(String::from)
         .unwrap_or_default();
     match state.services.contracts.envelope_schema(&event_type, &id) {
+        // Constant for a running version: caches may keep it (unlike the API's answers).
         Some(schema) => (
-            [(header::CONTENT_TYPE, "application/schema+json")],
+            [
+                (header::CONTENT_TYPE, "application/schema+json"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
             Json(schema),
         )
             .into_response(),

@@ -1077,6 +1077,8 @@ pub struct TypeView {
 struct EventTypesPage {
     layout: Layout,
     categories: Vec<CategoryView>,
+    /// The envelope schema of `webhook.test`, pretty-printed.
+    test_schema: String,
 }
 
 pub async fn event_types(State(state): State<AppState>, admin: Admin) -> Response {
@@ -1110,6 +1112,11 @@ pub async fn event_types(State(state): State<AppState>, admin: Admin) -> Respons
     render(&EventTypesPage {
         layout: Layout::of(&admin, "Event types", "event-types"),
         categories,
+        test_schema: schemas
+            .envelope(zivio_core::catalog::TEST_EVENT_TYPE)
+            .as_ref()
+            .map(pretty)
+            .unwrap_or_default(),
     })
 }
 
