@@ -3,6 +3,7 @@
 //! The certificate authority is shared with the integration tests.
 
 pub mod ceiling;
+pub mod contracts;
 pub mod pki;
 pub mod receiver;
 pub mod report;

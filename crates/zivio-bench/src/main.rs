@@ -61,6 +61,8 @@ enum Scenario {
     Latency,
     Isolation,
     Statements,
+    /// The cost of the payload-contract check (in process; no service, no backend).
+    Contracts,
     Scaleout,
     Soak,
 }
@@ -105,8 +107,14 @@ async fn main() -> anyhow::Result<()> {
         scale: args.scale,
         soak: Duration::from_secs(args.soak_seconds),
     };
-    bench.ceiling().await.context("ceiling")?;
     let all = args.scenario == Scenario::All;
+    if all || args.scenario == Scenario::Contracts {
+        zivio_bench::contracts::contracts(&mut bench.report);
+    }
+    if args.scenario == Scenario::Contracts {
+        return write(&args.out, &bench.report);
+    }
+    bench.ceiling().await.context("ceiling")?;
     for backend in backends {
         bench.launch.backend = backend;
         if all || args.scenario == Scenario::Throughput {
@@ -134,11 +142,15 @@ async fn main() -> anyhow::Result<()> {
             bench.soak().await.context("soak")?;
         }
     }
-    if let Some(parent) = args.out.parent() {
+    write(&args.out, &bench.report)
+}
+
+fn write(out: &std::path::Path, report: &zivio_bench::report::Report) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&bench.report)?)
-        .with_context(|| format!("write {}", args.out.display()))?;
-    println!("figures written to {}", args.out.display());
+    std::fs::write(out, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("write {}", out.display()))?;
+    println!("figures written to {}", out.display());
     Ok(())
 }
