@@ -34,35 +34,68 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/admin", get(pages::home))
-        .route("/admin/", get(pages::home))
+        .route("/admin", get(pages::sign_in::home))
+        .route("/admin/", get(pages::sign_in::home))
         .route(
             "/admin/sign-in",
-            get(pages::sign_in_page).post(pages::sign_in),
+            get(pages::sign_in::sign_in_page).post(pages::sign_in::sign_in),
         )
-        .route("/admin/sign-in/link/{token}", get(pages::sign_in_link))
-        .route("/admin/sign-out", post(pages::sign_out))
+        .route(
+            "/admin/sign-in/link/{token}",
+            get(pages::sign_in::sign_in_link),
+        )
+        .route("/admin/sign-out", post(pages::sign_in::sign_out))
         .route(
             "/admin/webhooks",
-            get(pages::webhooks).post(pages::create_webhook),
+            get(pages::webhook_pages::webhooks).post(pages::webhook_pages::create_webhook),
         )
-        .route("/admin/webhooks/new", get(pages::new_webhook))
+        .route(
+            "/admin/webhooks/new",
+            get(pages::webhook_pages::new_webhook),
+        )
         .route(
             "/admin/webhooks/{id}",
-            get(pages::webhook).post(pages::update_webhook),
+            get(pages::webhook_pages::webhook).post(pages::webhook_pages::update_webhook),
         )
-        .route("/admin/webhooks/{id}/secret", get(pages::secret))
-        .route("/admin/webhooks/{id}/rotate", post(pages::rotate))
-        .route("/admin/webhooks/{id}/disable", post(pages::disable))
-        .route("/admin/webhooks/{id}/enable", post(pages::enable))
-        .route("/admin/webhooks/{id}/delete", post(pages::delete))
-        .route("/admin/webhooks/{id}/test", post(pages::send_test))
-        .route("/admin/deliveries", get(pages::deliveries))
-        .route("/admin/deliveries/{id}", get(pages::delivery))
-        .route("/admin/deliveries/{id}/resend", post(pages::resend))
-        .route("/admin/event-types", get(pages::event_types))
-        .route("/admin/audit-log", get(pages::audit_log))
-        .route("/admin/receiver-guide", get(pages::receiver_guide))
+        .route(
+            "/admin/webhooks/{id}/secret",
+            get(pages::webhook_pages::secret),
+        )
+        .route(
+            "/admin/webhooks/{id}/rotate",
+            post(pages::webhook_pages::rotate),
+        )
+        .route(
+            "/admin/webhooks/{id}/disable",
+            post(pages::webhook_pages::disable),
+        )
+        .route(
+            "/admin/webhooks/{id}/enable",
+            post(pages::webhook_pages::enable),
+        )
+        .route(
+            "/admin/webhooks/{id}/delete",
+            post(pages::webhook_pages::delete),
+        )
+        .route(
+            "/admin/webhooks/{id}/test",
+            post(pages::webhook_pages::send_test),
+        )
+        .route("/admin/deliveries", get(pages::delivery_pages::deliveries))
+        .route(
+            "/admin/deliveries/{id}",
+            get(pages::delivery_pages::delivery),
+        )
+        .route(
+            "/admin/deliveries/{id}/resend",
+            post(pages::delivery_pages::resend),
+        )
+        .route("/admin/event-types", get(pages::event_types::event_types))
+        .route("/admin/audit-log", get(pages::audit_log::audit_log))
+        .route(
+            "/admin/receiver-guide",
+            get(pages::event_types::receiver_guide),
+        )
         .route("/admin/assets/{file}", get(asset))
         .layer(axum::middleware::map_response(page_headers))
 }
