@@ -27,6 +27,8 @@ pub mod passwords;
 pub mod retention;
 pub mod sessions;
 pub mod webhook_headers;
+pub mod webhook_preview;
+mod webhook_url;
 pub mod webhooks;
 
 pub use caller::Caller;

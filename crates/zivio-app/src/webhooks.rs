@@ -11,18 +11,17 @@ use time::format_description::well_known::Rfc3339;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::custom_header::HeaderInput;
-use zivio_core::event::envelope;
 use zivio_core::ids::UserId;
 use zivio_core::secret::SigningSecret;
-use zivio_core::shaping::{ShapeProfile, shape};
 use zivio_core::subscription;
-use zivio_core::url_policy::{Destination, UrlPolicy, WebhookUrl, mask_str};
+use zivio_core::url_policy::{WebhookUrl, mask_str};
 use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
 
 use crate::caller::owner_access;
 use crate::webhook_headers;
 pub use crate::webhook_headers::HeaderView;
-use crate::{AppError, AppResult, Caller, FieldError, Resolver, Services, random, unix_millis};
+use crate::webhook_url::vet_url;
+use crate::{AppError, AppResult, Caller, FieldError, Services, random, unix_millis};
 
 /// A webhook as an admin sees it: the URL is scheme and host only unless their access covers
 /// the owner's. Never the secret.
@@ -379,71 +378,6 @@ pub async fn delete(services: &Services, caller: &Caller, id: &str) -> AppResult
     Ok(())
 }
 
-/// What a webhook's owner would receive for an event type: the catalog example, shaped.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Preview {
-    pub event_type: String,
-    /// The request body the receiver would get (with a placeholder event id), or null when
-    /// the owner cannot read the collection at all.
-    #[schema(value_type = Option<Object>)]
-    pub payload: Option<Value>,
-    /// Why there is no payload, or what else decides delivery.
-    pub note: String,
-}
-
-/// The payload preview; it shows the owner's data, so it sits behind the privilege boundary.
-pub async fn preview(
-    services: &Services,
-    caller: &Caller,
-    id: &str,
-    event_type: Option<&str>,
-) -> AppResult<Preview> {
-    let parameter =
-        |message: &str| AppError::InvalidParameter(FieldError::new("event_type", message));
-    let event_type = event_type.ok_or_else(|| parameter("is required"))?;
-    let example = services
-        .catalog
-        .event_type(event_type)
-        .ok_or_else(|| parameter("is not an event type of the catalog"))?;
-    let collection = services
-        .catalog
-        .collection_of_type(event_type)
-        .expect("catalog types have a collection");
-    let webhook = find(services, caller, id).await?;
-    require_cover(services, caller, &webhook, "preview payloads of").await?;
-    let (owner, active) = owner_access(services, &caller.tenant, &webhook.owner).await?;
-    let owner = owner.as_if_active();
-    if !owner.can_read_any(&collection.name) {
-        return Ok(Preview {
-            event_type: event_type.to_owned(),
-            payload: None,
-            note: format!(
-                "The owner cannot read {}: this webhook receives no {} events.",
-                collection.name, collection.name
-            ),
-        });
-    }
-    let profile = ShapeProfile::of(&owner, services.catalog, &collection.name);
-    let data = shape(
-        services.catalog,
-        &collection.name,
-        &example.example,
-        &profile,
-    );
-    let body = envelope("evt_preview", event_type, services.now(), &data);
-    let payload = serde_json::from_slice(&body).expect("an envelope is JSON");
-    let note = if active {
-        "Shaped with the owner's current access; whether a given resource is sent also depends on its placement and owners."
-    } else {
-        "The owner is inactive: nothing is sent until they are active again. Shaped with their roles."
-    };
-    Ok(Preview {
-        event_type: event_type.to_owned(),
-        payload: Some(payload),
-        note: note.to_owned(),
-    })
-}
-
 /// The caller's tenant's webhook, or 404 (also for another tenant's id: never confirm it).
 pub(crate) async fn find(services: &Services, caller: &Caller, id: &str) -> AppResult<Webhook> {
     let id = WebhookId::parse(id).ok_or(AppError::NotFound("webhook"))?;
@@ -619,83 +553,5 @@ fn check_events(
             }));
             None
         }
-    }
-}
-
-async fn vet_url(services: &Services, text: &str) -> Result<WebhookUrl, String> {
-    vet(&services.url_policy, services.resolver.as_ref(), text).await
-}
-
-/// The URL policy, and for host names every address they resolve to now.
-async fn vet(
-    policy: &UrlPolicy,
-    resolver: &dyn Resolver,
-    text: &str,
-) -> Result<WebhookUrl, String> {
-    let url = policy.parse(text).map_err(|error| error.to_string())?;
-    if let Ok(Destination::Name(host)) = url.destination() {
-        let port = url.url().port_or_known_default().unwrap_or(443);
-        let addresses = resolver.resolve(&host, port).await.unwrap_or_default();
-        policy
-            .vet(&host, &addresses)
-            .map_err(|error| error.to_string())?;
-    }
-    Ok(url)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::IpAddr;
-
-    use super::*;
-
-    /// Answers from a fixed table, as DNS would; unknown names do not resolve.
-    struct Table(Vec<(&'static str, Vec<IpAddr>)>);
-
-    #[async_trait::async_trait]
-    impl Resolver for Table {
-        async fn resolve(&self, host: &str, _: u16) -> std::io::Result<Vec<IpAddr>> {
-            self.0
-                .iter()
-                .find(|(name, _)| *name == host)
-                .map(|(_, addresses)| addresses.clone())
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "NXDOMAIN"))
-        }
-    }
-
-    #[tokio::test]
-    async fn host_names_are_vetted_on_every_resolved_address() {
-        let resolver = Table(vec![
-            ("public.example", vec!["93.184.216.34".parse().unwrap()]),
-            (
-                "mixed.example",
-                vec![
-                    "93.184.216.34".parse().unwrap(),
-                    "10.0.0.7".parse().unwrap(),
-                ],
-            ),
-            ("empty.example", vec![]),
-        ]);
-        let policy = UrlPolicy::default();
-        assert!(
-            vet(&policy, &resolver, "https://public.example/hook")
-                .await
-                .is_ok()
-        );
-        let mixed = vet(&policy, &resolver, "https://mixed.example/hook")
-            .await
-            .unwrap_err();
-        assert!(
-            mixed.contains("10.0.0.7") && mixed.contains("private"),
-            "{mixed}"
-        );
-        let missing = vet(&policy, &resolver, "https://nowhere.example/")
-            .await
-            .unwrap_err();
-        assert_eq!(missing, "nowhere.example resolves to no address");
-        let empty = vet(&policy, &resolver, "https://empty.example/")
-            .await
-            .unwrap_err();
-        assert_eq!(empty, "empty.example resolves to no address");
     }
 }

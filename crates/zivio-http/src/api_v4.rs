@@ -312,16 +312,21 @@ struct PreviewQuery {
 /// needs access that covers the owner's.
 #[utoipa::path(get, path = "/v4/webhooks/{id}/preview", tag = "webhooks", security(("api_key" = [], "tenant" = [])),
     params(("id" = String, Path, description = "`wh_...`"), ("event_type" = String, Query, description = "An event type of the catalog")),
-    responses((status = 200, description = "Success", body = zivio_app::webhooks::Preview),
+    responses((status = 200, description = "Success", body = zivio_app::webhook_preview::Preview),
               (status = 400, description = "Missing or unknown event type", body = Problem, content_type = "application/problem+json"), V4Errors))]
 async fn preview_payload(
     State(state): State<AppState>,
     ApiCaller(caller): ApiCaller,
     Path(id): Path<String>,
     Query(query): Query<PreviewQuery>,
-) -> ApiResult<Json<zivio_app::webhooks::Preview>> {
-    let preview =
-        webhooks::preview(&state.services, &caller, &id, query.event_type.as_deref()).await?;
+) -> ApiResult<Json<zivio_app::webhook_preview::Preview>> {
+    let preview = zivio_app::webhook_preview::preview(
+        &state.services,
+        &caller,
+        &id,
+        query.event_type.as_deref(),
+    )
+    .await?;
     Ok(Json(preview))
 }
 

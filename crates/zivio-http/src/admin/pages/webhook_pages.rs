@@ -417,24 +417,27 @@ async fn webhook_page(
     let preview_type = query
         .preview
         .unwrap_or_else(|| event_types.first().cloned().unwrap_or_default());
-    let preview = match webhooks::preview(services, &admin.caller, id, Some(&preview_type)).await {
-        Ok(preview) => Preview {
-            event_type: preview.event_type,
-            body: preview.payload.map(|payload| pretty(&payload)),
-            note: preview.note,
-        },
-        Err(AppError::Forbidden(reason)) => Preview {
-            event_type: preview_type,
-            body: None,
-            note: reason,
-        },
-        Err(AppError::InvalidParameter(error)) => Preview {
-            event_type: preview_type,
-            body: None,
-            note: error.message,
-        },
-        Err(error) => return Err(error.into()),
-    };
+    let preview =
+        match zivio_app::webhook_preview::preview(services, &admin.caller, id, Some(&preview_type))
+            .await
+        {
+            Ok(preview) => Preview {
+                event_type: preview.event_type,
+                body: preview.payload.map(|payload| pretty(&payload)),
+                note: preview.note,
+            },
+            Err(AppError::Forbidden(reason)) => Preview {
+                event_type: preview_type,
+                body: None,
+                note: reason,
+            },
+            Err(AppError::InvalidParameter(error)) => Preview {
+                event_type: preview_type,
+                body: None,
+                note: error.message,
+            },
+            Err(error) => return Err(error.into()),
+        };
     let audit = audit::of_webhook(services, &admin.caller, &webhook.id, 10).await?;
     let owner = zivio_core::ids::UserId::parse(&webhook.owner_id)
         .map_err(|_| AppError::NotFound("webhook owner"))?;
