@@ -12,7 +12,7 @@ use serde_json::Value;
 use zivio_core::catalog::{Catalog, TEST_EVENT_TYPE};
 use zivio_core::contract::{Contracts, Refs};
 
-use crate::FieldError;
+use crate::{AppError, AppResult, FieldError, Services};
 
 /// At most this many violations are reported for one publish.
 pub const MAX_ERRORS: usize = 100;
@@ -162,8 +162,57 @@ fn rule(kind: &ValidationErrorKind) -> String {
     }
 }
 
+/// Checks the events of one publish: non-conforming events are refused with a 400
+/// naming each violation (a batch as a whole), or accepted, logged and counted, or not checked.
+pub(crate) fn check<'a>(
+    services: &Services,
+    events: impl Iterator<Item = (&'a str, &'a Value)>,
+    batch: bool,
+) -> AppResult<()> {
+    let contracts = &services.contracts;
+    let checking = contracts.checking();
+    if checking == Checking::Off {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    for (index, (event_type, data)) in events.enumerate() {
+        let limit = match checking {
+            Checking::Warn => WARNED_VIOLATIONS,
+            _ => MAX_ERRORS - errors.len(),
+        };
+        let found = contracts.violations(event_type, data, limit);
+        if found.is_empty() {
+            continue;
+        }
+        if checking == Checking::Warn {
+            services.metrics.record_nonconforming(event_type);
+            for violation in &found {
+                tracing::warn!(
+                    event_type = %event_type,
+                    pointer = %violation.pointer,
+                    rule = %violation.rule,
+                    "a published event does not conform to its type's schema; accepted (ZIVIO_WEBHOOKS_EVENT_VALIDATION=warn)"
+                );
+            }
+            continue;
+        }
+        errors.extend(found.iter().map(|v| field_error(batch.then_some(index), v)));
+        if errors.len() >= MAX_ERRORS {
+            break;
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::BadRequest(errors))
+    }
+}
+
+/// In `warn` mode, at most this many violations of one event are logged.
+const WARNED_VIOLATIONS: usize = 10;
+
 /// A violation as a field error of the publish request: its pointer into the request body.
-pub(crate) fn field_error(event: Option<usize>, violation: &Violation) -> FieldError {
+fn field_error(event: Option<usize>, violation: &Violation) -> FieldError {
     let base = match event {
         Some(index) => format!("/events/{index}/resource/data"),
         None => "/resource/data".to_owned(),

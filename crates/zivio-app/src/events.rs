@@ -19,7 +19,6 @@ use zivio_core::subscription::EventFilter;
 use zivio_core::webhook::WebhookId;
 use zivio_store::{ClaimedDelivery, LeasedDelivery, NewEvent, StoreError};
 
-use crate::contracts::{Checking, MAX_ERRORS, field_error as contract_error};
 use crate::{AppError, AppResult, FieldError, Services, random, unix_millis};
 
 /// At most this many events in one batch.
@@ -62,7 +61,8 @@ pub async fn publish(
     let tenant = crate::directory::existing_tenant(tenant)?;
     let now = services.now();
     let accepted = accept(services.catalog, inputs, batch, now)?;
-    check_contracts(services, &accepted, batch)?;
+    let events = accepted.iter().map(|e| (e.event_type.as_str(), &e.data));
+    crate::contracts::check(services, events, batch)?;
     let Some(fanout) = Fanout::current(services, &tenant).await? else {
         return Err(AppError::NotFound("tenant"));
     };
@@ -112,55 +112,6 @@ pub fn accept(
         .map(|event| event.expect("no errors"))
         .collect())
 }
-
-/// The payload contracts (see `crate::contracts`): non-conforming events are refused with a 400
-/// naming each violation (a batch as a whole), or accepted, logged and counted, or not checked.
-fn check_contracts(services: &Services, accepted: &[Accepted], batch: bool) -> AppResult<()> {
-    let contracts = &services.contracts;
-    let checking = contracts.checking();
-    if checking == Checking::Off {
-        return Ok(());
-    }
-    let mut errors = Vec::new();
-    for (index, event) in accepted.iter().enumerate() {
-        let limit = match checking {
-            Checking::Warn => WARNED_VIOLATIONS,
-            _ => MAX_ERRORS - errors.len(),
-        };
-        let found = contracts.violations(&event.event_type, &event.data, limit);
-        if found.is_empty() {
-            continue;
-        }
-        if checking == Checking::Warn {
-            services.metrics.record_nonconforming(&event.event_type);
-            for violation in &found {
-                tracing::warn!(
-                    event_type = %event.event_type,
-                    pointer = %violation.pointer,
-                    rule = %violation.rule,
-                    "a published event does not conform to its type's schema; accepted (ZIVIO_WEBHOOKS_EVENT_VALIDATION=warn)"
-                );
-            }
-            continue;
-        }
-        errors.extend(
-            found
-                .iter()
-                .map(|v| contract_error(batch.then_some(index), v)),
-        );
-        if errors.len() >= MAX_ERRORS {
-            break;
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::BadRequest(errors))
-    }
-}
-
-/// In `warn` mode, at most this many violations of one event are logged.
-const WARNED_VIOLATIONS: usize = 10;
 
 fn validate(
     catalog: &Catalog,
