@@ -122,18 +122,9 @@ async fn custom_headers_reach_the_receiver_and_are_never_shown_again(backend: Ba
 
     // The admin UI shows names and hints.
     let cookie = api.sign_in_by_link("acme", "u1").await;
-    let page = reqwest::Client::new()
-        .get(
-            api.service
-                .url(&format!("/admin/deliveries/{}", attempts[1].id)),
-        )
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = api
+        .admin_page(&cookie, &format!("/admin/deliveries/{}", attempts[1].id))
+        .await;
     assert!(
         page.contains("****WXYZ"),
         "the stored request shows the hint"
@@ -438,12 +429,7 @@ async fn a_client_certificate_is_presented_to_receivers_that_require_one(backend
     let received = setup.receiver.wait_for("/mtls", 1, WAIT).await;
     verify(&secret, &received[0]);
     assert!(setup.attempts(&admitted, &webhook, 1).await[0].succeeded);
-    let metrics = reqwest::get(setup.api.service.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = setup.api.service.text("/metrics").await;
     let expiry = metrics
         .lines()
         .find(|line| line.starts_with("zivio_client_certificate_expiry_timestamp_seconds "))

@@ -204,12 +204,8 @@ async fn the_openapi_webhooks_describe_real_deliveries_of_every_type() {
     let Some(setup) = setup(Backend::Sqlite, "1h", true).await else {
         return;
     };
-    let document: Value = reqwest::get(setup.api.service.url("/v4/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document: Value =
+        serde_json::from_str(&setup.api.service.text("/v4/openapi.json").await).unwrap();
     let oas: Value = serde_json::from_str(include_str!("../data/openapi-3.1.schema.json")).unwrap();
     assert_eq!(
         violations(&validator(&oas), &document),
@@ -218,15 +214,7 @@ async fn the_openapi_webhooks_describe_real_deliveries_of_every_type() {
 
     // The admin UI's Event Types page shows each schema, folded, with a link to it.
     let cookie = setup.api.sign_in_by_link("acme", "u1").await;
-    let page = reqwest::Client::new()
-        .get(setup.api.service.url("/admin/event-types"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = setup.api.admin_page(&cookie, "/admin/event-types").await;
     assert!(page.contains(r#"<a href="/v4/event-types/invoice.paid/schema">"#));
     assert!(page.contains(r#"<details class="schema" id="schema-invoices">"#));
     assert!(!page.contains("<details open"), "folded by default");
@@ -299,12 +287,7 @@ async fn warn_accepts_logs_and_counts_and_off_does_not_check() {
         .platform(Method::POST, "acme/events", Some(bad.clone()))
         .await;
     assert_eq!(accepted.status, 202, "{}", accepted.text);
-    let metrics = reqwest::get(api.service.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.service.text("/metrics").await;
     assert!(
         metrics.contains("zivio_events_nonconforming_total{type=\"invoice.paid\"} 1"),
         "{metrics}"
@@ -324,12 +307,7 @@ async fn warn_accepts_logs_and_counts_and_off_does_not_check() {
         .await;
     let accepted = api.platform(Method::POST, "acme/events", Some(bad)).await;
     assert_eq!(accepted.status, 202, "{}", accepted.text);
-    let metrics = reqwest::get(api.service.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.service.text("/metrics").await;
     assert!(
         !metrics.contains("zivio_events_nonconforming_total{"),
         "not checked at all"

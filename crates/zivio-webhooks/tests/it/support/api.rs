@@ -246,6 +246,19 @@ impl Api {
         cookie.split(';').next().unwrap().to_owned()
     }
 
+    /// An admin UI page as the session of `cookie` (`zivio_session=...`) sees it.
+    pub async fn admin_page(&self, cookie: &str, path: &str) -> String {
+        self.client
+            .get(self.service.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Signs in to the admin UI with a password (as a same-site browser would) and returns the
     /// session id from the cookie, checking the cookie's attributes.
     pub async fn sign_in(&self, tenant: &str, email: &str, password: &str) -> String {

@@ -142,6 +142,16 @@ impl Service {
         self.output.stdout.lock().unwrap().join("\n")
     }
 
+    /// The body of a plain `GET` of `path` (metrics, public documents).
+    pub async fn text(&self, path: &str) -> String {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn stderr(&self) -> String {
         self.output.stderr.lock().unwrap().join("\n")
     }
