@@ -259,3 +259,46 @@ fn debug_output_hides_keys() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("super-secret") && !debug.contains(&key));
 }
+
+/// docs/api.md's configuration table lists exactly the variables the service reads, each with
+/// the default it has here: the table and the code cannot drift apart.
+#[test]
+fn the_documented_configuration_table_matches_the_variables() {
+    let doc = include_str!("../../../../docs/api.md");
+    let section = doc
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("### Variables of the command-line tools").next())
+        .expect("docs/api.md has its configuration section");
+    let mut documented = BTreeMap::new();
+    for row in section
+        .lines()
+        .filter(|line| line.starts_with("| `ZIVIO_WEBHOOKS_"))
+    {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        for name in cells[0]
+            .split('`')
+            .filter_map(|part| part.strip_prefix(PREFIX))
+        {
+            documented.insert(name.to_owned(), cells[1].to_owned());
+        }
+    }
+    let names: Vec<&str> = VARIABLES.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        documented.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            sorted
+        },
+        "the table lists exactly VARIABLES"
+    );
+    for (name, default) in VARIABLES {
+        let cell = &documented[*name];
+        match default {
+            Some("") => assert!(cell.starts_with("empty"), "{name}: `{cell}`"),
+            Some(value) => assert!(cell.contains(&format!("`{value}`")), "{name}: `{cell}`"),
+            None => {}
+        }
+    }
+}
