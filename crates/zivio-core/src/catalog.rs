@@ -216,6 +216,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every event type as (type, collection, example): for tests that walk them all.
+    #[cfg(test)]
+    pub(crate) fn examples(&self) -> Vec<(String, String, Value)> {
+        self.collections
+            .iter()
+            .flat_map(|c| {
+                c.event_types
+                    .iter()
+                    .map(|t| (t.name.clone(), c.name.clone(), t.example.clone()))
+            })
+            .collect()
+    }
+
     pub fn collections(&self) -> &[Collection] {
         &self.collections
     }

@@ -21,19 +21,6 @@ fn validator(schema: Value) -> jsonschema::Validator {
         .expect("a valid schema")
 }
 
-/// Every event type with its collection and example.
-fn examples() -> Vec<(String, String, Value)> {
-    catalog()
-        .collections()
-        .iter()
-        .flat_map(|c| {
-            c.event_types
-                .iter()
-                .map(|t| (t.name.clone(), c.name.clone(), t.example.clone()))
-        })
-        .collect()
-}
-
 fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
     validator
         .iter_errors(instance)
@@ -49,7 +36,7 @@ fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 
 #[test]
 fn the_schemas_are_valid_draft_2020_12() {
-    for (event_type, _, _) in examples() {
+    for (event_type, _, _) in catalog().examples() {
         let document = contracts().standalone(contracts().envelope(&event_type).unwrap(), None);
         assert!(
             jsonschema::draft202012::meta::is_valid(&document),
@@ -63,7 +50,7 @@ fn the_schemas_are_valid_draft_2020_12() {
 #[test]
 fn every_catalog_example_conforms_in_its_envelope() {
     let at = time::macros::datetime!(2026-11-27 10:30 UTC);
-    for (event_type, _, example) in examples() {
+    for (event_type, _, example) in catalog().examples() {
         let body = envelope("evt_0192f3c4a5b6", &event_type, at, &example);
         let body: Value = serde_json::from_slice(&body).unwrap();
         let envelope = validator(contracts().envelope(&event_type).unwrap());
@@ -81,7 +68,7 @@ fn every_catalog_example_conforms_in_its_envelope() {
 
 #[test]
 fn payloads_for_the_least_and_the_most_access_conform() {
-    for (event_type, collection, example) in examples() {
+    for (event_type, collection, example) in catalog().examples() {
         let data = validator(contracts().data(&event_type).unwrap());
         let least = ShapeProfile::build(catalog(), &collection, |name, group| {
             name == collection && group.is_none()
@@ -223,7 +210,7 @@ fn mutations_fail_at_the_right_pointer() {
 proptest! {
     #[test]
     fn payloads_for_any_access_conform(index in 0usize..1_000, flags in proptest::collection::vec(any::<bool>(), 64)) {
-        let all = examples();
+        let all = catalog().examples();
         let (event_type, collection, example) = &all[index % all.len()];
         let mut next = 0;
         let profile = ShapeProfile::build(catalog(), collection, |_, _| {

@@ -11,14 +11,9 @@ fn catalog() -> &'static Catalog {
 }
 
 fn all_examples() -> Vec<(String, Value)> {
-    catalog()
-        .collections()
-        .iter()
-        .flat_map(|c| {
-            c.event_types
-                .iter()
-                .map(move |t| (c.name.clone(), t.example.clone()))
-        })
+    let examples = catalog().examples().into_iter();
+    examples
+        .map(|(_, collection, example)| (collection, example))
         .collect()
 }
 
