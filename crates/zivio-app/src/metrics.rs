@@ -53,6 +53,8 @@ pub struct Metrics {
     due_lag: Gauge<f64, AtomicU64>,
     api_key_lookups: Counter,
     nonconforming: Family<EventTypeLabels, Counter>,
+    rate_limit_waiting: Gauge,
+    rate_limit_delay: Counter<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -120,7 +122,21 @@ impl Metrics {
             "Published events accepted although they do not conform to their type's schema (ZIVIO_WEBHOOKS_EVENT_VALIDATION=warn)",
             nonconforming.clone(),
         );
+        let rate_limit_waiting = Gauge::default();
+        registry.register(
+            "rate_limit_waiting",
+            "Deliveries of this instance waiting for their webhook's rate limit",
+            rate_limit_waiting.clone(),
+        );
+        let rate_limit_delay = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "rate_limit_delay_seconds",
+            "Time deliveries of this instance spent waiting for their webhook's rate limit",
+            rate_limit_delay.clone(),
+        );
         Self {
+            rate_limit_waiting,
+            rate_limit_delay,
             nonconforming,
             registry,
             requests,
@@ -191,6 +207,17 @@ impl Metrics {
         InFlight(self.in_flight.clone())
     }
 
+    /// Counts a delivery as waiting for its rate limit until the guard is dropped, and adds the
+    /// time it waited to the throttle delay then.
+    pub fn rate_limit_wait(&self) -> RateLimitWait {
+        self.rate_limit_waiting.inc();
+        RateLimitWait {
+            waiting: self.rate_limit_waiting.clone(),
+            delay: self.rate_limit_delay.clone(),
+            since: std::time::Instant::now(),
+        }
+    }
+
     pub fn set_queue(&self, depth: i64, due_lag_seconds: f64) {
         self.queue_depth.set(depth);
         self.due_lag.set(due_lag_seconds.max(0.0));
@@ -206,6 +233,19 @@ impl Metrics {
 }
 
 pub struct InFlight(Gauge);
+
+pub struct RateLimitWait {
+    waiting: Gauge,
+    delay: Counter<f64, AtomicU64>,
+    since: std::time::Instant,
+}
+
+impl Drop for RateLimitWait {
+    fn drop(&mut self) {
+        self.waiting.dec();
+        self.delay.inc_by(self.since.elapsed().as_secs_f64());
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

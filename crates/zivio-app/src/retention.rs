@@ -41,6 +41,9 @@ pub async fn purge(
     let idle =
         time::Duration::try_from(crate::sessions::IDLE_TIMEOUT).unwrap_or(time::Duration::HOUR);
     services.store.purge_sessions(now - idle).await?;
+    // Rate-limit counts matter only for the current second; a minute's margin for slow clocks.
+    let past = zivio_core::rate_limit::second_of(now) - 60;
+    services.store.purge_rate_seconds(past).await?;
     Ok(Purged {
         events,
         audit_entries,

@@ -12,6 +12,7 @@ use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::custom_header::HeaderInput;
 use zivio_core::ids::UserId;
+use zivio_core::rate_limit::RateLimit;
 use zivio_core::secret::SigningSecret;
 use zivio_core::subscription;
 use zivio_core::url_policy::{WebhookUrl, mask_str};
@@ -45,6 +46,12 @@ pub struct WebhookView {
     pub secret_hint: String,
     /// Custom request headers: names and hints, never values.
     pub headers: Vec<HeaderView>,
+    /// Requests per second the receiver takes at most; null: no limit.
+    pub rate_limit: Option<u32>,
+    /// Deliveries are waiting for the rate limit.
+    pub throttled: bool,
+    /// How many deliveries are due and waiting for the rate limit (0 without one).
+    pub waiting: i64,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -78,6 +85,8 @@ pub struct NewWebhook {
     pub description: Option<String>,
     pub events: Vec<String>,
     pub headers: Option<HeaderInput>,
+    /// Requests per second; `None`: no limit.
+    pub rate_limit: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -88,6 +97,8 @@ pub struct WebhookChanges {
     pub events: Option<Vec<String>>,
     /// Replaces the whole set (empty: removes all).
     pub headers: Option<HeaderInput>,
+    /// `Some(None)` removes the limit.
+    pub rate_limit: Option<Option<i64>>,
 }
 
 pub fn rfc3339(at: OffsetDateTime) -> String {
@@ -97,6 +108,7 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 pub async fn list(services: &Services, caller: &Caller) -> AppResult<Vec<WebhookView>> {
     let webhooks = services.store.webhooks(&caller.tenant).await?;
     let mut health = health_of(services, caller, None).await?;
+    let mut waiting = waiting_for_limits(services, &webhooks).await?;
     let mut owners: BTreeMap<UserId, (Access, bool)> = BTreeMap::new();
     let mut views = Vec::with_capacity(webhooks.len());
     for webhook in &webhooks {
@@ -106,7 +118,14 @@ pub async fn list(services: &Services, caller: &Caller) -> AppResult<Vec<Webhook
         }
         let (owner, active) = &owners[&webhook.owner];
         let health = health.remove(&webhook.id).unwrap_or_default();
-        views.push(view(webhook, caller.access.covers(owner), *active, health));
+        let waiting = waiting.remove(&webhook.id).unwrap_or(0);
+        views.push(view(
+            webhook,
+            caller.access.covers(owner),
+            *active,
+            health,
+            waiting,
+        ));
     }
     Ok(views)
 }
@@ -130,15 +149,20 @@ pub async fn create(
     );
     let events = check_events(services, &mut errors, &new.events);
     let url = check(&mut errors, "url", vet_url(services, &new.url).await);
-    let mut header_errors = Vec::new();
+    let mut bad_request = Vec::new();
     let headers = match &new.headers {
-        Some(input) => webhook_headers::check(&mut header_errors, input),
+        Some(input) => webhook_headers::check(&mut bad_request, input),
         None => Some(Vec::new()),
     };
-    let (Some(name), Some(description), Some(events), Some(url), Some(headers)) =
-        (name, description, events, url, headers)
+    let rate_limit = check(
+        &mut bad_request,
+        "rate_limit",
+        new.rate_limit.map(RateLimit::new).transpose(),
+    );
+    let (Some(name), Some(description), Some(events), Some(url), Some(headers), Some(rate_limit)) =
+        (name, description, events, url, headers, rate_limit)
     else {
-        return Err(refusal(errors, header_errors));
+        return Err(refusal(errors, bad_request));
     };
     let now = services.now();
     let id = WebhookId::new(unix_millis(now), random());
@@ -146,6 +170,7 @@ pub async fn create(
     let webhook = Webhook {
         secret: seal(services, &id, &secret),
         headers: webhook_headers::seal(services, &id, &headers),
+        rate_limit,
         id,
         tenant: caller.tenant.clone(),
         owner: caller.user.clone(),
@@ -161,6 +186,7 @@ pub async fn create(
     let audit = entry(caller, now, AuditAction::WebhookCreated, &webhook).changes(json!({
         "name": webhook.name, "url": url.masked(), "description": webhook.description, "events": webhook.events,
         "headers": webhook_headers::names(&webhook.headers),
+        "rate_limit": webhook.rate_limit.map(RateLimit::per_second),
     }));
     services
         .store
@@ -175,7 +201,13 @@ pub async fn create(
         })?;
     tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, "webhook created");
     Ok(WithSecret {
-        webhook: view(&webhook, true, caller.access.is_active(), Health::default()),
+        webhook: view(
+            &webhook,
+            true,
+            caller.access.is_active(),
+            Health::default(),
+            0,
+        ),
         secret,
     })
 }
@@ -201,15 +233,20 @@ pub async fn update(
         Some(text) => check(&mut errors, "url", vet_url(services, &text).await),
         None => None,
     };
-    let mut header_errors = Vec::new();
+    let mut bad_request = Vec::new();
     let headers = changes
         .headers
         .as_ref()
-        .and_then(|input| webhook_headers::check(&mut header_errors, input));
-    if !errors.is_empty() || !header_errors.is_empty() {
-        return Err(refusal(errors, header_errors));
+        .and_then(|input| webhook_headers::check(&mut bad_request, input));
+    let rate_limit = changes.rate_limit.and_then(|limit| {
+        let limit = limit.map(RateLimit::new).transpose();
+        check(&mut bad_request, "rate_limit", limit)
+    });
+    if !errors.is_empty() || !bad_request.is_empty() {
+        return Err(refusal(errors, bad_request));
     }
-    let guarded = url.is_some() || events.is_some() || headers.is_some();
+    // A low limit can end deliveries (they wait too long): it needs cover like the URL.
+    let guarded = url.is_some() || events.is_some() || headers.is_some() || rate_limit.is_some();
     for _ in 0..TRIES {
         let mut webhook = find(services, caller, id).await?;
         if guarded {
@@ -217,7 +254,7 @@ pub async fn update(
                 services,
                 caller,
                 &webhook,
-                "change the URL, the events or the custom headers of",
+                "change the URL, the events, the custom headers or the rate limit of",
             )
             .await?;
         }
@@ -227,6 +264,14 @@ pub async fn update(
             webhook_headers::update(services, &mut webhook, headers.as_deref(), new_url)
         {
             audit.insert("headers".into(), change);
+        }
+        if let Some(limit) = rate_limit.filter(|limit| *limit != webhook.rate_limit) {
+            let per_second = |limit: Option<RateLimit>| limit.map(RateLimit::per_second);
+            audit.insert(
+                "rate_limit".into(),
+                json!({"from": per_second(webhook.rate_limit), "to": per_second(limit)}),
+            );
+            webhook.rate_limit = limit;
         }
         if let Some(name) = name.as_ref().filter(|name| **name != webhook.name) {
             audit.insert("name".into(), json!({"from": webhook.name, "to": name}));
@@ -414,7 +459,36 @@ async fn present(
         .await?
         .remove(&webhook.id)
         .unwrap_or_default();
-    Ok(view(webhook, caller.access.covers(&owner), active, health))
+    let waiting = waiting_for_limits(services, std::slice::from_ref(webhook))
+        .await?
+        .remove(&webhook.id)
+        .unwrap_or(0);
+    Ok(view(
+        webhook,
+        caller.access.covers(&owner),
+        active,
+        health,
+        waiting,
+    ))
+}
+
+/// Per rate-limited webhook, its deliveries due and not yet sent: they wait for the limit.
+async fn waiting_for_limits(
+    services: &Services,
+    webhooks: &[Webhook],
+) -> AppResult<HashMap<WebhookId, i64>> {
+    let limited: Vec<WebhookId> = webhooks
+        .iter()
+        .filter(|webhook| webhook.rate_limit.is_some())
+        .map(|webhook| webhook.id.clone())
+        .collect();
+    if limited.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(services
+        .store
+        .due_deliveries(&limited, services.now())
+        .await?)
 }
 
 /// Health from the maintained counters: the latest attempt, and success rates over the hourly
@@ -472,7 +546,13 @@ pub async fn send_test(services: &Services, caller: &Caller, id: &str) -> AppRes
     Ok(event.id)
 }
 
-fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool, health: Health) -> WebhookView {
+fn view(
+    webhook: &Webhook,
+    covers_owner: bool,
+    owner_active: bool,
+    health: Health,
+    waiting: i64,
+) -> WebhookView {
     let disabled = webhook.disabled.as_ref();
     WebhookView {
         id: webhook.id.to_string(),
@@ -494,6 +574,9 @@ fn view(webhook: &Webhook, covers_owner: bool, owner_active: bool, health: Healt
         disabled_at: disabled.map(|d| rfc3339(d.at)),
         secret_hint: webhook.secret.hint.clone(),
         headers: webhook_headers::views(&webhook.headers),
+        rate_limit: webhook.rate_limit.map(RateLimit::per_second),
+        throttled: waiting > 0,
+        waiting,
         created_at: rfc3339(webhook.created_at),
         updated_at: rfc3339(webhook.updated_at),
         health,
@@ -517,12 +600,13 @@ fn entry(
     AuditEntry::new(&caller.tenant, at, caller.user.as_str(), action).webhook(webhook.id.as_str())
 }
 
-/// Custom header errors are a 400 in the API's contract, other invalid fields a 422.
-fn refusal(mut errors: Vec<FieldError>, header_errors: Vec<FieldError>) -> AppError {
-    if header_errors.is_empty() {
+/// Custom header and rate limit errors are a 400 in the API's contract, other invalid fields a
+/// 422.
+fn refusal(mut errors: Vec<FieldError>, bad_request: Vec<FieldError>) -> AppError {
+    if bad_request.is_empty() {
         AppError::Validation(errors)
     } else {
-        errors.extend(header_errors);
+        errors.extend(bad_request);
         AppError::BadRequest(errors)
     }
 }

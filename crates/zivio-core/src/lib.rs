@@ -16,6 +16,7 @@ pub mod keys;
 pub mod notice;
 pub mod password;
 pub mod permission;
+pub mod rate_limit;
 pub mod retry;
 pub mod secret;
 pub mod shaping;

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use crate::custom_header::SealedHeader;
 use crate::ids::{TenantId, UserId};
+use crate::rate_limit::RateLimit;
 
 pub const MAX_NAME_LENGTH: usize = 100;
 pub const MAX_DESCRIPTION_LENGTH: usize = 1_000;
@@ -111,6 +112,8 @@ pub struct Webhook {
     pub secret: SealedSecret,
     /// Custom request headers, values sealed (docs/product.md §4).
     pub headers: Vec<SealedHeader>,
+    /// Requests per second the receiver takes at most; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
     pub disabled: Option<Disabled>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,

@@ -58,6 +58,22 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// A delivery that waited longer than the operator allows for its webhook's rate limit: it
+    /// ends without a request.
+    pub fn rate_limited(detail: String) -> Self {
+        Outcome {
+            verdict: Verdict::GiveUp,
+            ..Outcome::failed(
+                zivio_core::rate_limit::RATE_LIMITED,
+                detail,
+                Map::new(),
+                Duration::ZERO,
+            )
+        }
+    }
+}
+
 /// How an attempt goes out.
 pub struct Route<'a> {
     pub client: &'a reqwest::Client,

@@ -25,6 +25,8 @@ pub(crate) struct WebhookBounds {
     /// hanging receivers cannot take the instance's capacity from everyone else.
     pub(crate) slow: AtomicBool,
     pub(crate) probe: Arc<Semaphore>,
+    /// Only for webhooks with a rate limit.
+    pub(crate) pacer: std::sync::OnceLock<Arc<crate::pacing::Pacer>>,
 }
 
 impl WebhookBounds {
@@ -130,6 +132,7 @@ impl Engine {
             unrecorded: Arc::new(Semaphore::new(UNRECORDED_PER_WEBHOOK)),
             slow: AtomicBool::new(false),
             probe: Arc::new(Semaphore::new(1)),
+            pacer: std::sync::OnceLock::new(),
         })
     }
 

@@ -47,9 +47,11 @@ impl Engine {
                     url,
                     secret_ciphertext,
                     headers,
+                    rate_limit,
                 })) => {
                     delivery.secret_ciphertext = secret_ciphertext;
                     delivery.headers = headers;
+                    delivery.rate_limit = rate_limit;
                     if url == delivery.url {
                         return Some(vetted);
                     }

@@ -22,10 +22,12 @@ use zivio_store::{
 mod attempt;
 mod bounds;
 mod checks;
+mod pacing;
 mod recording;
 
 use bounds::{Permits, Turn, WebhookBounds, held_bound};
 use checks::Check;
+use pacing::Paced;
 use recording::Recording;
 pub mod client;
 pub mod mail;
@@ -92,6 +94,8 @@ pub struct EngineConfig {
     pub auto_disable_after: Duration,
     /// Whether managers are mailed when that happens (SMTP is configured).
     pub mail_notices: bool,
+    /// A delivery waiting longer than this for its webhook's rate limit ends as failed.
+    pub rate_limit_max_wait: Duration,
 }
 
 /// The lease a claim holds its deliveries under.
@@ -393,13 +397,31 @@ impl Engine {
             until: lease_until,
         } = lease;
         let bounds = &permits.bounds;
-        // Wait for the webhook's turn and the instance's capacity, but never so long that the
-        // lease could run out before the attempt has made sure of it: vetting (resolving for up
-        // to 5 s) comes first, then the lease is extended to cover the attempt where it would
-        // not (see `prepare`).
+        // Wait for the rate limit, the webhook's turn and the instance's capacity, but never so
+        // long that the lease could run out before the attempt has made sure of it: vetting
+        // (resolving for up to 5 s) comes first, then the lease is extended to cover the
+        // attempt where it would not (see `prepare`).
         let budget = lease_until - self.services.now() - VET_MARGIN;
         let deadline =
             tokio::time::Instant::now() + Duration::try_from(budget).unwrap_or(Duration::ZERO);
+        let mut token = None;
+        if let Some(limit) = delivery.rate_limit {
+            match self
+                .wait_for_limit(bounds, &delivery, limit, false, deadline, &mut stop)
+                .await
+            {
+                Some(Paced::Go(second)) => token = Some(second),
+                Some(Paced::WaitedTooLong) => {
+                    let outcome = attempt::Outcome::rate_limited(self.waited_detail(limit));
+                    self.finish(delivery, lease, permits, None, outcome).await;
+                    return;
+                }
+                None => {
+                    self.give_back(&lease, delivery.id).await;
+                    return;
+                }
+            }
+        }
         let Some(turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
             // Shutting down or out of time: give the work back rather than leave it to its lease.
             self.give_back(&lease, delivery.id).await;
@@ -409,6 +431,20 @@ impl Engine {
         let Some(vetted) = self.prepare(&lease, lease_until, &mut delivery).await else {
             return;
         };
+        // A request starts only within the second of its token, under the limit read just now
+        // (set, changed or removed since the claim).
+        if let Some(limit) = delivery.rate_limit
+            && token != Some(zivio_core::rate_limit::second_of(self.services.now()))
+        {
+            let Some(Paced::Go(_)) = self
+                .wait_for_limit(bounds, &delivery, limit, true, deadline, &mut stop)
+                .await
+            else {
+                drop(turn);
+                self.give_back(&lease, delivery.id).await;
+                return;
+            };
+        }
         let now = self.services.now();
         let in_flight = self.services.metrics.in_flight();
         let route = attempt::Route {
@@ -419,12 +455,59 @@ impl Engine {
         drop(in_flight);
         // What waits for the recorder stays small: the payload is not needed any more.
         delivery.body = bytes::Bytes::new();
+        let unrecorded = self.after_response(bounds, &outcome, turn);
+        self.finish(delivery, lease, permits, Some(unrecorded), outcome)
+            .await;
+    }
+
+    /// Waits for a token of the webhook's rate limit until `deadline`; `None` at the deadline,
+    /// at shutdown or when the allowance cannot be read (the delivery goes back to the queue).
+    async fn wait_for_limit(
+        &self,
+        bounds: &WebhookBounds,
+        delivery: &ClaimedDelivery,
+        limit: zivio_core::rate_limit::RateLimit,
+        ahead: bool,
+        deadline: tokio::time::Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Paced> {
+        let pacer = self.pacer(bounds);
+        let pacing = tokio::time::timeout_at(deadline, self.pace(&pacer, delivery, limit, ahead));
+        tokio::select! {
+            biased;
+            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+            paced = pacing => match paced {
+                Ok(Ok(paced)) => Some(paced),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, webhook = %delivery.webhook_id, "could not read the rate limit's allowance; giving the delivery back");
+                    None
+                }
+                Err(_) => None,
+            },
+        }
+    }
+
+    fn waited_detail(&self, limit: zivio_core::rate_limit::RateLimit) -> String {
+        format!(
+            "waited longer than ZIVIO_WEBHOOKS_RATE_LIMIT_MAX_WAIT ({}) for the webhook's rate limit of {} requests per second; not sent",
+            zivio_core::duration::format(self.config.rate_limit_max_wait),
+            limit.per_second()
+        )
+    }
+
+    /// The request is over: marks the webhook slow if it ran into the timeout, frees the send
+    /// slots for the next request and keeps the places among unrecorded attempts.
+    fn after_response(
+        &self,
+        bounds: &WebhookBounds,
+        outcome: &attempt::Outcome,
+        turn: Turn,
+    ) -> Unrecorded {
         // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
         // Marked before the slot is free, so that the next request queued for it knows.
         let timed_out = outcome.error_kind == Some("timeout")
             || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
         let was_slow = bounds.slow.swap(timed_out, Ordering::Relaxed);
-        // The request is over: its slots go to the next one while the outcome is recorded.
         let Turn {
             unrecorded,
             sending,
@@ -434,6 +517,22 @@ impl Engine {
             // The instance's capacity was nearly used up: every freed slot counts.
             self.wake.notify_one();
         }
+        Unrecorded {
+            _permits: unrecorded,
+            no_longer_slow: was_slow && !timed_out,
+        }
+    }
+
+    /// Records the outcome (through the recorder, waiting for its commit), then frees the
+    /// delivery's places and wakes the loop when a claim could take more.
+    async fn finish(
+        &self,
+        delivery: ClaimedDelivery,
+        lease: String,
+        permits: Permits,
+        unrecorded: Option<Unrecorded>,
+        outcome: attempt::Outcome,
+    ) {
         let verdict = match outcome.verdict {
             Verdict::Delivered => "delivered",
             Verdict::Retry => "retry",
@@ -486,13 +585,22 @@ impl Engine {
         let bound = self.config.max_in_flight_per_webhook;
         let webhook = permits.bounds.clone();
         let was_claimable = webhook.claimable(bound);
+        let no_longer_slow = unrecorded.as_ref().is_some_and(|u| u.no_longer_slow);
         drop(unrecorded);
         drop(permits);
         let room_again = webhook.claimable(bound) && !was_claimable;
-        if room_again || (was_slow && !timed_out) {
+        if room_again || no_longer_slow {
             self.wake.notify_one();
         }
     }
+}
+
+/// An answered attempt's places among its webhook's and the instance's unrecorded attempts,
+/// kept until its record is committed.
+struct Unrecorded {
+    _permits: [OwnedSemaphorePermit; 2],
+    /// The webhook was slow and this attempt did not time out: its backlog may move again.
+    no_longer_slow: bool,
 }
 
 /// A uniform value in `-1.0..=1.0` for the schedule's jitter.

@@ -60,6 +60,10 @@ pub struct CreateWebhookRequest {
     #[serde(default)]
     #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     headers: Option<HeaderInput>,
+    /// Requests per second the receiver takes at most, 1 to 10,000; null or absent: no limit.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
+    rate_limit: Option<i64>,
 }
 
 /// Any subset of the fields; changing `url`, `events` or `headers` needs access that covers
@@ -76,6 +80,18 @@ pub struct UpdateWebhookRequest {
     /// Replaces every custom header (`{}` removes them all).
     #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     headers: Option<HeaderInput>,
+    /// Requests per second, 1 to 10,000; null removes the limit. Needs access that covers the
+    /// owner's.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 10000)]
+    rate_limit: Option<Option<i64>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), as opposed to absent (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -212,6 +228,7 @@ async fn create_webhook(
         description: body.description,
         events: body.events,
         headers: body.headers,
+        rate_limit: body.rate_limit,
     };
     let created = webhooks::create(&state.services, &caller, new).await?;
     Ok(with_secret(StatusCode::CREATED, created))
@@ -246,6 +263,7 @@ async fn update_webhook(
         description: body.description,
         events: body.events,
         headers: body.headers,
+        rate_limit: body.rate_limit,
     };
     let webhook = webhooks::update(&state.services, &caller, &id, changes).await?;
     Ok(Json(WebhookBody { webhook }))

@@ -430,6 +430,27 @@ pub trait Store: Send + Sync + 'static {
     /// How many deliveries are pending (the queue depth).
     async fn pending_deliveries(&self) -> StoreResult<i64>;
 
+    /// Takes up to `want` (at least one) of the `limit` requests that may start to `webhook` in
+    /// `second` of the clock, counted over every instance; returns how many it got (none once
+    /// the second's allowance is used up).
+    async fn take_rate_tokens(
+        &self,
+        webhook: &WebhookId,
+        second: i64,
+        want: u32,
+        limit: zivio_core::rate_limit::RateLimit,
+    ) -> StoreResult<u32>;
+
+    /// Per webhook of `webhooks`, its pending deliveries due by `now` (absent: none).
+    async fn due_deliveries(
+        &self,
+        webhooks: &[WebhookId],
+        now: OffsetDateTime,
+    ) -> StoreResult<std::collections::HashMap<WebhookId, i64>>;
+
+    /// Deletes the rate-limit counts of seconds before `before`.
+    async fn purge_rate_seconds(&self, before: i64) -> StoreResult<u64>;
+
     /// The attempts of one event to one webhook, oldest first.
     async fn attempts_of(
         &self,

@@ -53,6 +53,9 @@ mod sessions {
         time::OffsetDateTime
     );
 }
+mod pacing {
+    crate::common::pacing_queries!(sqlx::Postgres, super::to_db);
+}
 mod queue {
     // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
     // from the index by webhook and due time, so a claim costs steps per webhook, not per queued

@@ -90,6 +90,7 @@ pub struct Target {
     pub url: String,
     pub secret_ciphertext: Vec<u8>,
     pub headers: Vec<zivio_core::custom_header::SealedHeader>,
+    pub rate_limit: Option<zivio_core::rate_limit::RateLimit>,
 }
 
 /// Where a leased delivery goes now, read just before its attempt.
@@ -98,6 +99,7 @@ pub(crate) struct SendTarget {
     pub url: String,
     pub secret_ciphertext: Vec<u8>,
     pub headers: Vec<zivio_core::custom_header::SealedHeader>,
+    pub rate_limit: Option<zivio_core::rate_limit::RateLimit>,
     /// The webhook is enabled (or this is a test event) and its owner is active.
     pub may_send: bool,
     pub leased_until: OffsetDateTime,
@@ -109,6 +111,7 @@ impl SendTarget {
             url: self.url.clone(),
             secret_ciphertext: self.secret_ciphertext.clone(),
             headers: self.headers.clone(),
+            rate_limit: self.rate_limit,
         }
     }
 }
@@ -123,6 +126,10 @@ pub struct ClaimedDelivery {
     pub secret_ciphertext: Vec<u8>,
     /// The webhook's custom request headers, values sealed.
     pub headers: Vec<zivio_core::custom_header::SealedHeader>,
+    /// The webhook's rate limit when the URL and secret were read.
+    pub rate_limit: Option<zivio_core::rate_limit::RateLimit>,
+    /// When this attempt became due: a delivery held back by its rate limit waits from here.
+    pub due_at: OffsetDateTime,
     pub event_id: String,
     pub event_type: String,
     /// The number of this attempt (1-based).

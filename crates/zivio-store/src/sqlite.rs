@@ -45,6 +45,9 @@ mod history {
 mod sessions {
     crate::common::session_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }
+mod pacing {
+    crate::common::pacing_queries!(sqlx::Sqlite, super::to_db);
+}
 mod queue {
     // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
     // from the index by webhook and due time, so a claim costs steps per webhook, not per queued

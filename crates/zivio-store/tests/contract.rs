@@ -7,61 +7,16 @@ use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use zivio_core::audit::{AuditAction, AuditEntry};
-use zivio_core::directory::{
-    ApiKey, BootstrapSeed, Placement, Revocation, RevokedReason, Role, Tenant, User,
-};
+use zivio_core::directory::{ApiKey, BootstrapSeed, Revocation, RevokedReason, Role, Tenant};
 use zivio_core::ids::{RoleName, TenantId, UserId};
-use zivio_core::webhook::{Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
+use zivio_core::webhook::{Disabled, DisabledReason, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
 use zivio_store::{AttemptCursor, AttemptFilter, EventTypeFilter, HealthCounts};
 use zivio_store::{AttemptRecord, AuditCursor, AutoDisable, ClaimedDelivery, NewEvent, StoreError};
-use zivio_store::{Backend, ConnectOptions, FinishedAttempt, KeyCheck, PublishLease, Store};
+use zivio_store::{Backend, FinishedAttempt, KeyCheck, PublishLease, Store};
 
-const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
-
-/// Failures never disable a webhook automatically.
-const KEEP_ENABLED: AutoDisable = AutoDisable {
-    failing_before: OffsetDateTime::UNIX_EPOCH,
-    mail: false,
-};
-
-async fn open(database: &TestDatabase) -> Arc<dyn Store> {
-    let store = zivio_store::connect(&ConnectOptions {
-        url: database.url.clone(),
-        max_connections: 4,
-    })
-    .await
-    .expect("connect");
-    store.migrate().await.expect("migrate");
-    store
-}
-
-/// Instantiates each behaviour once per backend.
-macro_rules! contract {
-    ($($behaviour:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $behaviour() {
-                    let database = zivio_store::testing::TestDatabase::sqlite();
-                    super::$behaviour(&database, zivio_store::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $behaviour() {
-                    let Some(database) = zivio_store::testing::TestDatabase::postgres().await else {
-                        eprintln!("ZIVIO_TEST_DATABASE_URL is not set: PostgreSQL case skipped");
-                        return;
-                    };
-                    super::$behaviour(&database, zivio_store::Backend::Postgres).await;
-                }
-            )*
-        }
-    };
-}
+mod support;
+use support::*;
 
 contract!(
     migrations_run_twice_harmlessly,
@@ -218,84 +173,6 @@ async fn unknown_directory_entries_are_absent(database: &TestDatabase, _: Backen
     let user = UserId::parse("ghost").unwrap();
     assert!(store.user(&tenant, &user).await.unwrap().is_none());
     assert!(store.password_hash(&tenant, &user).await.unwrap().is_none());
-}
-
-fn tenant_id(text: &str) -> TenantId {
-    TenantId::parse(text).unwrap()
-}
-
-fn user_id(text: &str) -> UserId {
-    UserId::parse(text).unwrap()
-}
-
-fn role_name(text: &str) -> RoleName {
-    RoleName::parse(text).unwrap()
-}
-
-fn user(id: &str, roles: &[&str]) -> User {
-    User {
-        id: user_id(id),
-        email: format!("{id}@example.com"),
-        name: format!("User {id}"),
-        active: true,
-        placement: Placement {
-            business_unit: Some("emea".into()),
-            division: Some("uk".into()),
-            department: None,
-        },
-        roles: roles.iter().map(|role| role_name(role)).collect(),
-    }
-}
-
-/// A tenant `t` (or the given id) with one manager `u1` holding role `admin`.
-async fn tenant_with_user(store: &Arc<dyn Store>, tenant: &str) -> TenantId {
-    let id = tenant_id(tenant);
-    store
-        .upsert_tenant(
-            &Tenant {
-                id: id.clone(),
-                name: tenant.to_uppercase(),
-            },
-            NOW,
-        )
-        .await
-        .unwrap();
-    let role = Role {
-        name: role_name("admin"),
-        permissions: vec!["webhooks:manage".into()],
-    };
-    store.upsert_role(&id, &role, NOW).await.unwrap();
-    store
-        .upsert_user(&id, &user("u1", &["admin"]), NOW)
-        .await
-        .unwrap();
-    id
-}
-
-fn audit(tenant: &TenantId, at: OffsetDateTime, action: AuditAction) -> AuditEntry {
-    AuditEntry::new(tenant, at, "u1", action)
-}
-
-fn webhook(tenant: &TenantId, n: u64) -> Webhook {
-    Webhook {
-        id: WebhookId::new(1_700_000_000_000 + n, [n as u8; 10]),
-        tenant: tenant.clone(),
-        owner: user_id("u1"),
-        name: format!("Hook {n}"),
-        url: format!("https://hooks.example.com/{n}"),
-        description: String::new(),
-        events: vec!["invoices.*".into(), "job.created".into()],
-        secret: SealedSecret {
-            ciphertext: vec![1, 2, 3, n as u8],
-            key_id: "k1".into(),
-            hint: "abcd".into(),
-        },
-        headers: Vec::new(),
-        disabled: None,
-        created_at: NOW + time::Duration::seconds(n as i64),
-        updated_at: NOW + time::Duration::seconds(n as i64),
-        version: 0,
-    }
 }
 
 async fn directory_upserts_replace_and_deletes_cascade(database: &TestDatabase, _: Backend) {
@@ -1342,22 +1219,6 @@ async fn audit_purge_removes_only_old_entries(database: &TestDatabase, _: Backen
     );
 }
 
-fn new_event(id: &str, key: Option<&str>, deliveries: Vec<(WebhookId, usize)>) -> NewEvent {
-    NewEvent {
-        id: id.to_owned(),
-        event_type: "invoice.paid".into(),
-        occurred_at: NOW,
-        accepted_at: NOW,
-        key: key.map(str::to_owned),
-        fingerprint: Some([1; 32]),
-        resource_id: "12345".into(),
-        payloads: vec![b"{\"full\":true}".to_vec(), b"{\"shaped\":true}".to_vec()],
-        deliveries,
-        source: Some(b"{\"data\":{}}".to_vec()),
-        is_test: false,
-    }
-}
-
 async fn published_events_store_each_payload_once_and_queue_enabled_webhooks(
     database: &TestDatabase,
     _: Backend,
@@ -1573,52 +1434,6 @@ async fn published_deliveries_can_be_leased_to_the_publisher(database: &TestData
         .unwrap();
     let ids: Vec<i64> = taken.iter().map(|d| d.id).collect();
     assert_eq!(ids, [leased[1].id], "claimable once the lease expired");
-}
-
-/// A tenant with webhooks 1..=n (all enabled) and one event queued to each.
-async fn queued(store: &Arc<dyn Store>, n: u64) -> (TenantId, Vec<Webhook>) {
-    let acme = tenant_with_user(store, "acme").await;
-    let hooks: Vec<Webhook> = (1..=n).map(|i| webhook(&acme, i)).collect();
-    for hook in &hooks {
-        store
-            .create_webhook(hook, 100, &audit(&acme, NOW, AuditAction::WebhookCreated))
-            .await
-            .unwrap();
-    }
-    let deliveries = hooks.iter().map(|hook| (hook.id.clone(), 0)).collect();
-    store
-        .publish_events(&acme, &[new_event("evt_q", None, deliveries)], NOW, None)
-        .await
-        .unwrap();
-    (acme, hooks)
-}
-
-fn attempt_of(
-    claimed: &ClaimedDelivery,
-    succeeded: bool,
-    next: Option<OffsetDateTime>,
-) -> AttemptRecord {
-    AttemptRecord {
-        id: format!("dlv_{}_{}", claimed.id, claimed.attempt),
-        delivery_id: claimed.id,
-        tenant: claimed.tenant.clone(),
-        webhook_id: claimed.webhook_id.clone(),
-        event_id: claimed.event_id.clone(),
-        event_type: claimed.event_type.clone(),
-        attempt: claimed.attempt,
-        succeeded,
-        request_url: claimed.url.clone(),
-        request_headers: "{}".into(),
-        response_status: Some(if succeeded { 200 } else { 503 }),
-        response_headers: Some("{}".into()),
-        response_body: Some(b"ok".to_vec()),
-        response_truncated: false,
-        duration_ms: 12,
-        error_kind: (!succeeded).then(|| "http_status".to_owned()),
-        error_detail: None,
-        created_at: NOW,
-        next_attempt_at: next,
-    }
 }
 
 async fn due_deliveries_are_leased_once_until_the_lease_expires(

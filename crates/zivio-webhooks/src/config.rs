@@ -38,6 +38,7 @@ pub const VARIABLES: &[(&str, Option<&str>)] = &[
     ("REQUEST_TIMEOUT", Some("30s")),
     ("RETRY_SCHEDULE", Some(retry::DEFAULT_SCHEDULE)),
     ("AUTO_DISABLE_AFTER", Some("5d")),
+    ("RATE_LIMIT_MAX_WAIT", Some("24h")),
     ("SMTP_URL", None),
     ("MAIL_FROM", Some("webhooks@localhost")),
     ("RETENTION", Some("30d")),
@@ -97,6 +98,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub retry_schedule: RetrySchedule,
     pub auto_disable_after: Duration,
+    /// A delivery waiting longer than this for its webhook's rate limit ends as failed.
+    pub rate_limit_max_wait: Duration,
     pub smtp_url: Option<Url>,
     pub mail_from: String,
     pub retention: Duration,
@@ -272,6 +275,7 @@ impl Config {
         let request_timeout = read.duration("REQUEST_TIMEOUT");
         let retry_schedule = read.parse("RETRY_SCHEDULE", RetrySchedule::parse);
         let auto_disable_after = read.duration("AUTO_DISABLE_AFTER");
+        let rate_limit_max_wait = read.duration("RATE_LIMIT_MAX_WAIT");
         let smtp_url = read.parse("SMTP_URL", parse_smtp_url);
         let mail_from = read.parse("MAIL_FROM", parse_mail_address);
         let retention = read.duration("RETENTION");
@@ -337,6 +341,7 @@ impl Config {
             request_timeout: request_timeout.expect("checked"),
             retry_schedule: retry_schedule.expect("checked"),
             auto_disable_after: auto_disable_after.expect("checked"),
+            rate_limit_max_wait: rate_limit_max_wait.expect("checked"),
             smtp_url,
             mail_from: mail_from.expect("checked"),
             retention: retention.expect("checked"),
@@ -380,6 +385,7 @@ impl Config {
             request_timeout = %duration::format(self.request_timeout),
             max_attempts = self.retry_schedule.max_attempts(),
             auto_disable_after = %duration::format(self.auto_disable_after),
+            rate_limit_max_wait = %duration::format(self.rate_limit_max_wait),
             smtp = %self.smtp_url.as_ref().map_or("off".to_owned(), |url| zivio_store::redact_url(url.as_str())),
             mail_from = %self.mail_from,
             retention = %duration::format(self.retention),

@@ -108,6 +108,7 @@ impl App {
                 client_certificate: config.client_certificate.clone(),
                 auto_disable_after: config.auto_disable_after,
                 mail_notices: config.smtp_url.is_some(),
+                rate_limit_max_wait: config.rate_limit_max_wait,
             },
             services.deliveries_queued.clone(),
         )

@@ -37,6 +37,7 @@ struct FanoutWebhook {
     url: String,
     secret_ciphertext: Vec<u8>,
     headers: Vec<zivio_core::custom_header::SealedHeader>,
+    rate_limit: Option<zivio_core::rate_limit::RateLimit>,
 }
 
 impl Fanout {
@@ -102,6 +103,7 @@ impl Fanout {
                 url: webhook.url,
                 secret_ciphertext: webhook.secret.ciphertext,
                 headers: webhook.headers,
+                rate_limit: webhook.rate_limit,
             });
         }
         Ok(Self {
@@ -154,6 +156,8 @@ impl Fanout {
                     url: webhook.url.clone(),
                     secret_ciphertext: webhook.secret_ciphertext.clone(),
                     headers: webhook.headers.clone(),
+                    rate_limit: webhook.rate_limit,
+                    due_at: event.accepted_at,
                     event_id: delivery.event_id,
                     event_type: event.event_type.clone(),
                     attempt: 1,

@@ -152,6 +152,7 @@ impl World {
             events: vec!["*".into()],
             secret: sealed(secret, &key, &id),
             headers: Vec::new(),
+            rate_limit: None,
             disabled: None,
             created_at: now,
             updated_at: now,
@@ -232,6 +233,7 @@ impl World {
             client_certificate: None,
             auto_disable_after: Duration::from_secs(86_400),
             mail_notices: false,
+            rate_limit_max_wait: Duration::from_secs(24 * 3600),
         };
         let engine =
             Engine::new(services.clone(), config, services.deliveries_queued.clone()).unwrap();

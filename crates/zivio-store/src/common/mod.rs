@@ -13,6 +13,7 @@
 pub(crate) mod directory;
 pub(crate) mod events;
 pub(crate) mod history;
+pub(crate) mod pacing;
 pub(crate) mod queue;
 pub(crate) mod sessions;
 pub(crate) mod store_impl;
@@ -21,6 +22,7 @@ pub(crate) mod webhooks;
 pub(crate) use directory::directory_queries;
 pub(crate) use events::event_queries;
 pub(crate) use history::history_queries;
+pub(crate) use pacing::pacing_queries;
 pub(crate) use queue::queue_queries;
 pub(crate) use sessions::session_queries;
 pub(crate) use store_impl::store_impl;
@@ -30,6 +32,18 @@ pub(crate) use webhooks::webhook_queries;
 /// prepared statements are reused (one per distinct row count would crowd the statement cache),
 /// and few statements per batch.
 const CHUNK_SIZES: [usize; 4] = [256, 32, 8, 1];
+
+/// A stored rate limit (the column's check keeps it within bounds).
+pub(crate) fn rate_limit_of(
+    stored: Option<i32>,
+) -> crate::StoreResult<Option<zivio_core::rate_limit::RateLimit>> {
+    stored
+        .map(|limit| {
+            zivio_core::rate_limit::RateLimit::from_stored(i64::from(limit))
+                .ok_or_else(|| crate::StoreError::Corrupt(format!("rate_limit {limit}")))
+        })
+        .transpose()
+}
 
 /// `items` in consecutive chunks of [`CHUNK_SIZES`], largest first.
 pub(crate) fn fixed_chunks<T>(mut items: &[T]) -> Vec<&[T]> {

@@ -39,8 +39,8 @@ macro_rules! queue_queries {
                 .execute(&mut *tx)
                 .await?;
             let rows = sqlx::query(
-                "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts, e.type, p.body, w.url,
-                        w.secret_ciphertext, w.custom_headers,
+                "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts, d.next_attempt_at, e.type,
+                        p.body, w.url, w.secret_ciphertext, w.custom_headers, w.rate_limit,
                         (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
                  FROM deliveries d
                  JOIN events e ON e.id = d.event_id
@@ -64,6 +64,8 @@ macro_rules! queue_queries {
                         url: row.get("url"),
                         secret_ciphertext: row.get("secret_ciphertext"),
                         headers: stored(zivio_core::custom_header::decode(row.get("custom_headers")))?,
+                        rate_limit: $crate::common::rate_limit_of(row.get("rate_limit"))?,
+                        due_at: row.get::<Option<$t>, _>("next_attempt_at").map($from).unwrap_or(now),
                         event_id: row.get("event_id"),
                         event_type: row.get("type"),
                         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
@@ -396,7 +398,8 @@ macro_rules! queue_queries {
                 // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
                 select.push(
                     ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
-                              w.secret_ciphertext, w.custom_headers, w.enabled OR e.type = 'webhook.test' AS enabled,
+                              w.secret_ciphertext, w.custom_headers, w.rate_limit,
+                              w.enabled OR e.type = 'webhook.test' AS enabled,
                               u.active AS owner_active, d.lease_expires_at
                        FROM v
                        JOIN deliveries d ON d.id = v.id
@@ -409,11 +412,17 @@ macro_rules! queue_queries {
                         continue;
                     }
                     let id = row.get::<i64, _>("id");
-                    let headers = match zivio_core::custom_header::decode(row.get("custom_headers")) {
-                        Ok(headers) => headers,
+                    let decoded = zivio_core::custom_header::decode(row.get("custom_headers"))
+                        .map_err(|error| error.to_string())
+                        .and_then(|headers| {
+                            let limit = $crate::common::rate_limit_of(row.get("rate_limit")).map_err(|error| error.to_string())?;
+                            Ok((headers, limit))
+                        });
+                    let (headers, rate_limit) = match decoded {
+                        Ok(decoded) => decoded,
                         Err(error) => {
                             // Left to its lease: the claim after it marks the delivery failed.
-                            tracing::error!(delivery = id, error = %error, "a webhook's custom headers cannot be read");
+                            tracing::error!(delivery = id, error = %error, "a webhook's headers or rate limit cannot be read");
                             continue;
                         }
                     };
@@ -424,6 +433,7 @@ macro_rules! queue_queries {
                             url: row.get("url"),
                             secret_ciphertext: row.get("secret_ciphertext"),
                             headers,
+                            rate_limit,
                             may_send: row.get::<bool, _>("enabled")
                                 && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
                             leased_until: row

@@ -449,8 +449,15 @@ macro_rules! store_impl {
                 let changes = self.change_counter();
                 let after_commit = changes.clone();
                 let outcomes = self.write_grouped(move |tx| Box::pin(async move {
-                    let records: Vec<&$crate::AttemptRecord> =
-                        attempts.iter().map(|finished| &finished.record).collect();
+                    // A delivery its rate limit held back too long says nothing of the receiver.
+                    let about_receiver = |attempt: &$crate::AttemptRecord| {
+                        zivio_core::rate_limit::counts_toward_health(attempt.error_kind.as_deref())
+                    };
+                    let records: Vec<&$crate::AttemptRecord> = attempts
+                        .iter()
+                        .map(|finished| &finished.record)
+                        .filter(|attempt| about_receiver(attempt))
+                        .collect();
                     queue::note_latest_attempts(&mut *tx, &records).await?;
                     let rows: Vec<(&str, &$crate::AttemptRecord)> = attempts
                         .iter()
@@ -464,7 +471,7 @@ macro_rules! store_impl {
                     for (index, (finished, (moved, recorded))) in attempts.iter().zip(recorded_rows).enumerate() {
                         let attempt = &finished.record;
                         outcomes.push($crate::AttemptOutcome { moved, auto_disabled: false });
-                        if !recorded {
+                        if !recorded || !about_receiver(attempt) {
                             continue;
                         }
                         let count: &mut (i32, i32) = counts
@@ -664,6 +671,40 @@ macro_rules! store_impl {
 
             async fn pending_deliveries(&self) -> $crate::StoreResult<i64> {
                 queue::pending(self.reader()).await
+            }
+
+            async fn take_rate_tokens(
+                &self,
+                webhook: &wh::WebhookId,
+                second: i64,
+                want: u32,
+                limit: zivio_core::rate_limit::RateLimit,
+            ) -> $crate::StoreResult<u32> {
+                let mut tx = self.begin_uncounted_write().await?;
+                let granted = pacing::take_tokens(&mut tx, webhook, second, want, limit).await?;
+                tx.commit().await?;
+                Ok(granted)
+            }
+
+            async fn due_deliveries(
+                &self,
+                webhooks: &[wh::WebhookId],
+                now: Instant,
+            ) -> $crate::StoreResult<std::collections::HashMap<wh::WebhookId, i64>> {
+                pacing::due_per_webhook(self.reader(), webhooks, now).await
+            }
+
+            async fn purge_rate_seconds(&self, before: i64) -> $crate::StoreResult<u64> {
+                let mut total = 0;
+                loop {
+                    let mut tx = self.begin_uncounted_write().await?;
+                    let deleted = pacing::purge_seconds(&mut tx, before).await?;
+                    tx.commit().await?;
+                    total += deleted;
+                    if deleted < 10_000 {
+                        return Ok(total);
+                    }
+                }
             }
 
             async fn attempts_of(

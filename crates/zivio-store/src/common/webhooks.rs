@@ -15,8 +15,8 @@ macro_rules! webhook_queries {
         type Row = <$db as sqlx::Database>::Row;
 
         const WEBHOOK_COLUMNS: &str = "id, tenant_id, owner_id, name, url, description, events,
-            secret_ciphertext, secret_key_id, secret_hint, custom_headers, disabled_reason, disabled_by,
-            disabled_at, created_at, updated_at, version";
+            secret_ciphertext, secret_key_id, secret_hint, custom_headers, rate_limit, disabled_reason,
+            disabled_by, disabled_at, created_at, updated_at, version";
 
         fn webhook_from_row(row: &Row) -> StoreResult<Webhook> {
             let events: String = row.get("events");
@@ -50,6 +50,7 @@ macro_rules! webhook_queries {
                     hint: row.get("secret_hint"),
                 },
                 headers: stored(zivio_core::custom_header::decode(row.get("custom_headers")))?,
+                rate_limit: $crate::common::rate_limit_of(row.get("rate_limit"))?,
                 disabled,
                 created_at: $from(row.get::<$t, _>("created_at")),
                 updated_at: $from(row.get::<$t, _>("updated_at")),
@@ -81,6 +82,7 @@ macro_rules! webhook_queries {
                     .bind(&webhook.secret.key_id)
                     .bind(&webhook.secret.hint)
                     .bind(zivio_core::custom_header::encode(&webhook.headers))
+                    .bind(webhook.rate_limit.map(|limit| i32::try_from(limit.per_second()).unwrap_or(i32::MAX)))
                     .bind(webhook.is_enabled())
                     .bind(disabled.map(|d| d.reason.as_str()))
                     .bind(disabled.and_then(|d| d.by.as_ref()).map(UserId::as_str))
@@ -91,9 +93,9 @@ macro_rules! webhook_queries {
         pub(crate) async fn insert_webhook(tx: &mut Connection, webhook: &Webhook) -> StoreResult<()> {
             sqlx::query(
                 "INSERT INTO webhooks (id, tenant_id, owner_id, name, url, description, events,
-                     secret_ciphertext, secret_key_id, secret_hint, custom_headers, enabled,
+                     secret_ciphertext, secret_key_id, secret_hint, custom_headers, rate_limit, enabled,
                      disabled_reason, disabled_by, disabled_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             )
             .bind(webhook.id.as_str())
             .bind(webhook.tenant.as_str())
@@ -131,11 +133,11 @@ macro_rules! webhook_queries {
             let updated = sqlx::query(
                 "UPDATE webhooks SET name = $3, url = $4, description = $5, events = $6,
                      secret_ciphertext = $7, secret_key_id = $8, secret_hint = $9,
-                     custom_headers = $10, enabled = $11, disabled_reason = $12, disabled_by = $13,
-                     disabled_at = $14, updated_at = $15, version = version + 1,
+                     custom_headers = $10, rate_limit = $11, enabled = $12, disabled_reason = $13,
+                     disabled_by = $14, disabled_at = $15, updated_at = $16, version = version + 1,
                      -- Enabling starts afresh: the failure streak of before does not count.
-                     failing_since = CASE WHEN $11 AND NOT enabled THEN NULL ELSE failing_since END
-                 WHERE tenant_id = $1 AND id = $2 AND version = $16",
+                     failing_since = CASE WHEN $12 AND NOT enabled THEN NULL ELSE failing_since END
+                 WHERE tenant_id = $1 AND id = $2 AND version = $17",
             )
             .bind(webhook.tenant.as_str())
             .bind(webhook.id.as_str())

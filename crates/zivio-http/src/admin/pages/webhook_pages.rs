@@ -169,6 +169,7 @@ struct WebhookFormPage {
     name: String,
     url: String,
     description: String,
+    rate_limit: String,
     picker: Picker,
     errors: HashMap<String, String>,
 }
@@ -179,6 +180,7 @@ pub async fn new_webhook(State(state): State<AppState>, admin: Admin) -> Respons
         name: String::new(),
         url: String::new(),
         description: String::new(),
+        rate_limit: String::new(),
         picker: picker(state.services.catalog, &[]),
         errors: HashMap::new(),
     })
@@ -217,6 +219,25 @@ fn header_lines(text: &str) -> Result<Option<HeaderInput>, FieldError> {
     Ok((!pairs.is_empty()).then_some(HeaderInput(pairs)))
 }
 
+/// The rate limit box: empty is no limit.
+fn rate_limit_field(text: &str) -> Result<Option<i64>, FieldError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        FieldError::new(
+            "rate_limit",
+            "must be a whole number of requests per second from 1 to 10000, or empty for none",
+        )
+    })
+}
+
+/// What the rate limit box shows for a limit.
+fn rate_limit_text(limit: Option<u32>) -> String {
+    limit.map(|limit| limit.to_string()).unwrap_or_default()
+}
+
 pub async fn create_webhook(State(state): State<AppState>, form: AdminForm) -> PageResult {
     let AdminForm { admin, fields } = form;
     let mut new = NewWebhook {
@@ -225,10 +246,14 @@ pub async fn create_webhook(State(state): State<AppState>, form: AdminForm) -> P
         description: Some(fields.text("description")),
         events: fields.all("events"),
         headers: None,
+        rate_limit: None,
     };
-    let created = match header_lines(&fields.text("headers")) {
-        Ok(headers) => {
+    let typed = header_lines(&fields.text("headers"))
+        .and_then(|headers| Ok((headers, rate_limit_field(&fields.text("rate_limit"))?)));
+    let created = match typed {
+        Ok((headers, rate_limit)) => {
             new.headers = headers;
+            new.rate_limit = rate_limit;
             webhooks::create(&state.services, &admin.caller, new.clone()).await
         }
         Err(error) => Err(AppError::Validation(vec![error])),
@@ -255,6 +280,7 @@ pub async fn create_webhook(State(state): State<AppState>, form: AdminForm) -> P
                 name: new.name,
                 url: new.url,
                 description: new.description.unwrap_or_default(),
+                rate_limit: fields.text("rate_limit"),
                 errors: field_errors(errors),
             },
         )),
@@ -340,6 +366,7 @@ pub struct EditValues {
     pub name: String,
     pub description: String,
     pub url: String,
+    pub rate_limit: String,
 }
 
 pub async fn webhook(
@@ -450,6 +477,7 @@ async fn webhook_page(
             name: webhook.name.clone(),
             description: webhook.description.clone(),
             url: webhook.url.clone(),
+            rate_limit: rate_limit_text(webhook.rate_limit),
         },
         picker: picker(services.catalog, &webhook.events),
         covers_owner: admin.caller.access.covers(&owner_access),
@@ -485,15 +513,23 @@ pub async fn update_webhook(
         events: (fields.get("events_shown").is_some() && events != current_events)
             .then_some(events),
         headers: None,
+        rate_limit: None,
     };
     let clear = fields.get("clear_headers").is_some();
-    let updated = match header_lines(&fields.text("headers")) {
-        Ok(Some(_)) if clear => Err(AppError::Validation(vec![FieldError::new(
+    // Only managers who cover the owner get the rate limit box; others send none.
+    let typed = header_lines(&fields.text("headers")).and_then(|headers| {
+        let limit = fields.get("rate_limit").map(rate_limit_field).transpose()?;
+        Ok((headers, limit))
+    });
+    let updated = match typed {
+        Ok((Some(_), _)) if clear => Err(AppError::Validation(vec![FieldError::new(
             "headers",
             "enter new headers or tick “Remove all custom headers”, not both",
         )])),
-        Ok(headers) => {
+        Ok((headers, rate_limit)) => {
             changes.headers = headers.or_else(|| clear.then(HeaderInput::default));
+            changes.rate_limit =
+                rate_limit.filter(|limit| *limit != current.rate_limit.map(i64::from));
             webhooks::update(&state.services, &admin.caller, &id, changes).await
         }
         Err(error) => Err(AppError::Validation(vec![error])),
@@ -521,6 +557,9 @@ pub async fn update_webhook(
                 url: fields
                     .get("url")
                     .map_or(page.edit.url.clone(), str::to_owned),
+                rate_limit: fields
+                    .get("rate_limit")
+                    .map_or(page.edit.rate_limit.clone(), str::to_owned),
             };
             if fields.get("events_shown").is_some() {
                 page.picker = picker(state.services.catalog, &fields.all("events"));
