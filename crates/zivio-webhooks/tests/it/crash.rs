@@ -11,6 +11,7 @@ use zivio_core::webhook::WebhookId;
 
 use crate::support::api::{Api, Backend, on_both_backends};
 use crate::support::receiver::Receiver;
+use crate::support::sending::batch;
 use crate::support::service::Service;
 
 on_both_backends!(
@@ -19,18 +20,6 @@ on_both_backends!(
 );
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn batch(size: usize) -> Value {
-    let data = zivio_core::catalog::Catalog::builtin()
-        .event_type("invoice.paid")
-        .unwrap()
-        .example
-        .clone();
-    let events: Vec<Value> = (0..size)
-        .map(|_| json!({"type": "invoice.paid", "resource": {"id": data["id"], "data": data}}))
-        .collect();
-    json!({ "events": events })
-}
 
 async fn start(backend: Backend, receiver: &Receiver) -> Option<(Api, String)> {
     let ca = receiver.ca_path.to_str().unwrap().to_owned();

@@ -18,6 +18,7 @@ mod hostile_load;
 mod operations;
 mod payload_contracts;
 mod postgres;
+mod rate_limits;
 mod security;
 mod startup;
 mod webhooks;

@@ -22,6 +22,8 @@ pub struct Received {
     pub path: String,
     pub headers: hyper::HeaderMap,
     pub body: Vec<u8>,
+    /// When the request's head arrived.
+    pub at: std::time::Instant,
 }
 
 /// How to answer one request.
@@ -133,6 +135,7 @@ async fn answer(
     state: Arc<State>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let at = std::time::Instant::now();
     let path = request.uri().path().to_owned();
     let headers = request.headers().clone();
     let body = request.into_body().collect().await?.to_bytes().to_vec();
@@ -146,6 +149,7 @@ async fn answer(
         path,
         headers,
         body,
+        at,
     });
     state.arrived.notify_waiters();
     let mut body = Bytes::from_static(b"{\"received\":true}");

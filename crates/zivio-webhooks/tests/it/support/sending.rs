@@ -20,6 +20,19 @@ pub struct Setup {
     _receiver_dir: tempfile::TempDir,
 }
 
+/// A platform batch of `size` `invoice.paid` events (the catalog's example).
+pub fn batch(size: usize) -> serde_json::Value {
+    let data = zivio_core::catalog::Catalog::builtin()
+        .event_type("invoice.paid")
+        .unwrap()
+        .example
+        .clone();
+    let events: Vec<serde_json::Value> = (0..size)
+        .map(|_| json!({"type": "invoice.paid", "resource": {"id": data["id"], "data": data}}))
+        .collect();
+    json!({ "events": events })
+}
+
 /// A service that trusts the receiver's CA and may reach loopback, with a fast schedule.
 pub async fn setup(backend: Backend, schedule: &str, trust_receiver: bool) -> Option<Setup> {
     setup_with(backend, schedule, trust_receiver, &[]).await
