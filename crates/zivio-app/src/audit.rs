@@ -5,7 +5,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use zivio_store::AuditCursor;
 
-use crate::webhooks::rfc3339;
+use crate::rfc3339;
 use crate::{AppError, AppResult, Caller, FieldError, Services};
 
 pub const MAX_PAGE: u32 = 100;

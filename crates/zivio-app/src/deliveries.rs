@@ -17,7 +17,8 @@ use zivio_store::{AttemptCursor, AttemptFilter, AttemptSummary, EventTypeFilter,
 
 use crate::caller::owner_access;
 use crate::events::{Source, TEST_EVENT_TYPE, shaped_envelope, test_event};
-use crate::webhooks::{find, require_cover, rfc3339};
+use crate::rfc3339;
+use crate::webhooks::{find, require_cover};
 use crate::{AppError, AppResult, Caller, FieldError, Services, random, unix_millis};
 
 pub const MAX_PAGE: u32 = 100;

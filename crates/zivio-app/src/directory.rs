@@ -14,7 +14,7 @@ use zivio_core::webhook::time_ordered_hex;
 use zivio_store::StoreError;
 
 use crate::passwords::HashingPool;
-use crate::webhooks::rfc3339;
+use crate::rfc3339;
 use crate::{AppError, AppResult, FieldError, Services, digest, random, unix_millis};
 
 const MAX_TEXT_LENGTH: usize = 200;

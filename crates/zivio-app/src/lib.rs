@@ -28,6 +28,7 @@ pub mod retention;
 pub mod sessions;
 pub mod webhook_headers;
 pub mod webhook_preview;
+mod webhook_status;
 mod webhook_url;
 pub mod webhooks;
 
@@ -122,6 +123,12 @@ pub fn random<const N: usize>() -> [u8; N] {
 pub fn digest(secret: &str) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A time as the API shows it (RFC 3339, UTC).
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("UTC times format as RFC 3339")
 }
 
 /// Milliseconds since the epoch, for time-ordered ids.

@@ -2,12 +2,11 @@
 //! with the privilege boundary: actions that send or expose more of the owner's data, or
 //! destroy their history, need access that covers the owner's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::custom_header::HeaderInput;
@@ -20,9 +19,11 @@ use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, We
 
 use crate::caller::owner_access;
 use crate::webhook_headers;
+pub use crate::webhook_status::Health;
+use crate::webhook_status::{health_of, waiting_for_limits};
 pub use crate::webhook_headers::HeaderView;
 use crate::webhook_url::vet_url;
-use crate::{AppError, AppResult, Caller, FieldError, Services, random, unix_millis};
+use crate::{AppError, AppResult, Caller, FieldError, Services, random, rfc3339, unix_millis};
 
 /// A webhook as an admin sees it: the URL is scheme and host only unless their access covers
 /// the owner's. Never the secret.
@@ -59,18 +60,6 @@ pub struct WebhookView {
     pub health: Health,
 }
 
-/// Delivery health; every value is null until the webhook has attempts.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    #[schema(format = DateTime)]
-    pub last_attempt_at: Option<String>,
-    pub last_status: Option<String>,
-    pub success_rate_24h: Option<f64>,
-    pub success_rate_7d: Option<f64>,
-    #[schema(format = DateTime)]
-    pub failing_since: Option<String>,
-}
-
 /// An answer that carries the signing secret: it is shown this once.
 #[derive(Debug)]
 pub struct WithSecret {
@@ -99,10 +88,6 @@ pub struct WebhookChanges {
     pub headers: Option<HeaderInput>,
     /// `Some(None)` removes the limit.
     pub rate_limit: Option<Option<i64>>,
-}
-
-pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&Rfc3339).expect("UTC times format as RFC 3339")
 }
 
 pub async fn list(services: &Services, caller: &Caller) -> AppResult<Vec<WebhookView>> {
@@ -470,63 +455,6 @@ async fn present(
         health,
         waiting,
     ))
-}
-
-/// Per rate-limited webhook, its deliveries due and not yet sent: they wait for the limit.
-async fn waiting_for_limits(
-    services: &Services,
-    webhooks: &[Webhook],
-) -> AppResult<HashMap<WebhookId, i64>> {
-    let limited: Vec<WebhookId> = webhooks
-        .iter()
-        .filter(|webhook| webhook.rate_limit.is_some())
-        .map(|webhook| webhook.id.clone())
-        .collect();
-    if limited.is_empty() {
-        return Ok(HashMap::new());
-    }
-    Ok(services
-        .store
-        .due_deliveries(&limited, services.now())
-        .await?)
-}
-
-/// Health from the maintained counters: the latest attempt, and success rates over the hourly
-/// buckets of the last 24 hours and 7 days.
-async fn health_of(
-    services: &Services,
-    caller: &Caller,
-    only: Option<&WebhookId>,
-) -> AppResult<HashMap<WebhookId, Health>> {
-    let now = services.now();
-    let counts = services
-        .store
-        .webhook_health(
-            &caller.tenant,
-            only,
-            now - time::Duration::days(7),
-            now - time::Duration::hours(24),
-        )
-        .await?;
-    let rate = |succeeded: i64, attempts: i64| {
-        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-        (attempts > 0).then(|| succeeded as f64 / attempts as f64)
-    };
-    Ok(counts
-        .into_iter()
-        .map(|(id, counts)| {
-            let health = Health {
-                last_attempt_at: counts.last_attempt_at.map(rfc3339),
-                last_status: counts
-                    .last_succeeded
-                    .map(|ok| if ok { "succeeded" } else { "failed" }.to_owned()),
-                success_rate_24h: rate(counts.succeeded_24h, counts.attempts_24h),
-                success_rate_7d: rate(counts.succeeded_7d, counts.attempts_7d),
-                failing_since: counts.failing_since.map(rfc3339),
-            };
-            (id, health)
-        })
-        .collect())
 }
 
 /// Sends `webhook.test` to the webhook through the engine, whatever its subscriptions and even

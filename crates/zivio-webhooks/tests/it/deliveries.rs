@@ -553,7 +553,7 @@ async fn health_reflects_a_known_mix_of_outcomes(backend: Backend) {
     let first_failure = setup.attempts(&event, &down, 3).await[0].created_at;
     assert_eq!(
         down_health["failing_since"].as_str().unwrap(),
-        zivio_app::webhooks::rfc3339(first_failure),
+        zivio_app::rfc3339(first_failure),
         "the first failure since the last success"
     );
     assert_eq!(
