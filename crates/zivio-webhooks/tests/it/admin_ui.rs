@@ -696,3 +696,41 @@ async fn custom_headers_are_set_in_the_forms_and_shown_as_names_and_hints() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_rate_limit_is_set_in_the_forms_and_shown() {
+    let Some((setup, browser)) = prepared().await else {
+        return;
+    };
+    sign_in(&setup, &browser, "u1@acme.example.com").await;
+    browser
+        .open(&setup.api.service.url("/admin/webhooks/new"))
+        .await;
+    browser.type_into("#name", "Paced").await;
+    browser.type_into("#url", &setup.receiver.url("/paced")).await;
+    browser.click("input[value='*']").await;
+    browser.type_into("#rate_limit", "20000").await;
+    browser.click("form button.primary").await;
+    browser.wait_for_text("from 1 to 10000", false).await;
+
+    browser.type_into("#rate_limit", "3").await;
+    browser.click("form button.primary").await;
+    browser.wait_for_url(|url| url.ends_with("/secret")).await;
+    let page = browser.url().await;
+    browser.open(&page).await;
+    assert_eq!(
+        browser.text_of("#rate-limit").await,
+        "3 requests per second"
+    );
+
+    // The edit form changes it, and an empty box removes it.
+    browser.type_into("#rate_limit", "").await;
+    browser
+        .click("form.stack:has(input[name=clear_headers]) button.primary")
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while browser.text_of("#rate-limit").await != "None" {
+        assert!(tokio::time::Instant::now() < deadline, "the limit stays");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
