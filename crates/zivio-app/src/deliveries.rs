@@ -8,18 +8,17 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
-use zivio_core::event::new_event_id;
-use zivio_core::shaping::ShapeProfile;
 use zivio_core::subscription::EventFilter;
 use zivio_core::url_policy::mask_str;
 use zivio_core::webhook::WebhookId;
 use zivio_store::{AttemptCursor, AttemptFilter, AttemptSummary, EventTypeFilter, NewEvent};
 
 use crate::caller::owner_access;
-use crate::events::{Source, TEST_EVENT_TYPE, shaped_envelope, test_event};
+use crate::events::{TEST_EVENT_TYPE, test_event};
+use crate::resending::{NotResent, resend_event};
 use crate::rfc3339;
 use crate::webhooks::{find, require_cover};
-use crate::{AppError, AppResult, Caller, FieldError, Services, random, unix_millis};
+use crate::{AppError, AppResult, Caller, FieldError, Services};
 
 pub const MAX_PAGE: u32 = 100;
 
@@ -62,6 +61,8 @@ pub struct DeliveryDetailView {
     pub delivery: DeliveryView,
     pub request: RequestView,
     pub response: Option<ResponseView>,
+    /// The event this one resends (`evt_...`), if it is a resend (single or by a recovery).
+    pub resend_of: Option<String>,
     /// Why the bodies, the response headers and the URL's path and query are withheld; null
     /// when they are shown.
     pub bodies_hidden: Option<String>,
@@ -233,6 +234,7 @@ pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<De
             body: shown.then(|| text(&detail.request_body)),
         },
         response,
+        resend_of: detail.resend_of.clone(),
         bodies_hidden: hidden,
     })
 }
@@ -275,17 +277,32 @@ pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult
     }
     let now = services.now();
     let event = if attempt.event_type == TEST_EVENT_TYPE {
-        test_event(&webhook.id, now)
+        NewEvent {
+            resend_of: Some(attempt.event_id.clone()),
+            ..test_event(&webhook.id, now)
+        }
     } else {
-        reshaped(
+        let owner = Access::of(&owner, &roles);
+        let resend = resend_event(
             services,
-            caller,
-            &attempt,
+            &caller.tenant,
+            &attempt.event_id,
             &webhook.id,
-            &Access::of(&owner, &roles),
+            &owner,
             now,
         )
-        .await?
+        .await?;
+        resend.map_err(|reason| {
+            AppError::Conflict(
+                match reason {
+                    NotResent::Gone => "The event is no longer stored: it cannot be resent.",
+                    NotResent::NotVisible => {
+                        "The webhook's owner can no longer see this resource: it is not resent."
+                    }
+                }
+                .to_owned(),
+            )
+        })?
     };
     let audit = AuditEntry::new(
         &caller.tenant,
@@ -302,63 +319,6 @@ pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult
     publish_one(services, caller, &event, &audit).await?;
     tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, event = %event.id, "event resent");
     Ok(event.id)
-}
-
-async fn reshaped(
-    services: &Services,
-    caller: &Caller,
-    attempt: &AttemptSummary,
-    webhook: &WebhookId,
-    owner: &Access,
-    now: OffsetDateTime,
-) -> AppResult<NewEvent> {
-    let gone =
-        || AppError::Conflict("The event is no longer stored: it cannot be resent.".to_owned());
-    let stored = services
-        .store
-        .event(&caller.tenant, &attempt.event_id)
-        .await?
-        .ok_or_else(gone)?;
-    let source = stored
-        .source
-        .as_deref()
-        .and_then(Source::decode)
-        .ok_or_else(gone)?;
-    let collection = services
-        .catalog
-        .collection_of_type(&stored.event_type)
-        .ok_or_else(gone)?
-        .name
-        .clone();
-    if !owner.can_read(&collection, &source.meta) {
-        return Err(AppError::Conflict(
-            "The webhook's owner can no longer see this resource: it is not resent.".to_owned(),
-        ));
-    }
-    let id = new_event_id(unix_millis(now), random());
-    let profile = ShapeProfile::of(owner, services.catalog, &collection);
-    let body = shaped_envelope(
-        services,
-        &profile,
-        &collection,
-        &id,
-        &stored.event_type,
-        stored.occurred_at,
-        &source.data,
-    );
-    Ok(NewEvent {
-        payloads: vec![body],
-        deliveries: vec![(webhook.clone(), 0)],
-        fingerprint: None,
-        event_type: stored.event_type,
-        occurred_at: stored.occurred_at,
-        accepted_at: now,
-        key: None,
-        resource_id: stored.resource_id,
-        source: stored.source,
-        is_test: false,
-        id,
-    })
 }
 
 /// Stores one event for one webhook with its audit entry, and wakes the engine.

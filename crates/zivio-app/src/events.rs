@@ -388,6 +388,7 @@ pub(crate) fn test_event(webhook: &WebhookId, now: OffsetDateTime) -> NewEvent {
         resource_id: webhook.to_string(),
         source: None,
         is_test: true,
+        resend_of: None,
         id,
     }
 }

@@ -24,6 +24,8 @@ pub mod events;
 pub mod handoff;
 pub mod metrics;
 pub mod passwords;
+pub mod recoveries;
+mod resending;
 pub mod retention;
 pub mod sessions;
 pub mod webhook_headers;

@@ -55,6 +55,7 @@ pub struct Metrics {
     nonconforming: Family<EventTypeLabels, Counter>,
     rate_limit_waiting: Gauge,
     rate_limit_delay: Counter<f64, AtomicU64>,
+    recoveries_running: Gauge,
 }
 
 impl Metrics {
@@ -134,7 +135,14 @@ impl Metrics {
             "Time deliveries of this instance spent waiting for their webhook's rate limit",
             rate_limit_delay.clone(),
         );
+        let recoveries_running = Gauge::default();
+        registry.register(
+            "recoveries_running",
+            "Recoveries running (all instances)",
+            recoveries_running.clone(),
+        );
         Self {
+            recoveries_running,
             rate_limit_waiting,
             rate_limit_delay,
             nonconforming,
@@ -216,6 +224,10 @@ impl Metrics {
             delay: self.rate_limit_delay.clone(),
             since: std::time::Instant::now(),
         }
+    }
+
+    pub fn set_recoveries_running(&self, running: i64) {
+        self.recoveries_running.set(running);
     }
 
     pub fn set_queue(&self, depth: i64, due_lag_seconds: f64) {

@@ -19,9 +19,9 @@ use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, We
 
 use crate::caller::owner_access;
 use crate::webhook_headers;
+pub use crate::webhook_headers::HeaderView;
 pub use crate::webhook_status::Health;
 use crate::webhook_status::{health_of, waiting_for_limits};
-pub use crate::webhook_headers::HeaderView;
 use crate::webhook_url::vet_url;
 use crate::{AppError, AppResult, Caller, FieldError, Services, random, rfc3339, unix_millis};
 

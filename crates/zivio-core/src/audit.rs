@@ -24,6 +24,9 @@ pub enum AuditAction {
     /// A directory change ended a user's admin sessions and API keys (deactivation, deletion,
     /// loss of `webhooks:manage`).
     UserAccessEnded,
+    RecoveryStarted,
+    /// A recovery ended: done, cancelled, or stopped (webhook disabled, owner inactive).
+    RecoveryEnded,
 }
 
 impl AuditAction {
@@ -42,6 +45,8 @@ impl AuditAction {
             AuditAction::ApiKeyRevoked => "api_key.revoked",
             AuditAction::SignInLinkIssued => "sign_in_link.issued",
             AuditAction::UserAccessEnded => "user.access_ended",
+            AuditAction::RecoveryStarted => "recovery.started",
+            AuditAction::RecoveryEnded => "recovery.ended",
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod notice;
 pub mod password;
 pub mod permission;
 pub mod rate_limit;
+pub mod recovery;
 pub mod retry;
 pub mod secret;
 pub mod shaping;

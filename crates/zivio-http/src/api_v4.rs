@@ -20,6 +20,8 @@ use crate::openapi::{BodyErrors, V4Errors};
 use crate::problem::Problem;
 use crate::{AppState, no_store};
 
+mod recoveries;
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_event_types))
@@ -31,6 +33,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enable_webhook))
         .routes(routes!(preview_payload))
         .routes(routes!(send_test_event))
+        .routes(routes!(recoveries::recover))
+        .routes(routes!(recoveries::list_recoveries))
+        .routes(routes!(recoveries::get_recovery))
+        .routes(routes!(recoveries::cancel_recovery))
         .routes(routes!(list_deliveries))
         .routes(routes!(get_delivery))
         .routes(routes!(resend_delivery))

@@ -78,6 +78,7 @@ pub(crate) enum PlatformErrors {
         (name = "event types", description = "The catalog of subscribable events"),
         (name = "webhooks", description = "Managing webhooks"),
         (name = "deliveries", description = "Every delivery attempt, and resending"),
+        (name = "recoveries", description = "Resending everything that failed to a webhook since a point in time"),
         (name = "audit log", description = "Who changed what"),
         (name = "platform", description = "Service-to-service API of the Zivio platform"),
     ),

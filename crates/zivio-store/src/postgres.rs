@@ -56,6 +56,16 @@ mod sessions {
 mod pacing {
     crate::common::pacing_queries!(sqlx::Postgres, super::to_db);
 }
+/// How a claim of a recovery passes over rows other instances are claiming.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+mod recoveries {
+    crate::common::recovery_queries!(
+        sqlx::Postgres,
+        super::to_db,
+        super::from_db,
+        time::OffsetDateTime
+    );
+}
 mod queue {
     // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
     // from the index by webhook and due time, so a claim costs steps per webhook, not per queued

@@ -49,6 +49,8 @@ pub struct NewEvent {
     pub source: Option<Vec<u8>>,
     /// A test event reaches its webhook even while the webhook is disabled.
     pub is_test: bool,
+    /// The event this one resends (single resend or recovery).
+    pub resend_of: Option<String>,
 }
 
 /// The lease a publish stores its deliveries under (see [`Store::publish_leased`]).
@@ -257,6 +259,8 @@ pub struct AttemptDetail {
     pub response_headers: Option<String>,
     pub response_body: Option<Vec<u8>>,
     pub response_truncated: bool,
+    /// The event that this attempt's event resends, if it is a resend.
+    pub resend_of: Option<String>,
 }
 
 /// The facts health is computed from.
@@ -289,4 +293,48 @@ pub struct OutboxMail {
     pub notice: String,
     /// Earlier attempts to send it.
     pub attempts: u32,
+}
+
+/// A recovery: what failed to one webhook in `[since, until)`, resent in the background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// `rcv_...`
+    pub id: String,
+    pub tenant: TenantId,
+    pub webhook_id: WebhookId,
+    pub since: OffsetDateTime,
+    pub until: OffsetDateTime,
+    pub state: zivio_core::recovery::RecoveryState,
+    pub ended_reason: Option<String>,
+    /// Events selected when it started.
+    pub selected: i64,
+    pub resent: i64,
+    /// Events the owner could no longer see, or no longer stored.
+    pub skipped: i64,
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl Recovery {
+    pub fn counts(&self) -> zivio_core::recovery::Counts {
+        zivio_core::recovery::Counts {
+            selected: self.selected,
+            resent: self.resent,
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// One step of a recovery, written together or not at all: the resends published and the
+/// selected events settled (each resent as a new event, or skipped), under the recovery's lease.
+#[derive(Debug, Clone)]
+pub struct RecoveryStep {
+    pub recovery: String,
+    pub tenant: TenantId,
+    pub lease: String,
+    pub lease_until: OffsetDateTime,
+    pub resends: Vec<NewEvent>,
+    /// `(selected event, its resend)`; `None`: skipped.
+    pub settled: Vec<(String, Option<String>)>,
 }

@@ -36,6 +36,9 @@ const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 pub struct App {
     /// Held while serving an embedded database: it has exactly one instance.
     _instance_lock: Option<std::fs::File>,
+    instance: String,
+    /// How long a recovery stays leased to this instance without a renewal.
+    lease: std::time::Duration,
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     services: Services,
@@ -95,10 +98,12 @@ impl App {
                 public_url,
             },
         };
+        // Names this instance in leases (deliveries, recoveries).
+        let instance = time_ordered_hex(unix_millis(OffsetDateTime::now_utc()), keys::random());
         let engine = Engine::new(
             services.clone(),
             EngineConfig {
-                instance: time_ordered_hex(unix_millis(OffsetDateTime::now_utc()), keys::random()),
+                instance: instance.clone(),
                 lease: config.lease,
                 request_timeout: config.request_timeout,
                 schedule: config.retry_schedule.clone(),
@@ -145,6 +150,8 @@ impl App {
         };
         Ok(App {
             _instance_lock: instance_lock,
+            instance,
+            lease: config.lease,
             engine,
             store,
             services,
@@ -186,6 +193,12 @@ impl App {
             self.certificate_expires_at,
             stopped.clone(),
         ));
+        let recovering = tokio::spawn(zivio_app::recoveries::worker::run(
+            self.services.clone(),
+            self.instance.clone(),
+            self.lease,
+            stopped.clone(),
+        ));
         let mailing = self
             .mailer
             .take()
@@ -209,6 +222,7 @@ impl App {
             _ => public.await?,
         }
         let _ = maintenance.await;
+        let _ = recovering.await;
         if let Some(mailing) = mailing {
             let _ = mailing.await;
         }

@@ -230,6 +230,7 @@ impl Fanout {
             deliveries,
             source: Some(Source::encode(&event.meta, &event.data)),
             is_test: false,
+            resend_of: None,
         }
     }
 }

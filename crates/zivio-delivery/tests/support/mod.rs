@@ -177,6 +177,7 @@ impl World {
             deliveries: vec![(id.clone(), 0)],
             source: None,
             is_test: false,
+            resend_of: None,
         };
         store
             .publish_events(&tenant, &[event], now, None)

@@ -64,7 +64,7 @@ macro_rules! event_queries {
             for chunk in $crate::common::fixed_chunks(batch) {
                 let mut insert = sqlx::QueryBuilder::<$db>::new(
                     "INSERT INTO events (id, tenant_id, type, occurred_at, accepted_at, producer_key,
-                                         fingerprint, resource_id, source) ",
+                                         fingerprint, resource_id, source, resend_of) ",
                 );
                 insert.push_values(chunk, |mut row, event| {
                     row.push_bind(event.id.as_str())
@@ -75,7 +75,8 @@ macro_rules! event_queries {
                         .push_bind(event.key.as_deref())
                         .push_bind(event.fingerprint.as_ref().map_or(&[][..], |print| print.as_slice()))
                         .push_bind(event.resource_id.as_str())
-                        .push_bind(event.source.as_deref());
+                        .push_bind(event.source.as_deref())
+                        .push_bind(event.resend_of.as_deref());
                 });
                 insert.build().execute(&mut *tx).await.map_err(|error| {
                     match conflict_on_unique(error, "producer key") {

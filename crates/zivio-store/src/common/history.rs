@@ -99,10 +99,11 @@ macro_rules! history_queries {
         pub(crate) async fn attempt(pool: &Pool, tenant: &TenantId, id: &str) -> StoreResult<Option<AttemptDetail>> {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {SUMMARY_COLUMNS}, a.request_url, a.request_headers, p.body AS request_body,
-                        a.response_headers, a.response_body, a.response_truncated
+                        a.response_headers, a.response_body, a.response_truncated, e.resend_of
                  FROM delivery_attempts a
                  JOIN deliveries d ON d.id = a.delivery_id
                  JOIN payloads p ON p.id = d.payload_id
+                 JOIN events e ON e.id = d.event_id
                  WHERE a.tenant_id = $1 AND a.id = $2"
             )))
             .bind(tenant.as_str())
@@ -118,6 +119,7 @@ macro_rules! history_queries {
                     response_headers: row.get("response_headers"),
                     response_body: row.get("response_body"),
                     response_truncated: row.get("response_truncated"),
+                    resend_of: row.get("resend_of"),
                 })
             })
             .transpose()

@@ -653,6 +653,7 @@ macro_rules! store_impl {
 
             async fn release_all_leases(&self) -> $crate::StoreResult<u64> {
                 let mut tx = self.begin_uncounted_write().await?;
+                recoveries::release_all(&mut tx).await?;
                 let released = queue::release_all(&mut tx).await?;
                 tx.commit().await?;
                 Ok(released)
@@ -692,6 +693,99 @@ macro_rules! store_impl {
                 now: Instant,
             ) -> $crate::StoreResult<std::collections::HashMap<wh::WebhookId, i64>> {
                 pacing::due_per_webhook(self.reader(), webhooks, now).await
+            }
+
+            async fn count_recoverable(
+                &self,
+                tenant: &id::TenantId,
+                webhook: &wh::WebhookId,
+                since: Instant,
+                until: Instant,
+            ) -> $crate::StoreResult<i64> {
+                recoveries::count_recoverable(self.reader(), tenant, webhook, since, until).await
+            }
+
+            async fn start_recovery(
+                &self,
+                recovery: &$crate::Recovery,
+                max_running: i64,
+                audit: &Audit,
+            ) -> $crate::StoreResult<$crate::Recovery> {
+                let mut tx = self.begin_uncounted_write().await?;
+                directory::lock_tenant(&mut tx, &recovery.tenant).await?;
+                let started = recoveries::insert_recovery(&mut tx, recovery, max_running).await?;
+                let audit = zivio_core::recovery::audited(audit.clone(), &started.counts());
+                directory::record_audit(&mut tx, &audit).await?;
+                tx.commit().await?;
+                Ok(started)
+            }
+
+            async fn recoveries(
+                &self,
+                tenant: &id::TenantId,
+                webhook: &wh::WebhookId,
+            ) -> $crate::StoreResult<Vec<$crate::Recovery>> {
+                recoveries::recoveries(self.reader(), tenant, webhook).await
+            }
+
+            async fn recovery(&self, tenant: &id::TenantId, id: &str) -> $crate::StoreResult<Option<$crate::Recovery>> {
+                recoveries::recovery(self.reader(), tenant, id).await
+            }
+
+            async fn end_recovery(
+                &self,
+                tenant: &id::TenantId,
+                id: &str,
+                ending: &zivio_core::recovery::Ending,
+                now: Instant,
+                audit: &Audit,
+            ) -> $crate::StoreResult<Option<$crate::Recovery>> {
+                let mut tx = self.begin_uncounted_write().await?;
+                let Some(ended) = recoveries::end(&mut tx, tenant, id, ending, now).await? else {
+                    return Ok(None);
+                };
+                let audit = zivio_core::recovery::audited(audit.clone(), &ended.counts());
+                directory::record_audit(&mut tx, &audit).await?;
+                tx.commit().await?;
+                Ok(Some(ended))
+            }
+
+            async fn claim_recovery(
+                &self,
+                lease: &str,
+                now: Instant,
+                lease_until: Instant,
+            ) -> $crate::StoreResult<Option<$crate::Recovery>> {
+                let mut tx = self.begin_uncounted_write().await?;
+                let claimed = recoveries::claim(&mut tx, lease, now, lease_until, SKIP_LOCKED).await?;
+                tx.commit().await?;
+                Ok(claimed)
+            }
+
+            async fn pending_recovery_items(&self, recovery: &str, limit: i64) -> $crate::StoreResult<Vec<String>> {
+                recoveries::pending_items(self.reader(), recovery, limit).await
+            }
+
+            async fn record_recovery_step(&self, step: $crate::RecoveryStep) -> $crate::StoreResult<bool> {
+                let mut tx = self.begin_uncounted_write().await?;
+                if !recoveries::advance(&mut tx, &step).await? {
+                    return Ok(false);
+                }
+                events::insert_events(&mut tx, &step.tenant, &step.resends, Instant::UNIX_EPOCH, None).await?;
+                recoveries::settle_items(&mut tx, &step).await?;
+                if !step.resends.is_empty() {
+                    announce_work(&mut tx).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn still_pending(&self, events: &[String]) -> $crate::StoreResult<Vec<String>> {
+                recoveries::still_pending(self.reader(), events).await
+            }
+
+            async fn running_recoveries(&self) -> $crate::StoreResult<i64> {
+                recoveries::running(self.reader()).await
             }
 
             async fn purge_rate_seconds(&self, before: i64) -> $crate::StoreResult<u64> {

@@ -124,6 +124,7 @@ pub fn new_event(id: &str, key: Option<&str>, deliveries: Vec<(WebhookId, usize)
         deliveries,
         source: Some(b"{\"data\":{}}".to_vec()),
         is_test: false,
+        resend_of: None,
     }
 }
 

@@ -707,7 +707,9 @@ async fn a_rate_limit_is_set_in_the_forms_and_shown() {
         .open(&setup.api.service.url("/admin/webhooks/new"))
         .await;
     browser.type_into("#name", "Paced").await;
-    browser.type_into("#url", &setup.receiver.url("/paced")).await;
+    browser
+        .type_into("#url", &setup.receiver.url("/paced"))
+        .await;
     browser.click("input[value='*']").await;
     browser.type_into("#rate_limit", "20000").await;
     browser.click("form button.primary").await;

@@ -1,0 +1,269 @@
+//! The recovery worker: each instance leases running recoveries (one instance per recovery at a
+//! time; another takes over when its lease expires) and works through their selection in steps.
+//! Each step publishes some resends and settles their events in one transaction under the
+//! lease, so a crash or restart resumes where the last committed step left off and resends
+//! nothing twice.
+//!
+//! A recovery never floods its receiver: at most `OUTSTANDING_RESENDS` of its resends wait for
+//! delivery at once (new events queue behind no more than these), and with a rate limit it
+//! publishes at most half of it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use zivio_core::access::Access;
+use zivio_core::audit::SYSTEM_ACTOR;
+use zivio_core::recovery::{self, Ending};
+use zivio_store::{Recovery, RecoveryStep, StoreResult};
+
+use crate::resending::resend_event;
+use crate::{AppResult, Services};
+
+/// Look for recoveries to work on at least this often.
+const POLL: Duration = Duration::from_secs(1);
+/// While the recovery's resends have no room, look again after this long.
+const WAIT_FOR_ROOM: Duration = Duration::from_millis(10);
+/// Recoveries one instance works on at once.
+const CONCURRENT: usize = 16;
+
+/// A recovery's lease as this instance holds it.
+struct Lease {
+    token: String,
+    lasts: Duration,
+}
+
+impl Lease {
+    /// Renewed at least this often while waiting for room, well before it runs out.
+    fn heartbeat(&self) -> Duration {
+        self.lasts / 3
+    }
+}
+
+/// Works on recoveries until `stop` turns true. `instance` names this instance in leases;
+/// `lease` is how long another instance waits before it takes over a recovery whose worker
+/// stopped renewing (every step renews it).
+pub async fn run(
+    services: Services,
+    instance: String,
+    lease: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT));
+    let mut claims = 0_u64;
+    while !*stop.borrow() {
+        let running = services.store.running_recoveries().await.unwrap_or(0);
+        services.metrics.set_recoveries_running(running);
+        // Claim while there is work and room for it.
+        if running > 0 {
+            claim_all(&services, &instance, lease, &slots, &mut claims, &stop).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Claims running recoveries nobody works on, while this instance has room, and starts a task
+/// for each.
+async fn claim_all(
+    services: &Services,
+    instance: &str,
+    lease_for: Duration,
+    slots: &Arc<Semaphore>,
+    claims: &mut u64,
+    stop: &watch::Receiver<bool>,
+) {
+    loop {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        *claims += 1;
+        let lease = Lease {
+            token: format!("{instance}:recovery:{claims}"),
+            lasts: lease_for,
+        };
+        let now = services.now();
+        let claimed = services
+            .store
+            .claim_recovery(&lease.token, now, now + lease.lasts)
+            .await;
+        match claimed {
+            Ok(Some(recovery)) => {
+                let (services, stop) = (services.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let id = recovery.id.clone();
+                    if let Err(error) = work(&services, recovery, &lease, stop).await {
+                        tracing::warn!(recovery = %id, error = %error, "recovery interrupted; its lease expires and it resumes");
+                    }
+                    drop(slot);
+                });
+            }
+            Ok(None) => break,
+            Err(error) => {
+                tracing::warn!(error = %error, "could not look for recoveries");
+                break;
+            }
+        }
+    }
+}
+
+/// Where one recovery stands in this instance.
+struct Progress {
+    /// Resends published by this worker whose delivery may still be pending.
+    outstanding: Vec<String>,
+    /// Pace (with a rate limit): when publishing began and how many were published since.
+    paced_since: Instant,
+    published: u64,
+    renewed: Instant,
+}
+
+/// Works on `recovery` until it ends, is cancelled, loses its lease or the instance stops.
+async fn work(
+    services: &Services,
+    recovery: Recovery,
+    lease: &Lease,
+    mut stop: watch::Receiver<bool>,
+) -> AppResult<()> {
+    let mut progress = Progress {
+        outstanding: Vec::new(),
+        paced_since: Instant::now(),
+        published: 0,
+        renewed: Instant::now(),
+    };
+    while !*stop.borrow() {
+        let Some(webhook) = services
+            .store
+            .webhook(&recovery.tenant, &recovery.webhook_id)
+            .await?
+        else {
+            // Deleted: the recovery went with it.
+            return Ok(());
+        };
+        let (owner, owner_active) =
+            crate::caller::owner_access(services, &recovery.tenant, &webhook.owner).await?;
+        if let Some(ending) = recovery::must_end(webhook.is_enabled(), owner_active) {
+            end(services, &recovery, &ending).await?;
+            return Ok(());
+        }
+        let room = room(services, &mut progress, webhook.rate_limit).await?;
+        if room == 0 {
+            if progress.renewed.elapsed() >= lease.heartbeat()
+                && !step(services, &recovery, lease, Vec::new(), Vec::new()).await?
+            {
+                return Ok(());
+            }
+            progress.renewed = Instant::now();
+            tokio::select! {
+                () = tokio::time::sleep(WAIT_FOR_ROOM) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let items = services
+            .store
+            .pending_recovery_items(&recovery.id, i64::try_from(room).unwrap_or(i64::MAX))
+            .await?;
+        if items.is_empty() {
+            end(services, &recovery, &Ending::Done).await?;
+            return Ok(());
+        }
+        let (resends, settled) = resends(services, &recovery, &owner, &items).await?;
+        let published: Vec<String> = resends.iter().map(|event| event.id.clone()).collect();
+        if !step(services, &recovery, lease, resends, settled).await? {
+            // Cancelled, ended elsewhere, or the lease was lost: nothing of this step was written.
+            return Ok(());
+        }
+        progress.renewed = Instant::now();
+        progress.published += published.len() as u64;
+        progress.outstanding.extend(published);
+        services.deliveries_queued.notify_one();
+    }
+    Ok(())
+}
+
+/// How many resends may be published now: room among the outstanding ones, and with a rate
+/// limit what its half allows so far.
+async fn room(
+    services: &Services,
+    progress: &mut Progress,
+    limit: Option<zivio_core::rate_limit::RateLimit>,
+) -> StoreResult<usize> {
+    if !progress.outstanding.is_empty() {
+        progress.outstanding = services.store.still_pending(&progress.outstanding).await?;
+    }
+    let mut room = recovery::outstanding_bound(limit).saturating_sub(progress.outstanding.len());
+    if let Some(interval) = recovery::resend_interval(limit) {
+        let due = recovery::resends_due(interval, progress.paced_since.elapsed());
+        let allowed = due.saturating_sub(progress.published);
+        room = room.min(usize::try_from(allowed).unwrap_or(usize::MAX));
+    }
+    Ok(room)
+}
+
+/// The resends of `items`, shaped with the owner's access now; those the owner can no longer
+/// see, or that are no longer stored, are settled as skipped.
+async fn resends(
+    services: &Services,
+    recovery: &Recovery,
+    owner: &Access,
+    items: &[String],
+) -> AppResult<(Vec<zivio_store::NewEvent>, Vec<(String, Option<String>)>)> {
+    let now = services.now();
+    let mut resends = Vec::with_capacity(items.len());
+    let mut settled = Vec::with_capacity(items.len());
+    for original in items {
+        let resend = resend_event(
+            services,
+            &recovery.tenant,
+            original,
+            &recovery.webhook_id,
+            owner,
+            now,
+        )
+        .await?;
+        match resend {
+            Ok(event) => {
+                settled.push((original.clone(), Some(event.id.clone())));
+                resends.push(event);
+            }
+            Err(_) => settled.push((original.clone(), None)),
+        }
+    }
+    Ok((resends, settled))
+}
+
+async fn step(
+    services: &Services,
+    recovery: &Recovery,
+    lease: &Lease,
+    resends: Vec<zivio_store::NewEvent>,
+    settled: Vec<(String, Option<String>)>,
+) -> StoreResult<bool> {
+    let now = services.now();
+    services
+        .store
+        .record_recovery_step(RecoveryStep {
+            recovery: recovery.id.clone(),
+            tenant: recovery.tenant.clone(),
+            lease: lease.token.clone(),
+            lease_until: now + lease.lasts,
+            resends,
+            settled,
+        })
+        .await
+}
+
+async fn end(services: &Services, recovery: &Recovery, ending: &Ending) -> StoreResult<()> {
+    let now = services.now();
+    let audit = super::ended_entry(recovery, SYSTEM_ACTOR, now, ending);
+    if let Some(ended) = services
+        .store
+        .end_recovery(&recovery.tenant, &recovery.id, ending, now, &audit)
+        .await?
+    {
+        tracing::info!(recovery = %ended.id, reason = %ending, resent = ended.resent, skipped = ended.skipped, "recovery ended");
+    }
+    Ok(())
+}

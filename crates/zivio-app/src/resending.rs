@@ -1,0 +1,73 @@
+//! A resend: a stored event sent again to one webhook as a new event (new id, same type and
+//! `occurred_at`), shaped from its stored source with the owner's access now. Shared by single
+//! resends and recoveries.
+
+use time::OffsetDateTime;
+use zivio_core::access::Access;
+use zivio_core::event::new_event_id;
+use zivio_core::ids::TenantId;
+use zivio_core::shaping::ShapeProfile;
+use zivio_core::webhook::WebhookId;
+use zivio_store::NewEvent;
+
+use crate::events::{Source, shaped_envelope};
+use crate::{AppResult, Services, random, unix_millis};
+
+/// Why an event is not resent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotResent {
+    /// Retention deleted it (or its source).
+    Gone,
+    /// The webhook's owner can no longer see the resource.
+    NotVisible,
+}
+
+/// The resend of event `original` to `webhook`, shaped for `owner`.
+pub(crate) async fn resend_event(
+    services: &Services,
+    tenant: &TenantId,
+    original: &str,
+    webhook: &WebhookId,
+    owner: &Access,
+    now: OffsetDateTime,
+) -> AppResult<Result<NewEvent, NotResent>> {
+    let Some(stored) = services.store.event(tenant, original).await? else {
+        return Ok(Err(NotResent::Gone));
+    };
+    let source = stored.source.as_deref().and_then(Source::decode);
+    let collection = services
+        .catalog
+        .collection_of_type(&stored.event_type)
+        .map(|collection| collection.name.clone());
+    let (Some(source), Some(collection)) = (source, collection) else {
+        return Ok(Err(NotResent::Gone));
+    };
+    if !owner.can_read(&collection, &source.meta) {
+        return Ok(Err(NotResent::NotVisible));
+    }
+    let id = new_event_id(unix_millis(now), random());
+    let profile = ShapeProfile::of(owner, services.catalog, &collection);
+    let body = shaped_envelope(
+        services,
+        &profile,
+        &collection,
+        &id,
+        &stored.event_type,
+        stored.occurred_at,
+        &source.data,
+    );
+    Ok(Ok(NewEvent {
+        payloads: vec![body],
+        deliveries: vec![(webhook.clone(), 0)],
+        fingerprint: None,
+        event_type: stored.event_type,
+        occurred_at: stored.occurred_at,
+        accepted_at: now,
+        key: None,
+        resource_id: stored.resource_id,
+        source: stored.source,
+        is_test: false,
+        resend_of: Some(stored.id),
+        id,
+    }))
+}
