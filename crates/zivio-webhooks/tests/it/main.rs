@@ -19,6 +19,7 @@ mod operations;
 mod payload_contracts;
 mod postgres;
 mod rate_limits;
+mod recoveries;
 mod security;
 mod startup;
 mod webhooks;
