@@ -47,15 +47,15 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/sign-out", post(pages::sign_in::sign_out))
         .route(
             "/admin/webhooks",
-            get(pages::webhook_pages::webhooks).post(pages::webhook_pages::create_webhook),
+            get(pages::webhook_pages::webhooks).post(pages::webhook_forms::create_webhook),
         )
         .route(
             "/admin/webhooks/new",
-            get(pages::webhook_pages::new_webhook),
+            get(pages::webhook_forms::new_webhook),
         )
         .route(
             "/admin/webhooks/{id}",
-            get(pages::webhook_pages::webhook).post(pages::webhook_pages::update_webhook),
+            get(pages::webhook_pages::webhook).post(pages::webhook_forms::update_webhook),
         )
         .route(
             "/admin/webhooks/{id}/secret",
@@ -80,6 +80,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/webhooks/{id}/test",
             post(pages::webhook_pages::send_test),
+        )
+        .route(
+            "/admin/webhooks/{id}/recover",
+            post(pages::recovery_pages::recover),
+        )
+        .route(
+            "/admin/webhooks/{id}/recoveries/{recovery_id}/cancel",
+            post(pages::recovery_pages::cancel),
         )
         .route("/admin/deliveries", get(pages::delivery_pages::deliveries))
         .route(

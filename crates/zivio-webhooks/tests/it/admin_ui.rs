@@ -736,3 +736,65 @@ async fn a_rate_limit_is_set_in_the_forms_and_shown() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_recovery_is_counted_confirmed_and_followed_in_the_browser() {
+    let Some((setup, browser)) = prepared().await else {
+        return;
+    };
+    setup
+        .receiver
+        .script("/rec", &[crate::support::receiver::Reply::Status(400); 3]);
+    let (webhook, _) = setup.webhook("/rec").await;
+    for _ in 0..3 {
+        setup.publish().await;
+    }
+    setup
+        .receiver
+        .wait_for("/rec", 3, std::time::Duration::from_secs(20))
+        .await;
+    sign_in(&setup, &browser, "u1@acme.example.com").await;
+    let page = setup.api.service.url(&format!("/admin/webhooks/{webhook}"));
+    let since = time::OffsetDateTime::now_utc() - time::Duration::HOUR;
+    let since = since
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]"
+        ))
+        .unwrap();
+    let set_since = format!("document.querySelector('#since').value = '{since}'");
+    // Failures are recorded a moment after they arrive: count until all three are.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        browser.open(&page).await;
+        browser.eval(&set_since).await;
+        browser.click("button[value=count]").await;
+        browser.wait_for_text("would be resent", false).await;
+        if browser.text_of("#recover-count").await == "3 events would be resent." {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the count stays below 3"
+        );
+    }
+    browser.click("button[value=start]").await;
+    browser
+        .wait_for_text("Tick the box to confirm", false)
+        .await;
+    browser.click("#recover input[name=confirm]").await;
+    browser.click("button[value=start]").await;
+    browser.wait_for_url(|url| url.ends_with("#recover")).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while browser.text_of("#recoveries .recovery-progress").await != "3 of 3 resent" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the recovery does not finish"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        browser.open(&page).await;
+    }
+    setup
+        .receiver
+        .wait_for("/rec", 6, std::time::Duration::from_secs(20))
+        .await;
+}

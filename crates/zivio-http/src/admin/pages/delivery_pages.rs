@@ -12,7 +12,7 @@ use zivio_app::webhooks;
 use crate::AppState;
 use crate::admin::{Admin, AdminForm, PageResult};
 
-use super::{Layout, pretty_text, render, see_other};
+use super::{Layout, local_to_rfc3339, pretty_text, render, see_other};
 
 #[derive(Deserialize, Default)]
 pub struct DeliveriesFilter {
@@ -113,15 +113,6 @@ pub async fn deliveries(
         next,
         error,
     }))
-}
-
-/// `datetime-local` inputs send `2026-03-14T09:30`; the API takes RFC 3339 (times are UTC).
-fn local_to_rfc3339(text: &str) -> String {
-    if text.len() == 16 && !text.ends_with('Z') {
-        format!("{text}:00Z")
-    } else {
-        text.to_owned()
-    }
 }
 
 #[derive(Template)]

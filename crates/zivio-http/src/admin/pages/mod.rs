@@ -5,7 +5,9 @@
 pub mod audit_log;
 pub mod delivery_pages;
 pub mod event_types;
+pub mod recovery_pages;
 pub mod sign_in;
+pub mod webhook_forms;
 pub mod webhook_pages;
 
 use askama::Template;
@@ -108,4 +110,13 @@ pub(super) fn pretty(value: &Value) -> String {
 /// JSON pretty-printed; anything else as it is.
 pub(super) fn pretty_text(text: &str) -> String {
     serde_json::from_str::<Value>(text).map_or_else(|_| text.to_owned(), |value| pretty(&value))
+}
+
+/// `datetime-local` inputs send `2026-03-14T09:30`; the API takes RFC 3339 (times are UTC).
+pub(super) fn local_to_rfc3339(text: &str) -> String {
+    if text.len() == 16 && !text.ends_with('Z') {
+        format!("{text}:00Z")
+    } else {
+        text.to_owned()
+    }
 }
