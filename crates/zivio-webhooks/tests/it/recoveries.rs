@@ -388,3 +388,49 @@ async fn a_recovery_survives_a_kill_9_and_resends_nothing_twice(backend: Backend
     }
     assert_eq!(resent_events.len(), 3000, "no event was resent twice");
 }
+
+/// Two instances on one PostgreSQL database: one works on the recovery at a time, and when an
+/// instance dies in the middle the recovery still ends with each event resent once.
+#[tokio::test]
+async fn two_instances_share_a_recovery_without_resending_twice() {
+    let env = [("ZIVIO_WEBHOOKS_LEASE", "3s")];
+    let Some(mut setup) = setup_with(Backend::Postgres, "1s", true, &env).await else {
+        return;
+    };
+    let _second = setup.api.another_instance("second").await;
+    let (webhook, _, originals) = failed_events(&setup, "/two", 2000).await;
+    let limited = setup
+        .send(
+            Method::PATCH,
+            &format!("/v4/webhooks/{webhook}"),
+            Some(json!({"rate_limit": 1000})),
+        )
+        .await;
+    assert_eq!(limited.status, 200, "{}", limited.text);
+    let started = start(&setup, &webhook).await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    recovery_when(&setup, &webhook, &id, WAIT, |r| {
+        r["resent"].as_i64() >= Some(200)
+    })
+    .await;
+    setup.api.kill_and_restart().await;
+    let done = recovery_when(&setup, &webhook, &id, Duration::from_secs(120), |r| {
+        r["state"] == "done"
+    })
+    .await;
+    assert_eq!(
+        (done["selected"].clone(), done["resent"].clone()),
+        (json!(2000), json!(2000))
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while resends_arrived(&setup, "/two", &originals).len() < 2000 {
+        assert!(Instant::now() < deadline, "resends still missing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        resends_arrived(&setup, "/two", &originals).len(),
+        2000,
+        "no event resent twice"
+    );
+}
