@@ -64,6 +64,8 @@ enum Scenario {
     /// The cost of the payload-contract check (in process; no service, no backend).
     Contracts,
     Scaleout,
+    /// A recovery of 100,000 failed events (at scale 1) while new events arrive.
+    Recovery,
     Soak,
 }
 
@@ -137,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if (all || args.scenario == Scenario::Scaleout) && backend == Backend::Postgres {
             bench.scaleout().await.context("scale-out")?;
+        }
+        if args.scenario == Scenario::Recovery {
+            bench.recovery().await.context("recovery")?;
         }
         if args.scenario == Scenario::Soak {
             bench.soak().await.context("soak")?;

@@ -1,7 +1,8 @@
 //! The fastest receiver we can write: HTTPS on loopback (hyper + rustls, HTTP/1.1 and HTTP/2,
 //! keep-alive), answering 200 with an empty body at once and recording, per request, the path,
 //! the event id (`webhook-id`) and the arrival time. Paths starting with `/hang` never answer
-//! (the sender's timeout ends them).
+//! (the sender's timeout ends them); paths starting with `/refuse` are answered 400 (a
+//! permanent failure).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -141,11 +142,16 @@ async fn answer(
     if path.starts_with("/hang") {
         std::future::pending::<()>().await;
     }
+    let refused = path.starts_with("/refuse");
     state
         .arrivals
         .lock()
         .expect("not poisoned")
         .push(Arrival { path, event_id, at });
     state.count.fetch_add(1, Ordering::Relaxed);
-    Ok(Response::new(Empty::new()))
+    let mut response = Response::new(Empty::new());
+    if refused {
+        *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+    }
+    Ok(response)
 }

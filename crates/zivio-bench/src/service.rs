@@ -279,6 +279,24 @@ impl Service {
         Ok(keys)
     }
 
+    /// A v4 API request as the holder of `key` in this service's tenant.
+    pub async fn v4(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        self.call(
+            method,
+            path,
+            ("x-api-key", key),
+            Some(&self.tenant),
+            Some(body),
+        )
+        .await
+    }
+
     /// A webhook for every event type, to `url`; returns its id.
     pub async fn webhook(&self, tenant: &str, key: &str, url: &str) -> anyhow::Result<String> {
         let body = json!({"name": url, "url": url, "events": ["*"]});

@@ -15,6 +15,7 @@ use crate::service::{Backend, Launch, Service, postgres_cpu};
 
 mod load;
 mod long_runs;
+mod recovery;
 mod throughput;
 
 /// Nothing in a scenario may take longer than this to arrive.

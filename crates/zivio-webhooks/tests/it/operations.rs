@@ -200,6 +200,10 @@ async fn the_openapi_document_describes_every_endpoint() {
         ("get", "/v4/deliveries"),
         ("get", "/v4/deliveries/{id}"),
         ("post", "/v4/deliveries/{id}/resend"),
+        ("post", "/v4/webhooks/{id}/recover"),
+        ("get", "/v4/webhooks/{id}/recoveries"),
+        ("get", "/v4/webhooks/{id}/recoveries/{recovery_id}"),
+        ("post", "/v4/webhooks/{id}/recoveries/{recovery_id}/cancel"),
     ];
     let paths = document["paths"].as_object().unwrap();
     let operations: usize = paths
