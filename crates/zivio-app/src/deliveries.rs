@@ -283,16 +283,11 @@ pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult
         }
     } else {
         let owner = Access::of(&owner, &roles);
-        let resend = resend_event(
-            services,
-            &caller.tenant,
-            &attempt.event_id,
-            &webhook.id,
-            &owner,
-            now,
-        )
-        .await?;
-        resend.map_err(|reason| {
+        let stored = services
+            .store
+            .event(&caller.tenant, &attempt.event_id)
+            .await?;
+        resend_event(services, stored, &webhook.id, &owner, now).map_err(|reason| {
             AppError::Conflict(
                 match reason {
                     NotResent::Gone => "The event is no longer stored: it cannot be resent.",

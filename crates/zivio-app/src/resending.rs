@@ -5,13 +5,12 @@
 use time::OffsetDateTime;
 use zivio_core::access::Access;
 use zivio_core::event::new_event_id;
-use zivio_core::ids::TenantId;
 use zivio_core::shaping::ShapeProfile;
 use zivio_core::webhook::WebhookId;
-use zivio_store::NewEvent;
+use zivio_store::{NewEvent, StoredEvent};
 
 use crate::events::{Source, shaped_envelope};
-use crate::{AppResult, Services, random, unix_millis};
+use crate::{Services, random, unix_millis};
 
 /// Why an event is not resent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,28 +21,26 @@ pub(crate) enum NotResent {
     NotVisible,
 }
 
-/// The resend of event `original` to `webhook`, shaped for `owner`.
-pub(crate) async fn resend_event(
+/// The resend of the stored event `original` (`None`: no longer stored) to `webhook`, shaped
+/// for `owner`.
+pub(crate) fn resend_event(
     services: &Services,
-    tenant: &TenantId,
-    original: &str,
+    original: Option<StoredEvent>,
     webhook: &WebhookId,
     owner: &Access,
     now: OffsetDateTime,
-) -> AppResult<Result<NewEvent, NotResent>> {
-    let Some(stored) = services.store.event(tenant, original).await? else {
-        return Ok(Err(NotResent::Gone));
-    };
+) -> Result<NewEvent, NotResent> {
+    let stored = original.ok_or(NotResent::Gone)?;
     let source = stored.source.as_deref().and_then(Source::decode);
     let collection = services
         .catalog
         .collection_of_type(&stored.event_type)
         .map(|collection| collection.name.clone());
     let (Some(source), Some(collection)) = (source, collection) else {
-        return Ok(Err(NotResent::Gone));
+        return Err(NotResent::Gone);
     };
     if !owner.can_read(&collection, &source.meta) {
-        return Ok(Err(NotResent::NotVisible));
+        return Err(NotResent::NotVisible);
     }
     let id = new_event_id(unix_millis(now), random());
     let profile = ShapeProfile::of(owner, services.catalog, &collection);
@@ -56,7 +53,7 @@ pub(crate) async fn resend_event(
         stored.occurred_at,
         &source.data,
     );
-    Ok(Ok(NewEvent {
+    Ok(NewEvent {
         payloads: vec![body],
         deliveries: vec![(webhook.clone(), 0)],
         fingerprint: None,
@@ -69,5 +66,5 @@ pub(crate) async fn resend_event(
         is_test: false,
         resend_of: Some(stored.id),
         id,
-    }))
+    })
 }

@@ -331,6 +331,9 @@ pub trait Store: Send + Sync + 'static {
     /// One event of the tenant.
     async fn event(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>>;
 
+    /// Those of the events `ids` that are stored, in no particular order.
+    async fn events(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<StoredEvent>>;
+
     /// The deliveries of one event, by webhook id.
     async fn deliveries_of_event(
         &self,
@@ -504,8 +507,12 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_recovery_items(&self, recovery: &str, limit: i64) -> StoreResult<Vec<String>>;
 
     /// Publishes the step's resends and settles its events in one transaction, and extends the
-    /// lease; `false` (nothing written) when the recovery no longer runs under this lease.
-    async fn record_recovery_step(&self, step: RecoveryStep) -> StoreResult<bool>;
+    /// lease; `None` (nothing written) when the recovery no longer runs under this lease,
+    /// otherwise the deliveries stored leased (with `deliveries_lease`).
+    async fn record_recovery_step(
+        &self,
+        step: RecoveryStep,
+    ) -> StoreResult<Option<Vec<LeasedDelivery>>>;
 
     /// Those of these events that still have a pending delivery.
     async fn still_pending(&self, events: &[String]) -> StoreResult<Vec<String>>;

@@ -337,4 +337,7 @@ pub struct RecoveryStep {
     pub resends: Vec<NewEvent>,
     /// `(selected event, its resend)`; `None`: skipped.
     pub settled: Vec<(String, Option<String>)>,
+    /// Stores the resends' deliveries leased to the publishing instance (for its engine's
+    /// hand-off), when given.
+    pub deliveries_lease: Option<PublishLease>,
 }

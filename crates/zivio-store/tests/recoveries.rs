@@ -9,7 +9,9 @@ use zivio_core::ids::TenantId;
 use zivio_core::recovery::{Ending, RecoveryState};
 use zivio_core::webhook::{Disabled, DisabledReason, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
-use zivio_store::{Backend, FinishedAttempt, NewEvent, Recovery, RecoveryStep, Store, StoreError};
+use zivio_store::{
+    Backend, FinishedAttempt, NewEvent, PublishLease, Recovery, RecoveryStep, Store, StoreError,
+};
 
 mod support;
 use support::*;
@@ -269,21 +271,32 @@ async fn steps_write_all_or_nothing_under_the_lease(database: &TestDatabase, _: 
             (original.into(), Some(resend.into())),
             (skipped.into(), None),
         ],
+        deliveries_lease: None,
     };
     // Under another lease nothing is written.
     assert!(
-        !store
+        store
             .record_recovery_step(step("i2:1", "evt_r0", "evt_a", "evt_b"))
             .await
             .unwrap()
+            .is_none()
     );
     assert!(store.event(&acme, "evt_r0").await.unwrap().is_none());
-    assert!(
-        store
-            .record_recovery_step(step("i1:1", "evt_r1", "evt_a", "evt_b"))
-            .await
-            .unwrap()
-    );
+    // Its deliveries may be stored leased to the instance, for its engine's hand-off.
+    let handed = RecoveryStep {
+        deliveries_lease: Some(PublishLease {
+            token: "i1:p1".into(),
+            until: NOW + LATER,
+        }),
+        ..step("i1:1", "evt_r1", "evt_a", "evt_b")
+    };
+    let leased = store
+        .record_recovery_step(handed)
+        .await
+        .unwrap()
+        .expect("written under the live lease");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].event_id, "evt_r1");
     assert_eq!(
         store.pending_recovery_items("rcv_s", 10).await.unwrap(),
         ["evt_c"]
@@ -303,10 +316,11 @@ async fn steps_write_all_or_nothing_under_the_lease(database: &TestDatabase, _: 
         .unwrap();
     assert_eq!(taken.map(|r| r.id).as_deref(), Some("rcv_s"));
     assert!(
-        !store
+        store
             .record_recovery_step(step("i1:1", "evt_r2", "evt_c", "evt_c"))
             .await
             .unwrap()
+            .is_none()
     );
 
     // Cancelled: nothing more, even under the live lease.
@@ -326,10 +340,11 @@ async fn steps_write_all_or_nothing_under_the_lease(database: &TestDatabase, _: 
     assert_eq!(ended.ended_reason.as_deref(), Some("cancelled by u1"));
     assert_eq!(ended.finished_at, Some(later));
     assert!(
-        !store
+        store
             .record_recovery_step(step("i2:2", "evt_r3", "evt_c", "evt_c"))
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
         store

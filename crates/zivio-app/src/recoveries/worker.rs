@@ -11,11 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
 use tokio::sync::{Semaphore, watch};
 use zivio_core::access::Access;
 use zivio_core::audit::SYSTEM_ACTOR;
 use zivio_core::recovery::{self, Ending};
-use zivio_store::{Recovery, RecoveryStep, StoreResult};
+
+use zivio_core::webhook::Webhook;
+use zivio_store::{ClaimedDelivery, LeasedDelivery, NewEvent, Recovery, RecoveryStep, StoreResult};
 
 use crate::resending::resend_event;
 use crate::{AppResult, Services};
@@ -133,6 +136,8 @@ async fn work(
         renewed: Instant::now(),
     };
     while !*stop.borrow() {
+        // Read before the webhook: a change after it makes the hand-off's copy stale at once.
+        let generation = services.store.change_generation();
         let Some(webhook) = services
             .store
             .webhook(&recovery.tenant, &recovery.webhook_id)
@@ -150,7 +155,7 @@ async fn work(
         let room = room(services, &mut progress, webhook.rate_limit).await?;
         if room == 0 {
             if progress.renewed.elapsed() >= lease.heartbeat()
-                && !step(services, &recovery, lease, Vec::new(), Vec::new()).await?
+                && !step(services, &recovery, lease, Vec::new(), Vec::new(), None).await?
             {
                 return Ok(());
             }
@@ -171,14 +176,17 @@ async fn work(
         }
         let (resends, settled) = resends(services, &recovery, &owner, &items).await?;
         let published: Vec<String> = resends.iter().map(|event| event.id.clone()).collect();
-        if !step(services, &recovery, lease, resends, settled).await? {
+        let target = Target {
+            webhook,
+            generation,
+        };
+        if !step(services, &recovery, lease, resends, settled, Some(&target)).await? {
             // Cancelled, ended elsewhere, or the lease was lost: nothing of this step was written.
             return Ok(());
         }
         progress.renewed = Instant::now();
         progress.published += published.len() as u64;
         progress.outstanding.extend(published);
-        services.deliveries_queued.notify_one();
     }
     Ok(())
 }
@@ -209,21 +217,20 @@ async fn resends(
     recovery: &Recovery,
     owner: &Access,
     items: &[String],
-) -> AppResult<(Vec<zivio_store::NewEvent>, Vec<(String, Option<String>)>)> {
+) -> AppResult<(Vec<NewEvent>, Vec<(String, Option<String>)>)> {
     let now = services.now();
+    let mut stored: std::collections::HashMap<String, zivio_store::StoredEvent> = services
+        .store
+        .events(&recovery.tenant, items)
+        .await?
+        .into_iter()
+        .map(|event| (event.id.clone(), event))
+        .collect();
     let mut resends = Vec::with_capacity(items.len());
     let mut settled = Vec::with_capacity(items.len());
     for original in items {
-        let resend = resend_event(
-            services,
-            &recovery.tenant,
-            original,
-            &recovery.webhook_id,
-            owner,
-            now,
-        )
-        .await?;
-        match resend {
+        let event = stored.remove(original);
+        match resend_event(services, event, &recovery.webhook_id, owner, now) {
             Ok(event) => {
                 settled.push((original.clone(), Some(event.id.clone())));
                 resends.push(event);
@@ -234,15 +241,39 @@ async fn resends(
     Ok((resends, settled))
 }
 
+/// The webhook as this step read it, and the store's count of changes read before it.
+struct Target {
+    webhook: Webhook,
+    generation: Option<u64>,
+}
+
+/// Writes one step under the recovery's lease; `false` when nothing was written (cancelled,
+/// ended elsewhere, or the lease lost). The resends' deliveries go to this instance's engine in
+/// memory when it has room (as a publish's do), otherwise to the queue for a claim.
 async fn step(
     services: &Services,
     recovery: &Recovery,
     lease: &Lease,
-    resends: Vec<zivio_store::NewEvent>,
+    resends: Vec<NewEvent>,
     settled: Vec<(String, Option<String>)>,
+    target: Option<&Target>,
 ) -> StoreResult<bool> {
     let now = services.now();
-    services
+    let reservation = target
+        .filter(|_| !resends.is_empty())
+        .and_then(|_| services.handoff.reserve(now, resends.len()));
+    let bodies: HashMap<String, (String, bytes::Bytes)> = match reservation {
+        Some(_) => resends
+            .iter()
+            .filter_map(|event| {
+                let body = bytes::Bytes::from(event.payloads.first()?.clone());
+                Some((event.id.clone(), (event.event_type.clone(), body)))
+            })
+            .collect(),
+        None => HashMap::new(),
+    };
+    let published = !resends.is_empty();
+    let written = services
         .store
         .record_recovery_step(RecoveryStep {
             recovery: recovery.id.clone(),
@@ -251,8 +282,52 @@ async fn step(
             lease_until: now + lease.lasts,
             resends,
             settled,
+            deliveries_lease: reservation.as_ref().map(|held| held.lease.clone()),
         })
-        .await
+        .await?;
+    let Some(leased) = written else {
+        return Ok(false);
+    };
+    match (reservation, target) {
+        (Some(reservation), Some(target)) => {
+            reservation.hand_over(handed_over(recovery, target, leased, bodies, now));
+        }
+        _ if published => services.deliveries_queued.notify_one(),
+        _ => {}
+    }
+    Ok(true)
+}
+
+/// The resends' deliveries as the engine takes them from the hand-off.
+fn handed_over(
+    recovery: &Recovery,
+    target: &Target,
+    leased: Vec<LeasedDelivery>,
+    mut bodies: HashMap<String, (String, bytes::Bytes)>,
+    now: time::OffsetDateTime,
+) -> Vec<ClaimedDelivery> {
+    let webhook = &target.webhook;
+    leased
+        .into_iter()
+        .filter_map(|delivery| {
+            let (event_type, body) = bodies.remove(&delivery.event_id)?;
+            Some(ClaimedDelivery {
+                id: delivery.id,
+                tenant: recovery.tenant.clone(),
+                webhook_id: delivery.webhook_id,
+                url: webhook.url.clone(),
+                secret_ciphertext: webhook.secret.ciphertext.clone(),
+                headers: webhook.headers.clone(),
+                rate_limit: webhook.rate_limit,
+                due_at: now,
+                event_id: delivery.event_id,
+                event_type,
+                attempt: 1,
+                body,
+                generation: target.generation,
+            })
+        })
+        .collect()
 }
 
 async fn end(services: &Services, recovery: &Recovery, ending: &Ending) -> StoreResult<()> {

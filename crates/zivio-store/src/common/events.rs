@@ -194,6 +194,31 @@ macro_rules! event_queries {
             }))
         }
 
+        pub(crate) async fn events(pool: &Pool, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<StoredEvent>> {
+            let mut found = Vec::with_capacity(ids.len());
+            for chunk in $crate::common::fixed_chunks(ids) {
+                let mut select = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, type, occurred_at, resource_id, source FROM events WHERE tenant_id = ",
+                );
+                select.push_bind(tenant.as_str()).push(" AND id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                select.push(")");
+                for row in select.build().fetch_all(pool).await? {
+                    found.push(StoredEvent {
+                        id: row.get("id"),
+                        event_type: row.get("type"),
+                        occurred_at: $from(row.get::<$t, _>("occurred_at")),
+                        resource_id: row.get("resource_id"),
+                        source: row.get("source"),
+                    });
+                }
+            }
+            Ok(found)
+        }
+
         pub(crate) async fn deliveries_of_event(pool: &Pool, tenant: &TenantId, event_id: &str) -> StoreResult<Vec<QueuedDelivery>> {
             let rows = sqlx::query(
                 "SELECT d.webhook_id, d.state, p.body FROM deliveries d JOIN payloads p ON p.id = d.payload_id

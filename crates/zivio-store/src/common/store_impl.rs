@@ -404,6 +404,14 @@ macro_rules! store_impl {
                 events::event(self.reader(), tenant, id).await
             }
 
+            async fn events(
+                &self,
+                tenant: &id::TenantId,
+                ids: &[String],
+            ) -> $crate::StoreResult<Vec<$crate::StoredEvent>> {
+                events::events(self.reader(), tenant, ids).await
+            }
+
             async fn deliveries_of_event(
                 &self,
                 tenant: &id::TenantId,
@@ -766,18 +774,22 @@ macro_rules! store_impl {
                 recoveries::pending_items(self.reader(), recovery, limit).await
             }
 
-            async fn record_recovery_step(&self, step: $crate::RecoveryStep) -> $crate::StoreResult<bool> {
+            async fn record_recovery_step(
+                &self,
+                step: $crate::RecoveryStep,
+            ) -> $crate::StoreResult<Option<Vec<$crate::LeasedDelivery>>> {
                 let mut tx = self.begin_uncounted_write().await?;
                 if !recoveries::advance(&mut tx, &step).await? {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                events::insert_events(&mut tx, &step.tenant, &step.resends, Instant::UNIX_EPOCH, None).await?;
+                let lease = step.deliveries_lease.as_ref();
+                let leased = events::insert_events(&mut tx, &step.tenant, &step.resends, Instant::UNIX_EPOCH, lease).await?;
                 recoveries::settle_items(&mut tx, &step).await?;
-                if !step.resends.is_empty() {
+                if lease.is_none() && !step.resends.is_empty() {
                     announce_work(&mut tx).await?;
                 }
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some(leased))
             }
 
             async fn still_pending(&self, events: &[String]) -> $crate::StoreResult<Vec<String>> {
