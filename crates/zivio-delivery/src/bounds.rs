@@ -25,6 +25,9 @@ pub(crate) struct WebhookBounds {
     /// hanging receivers cannot take the instance's capacity from everyone else.
     pub(crate) slow: AtomicBool,
     pub(crate) probe: Arc<Semaphore>,
+    /// Send slots a recovery's resends may take (half of them), so that new events never
+    /// queue behind a recovery.
+    pub(crate) background: Arc<Semaphore>,
     /// Only for webhooks with a rate limit.
     pub(crate) pacer: std::sync::OnceLock<Arc<crate::pacing::Pacer>>,
 }
@@ -65,7 +68,7 @@ pub(crate) fn held_bound(bound: usize) -> usize {
 /// recorded.
 pub(crate) struct Turn {
     pub(crate) unrecorded: [OwnedSemaphorePermit; 2],
-    pub(crate) sending: [Option<OwnedSemaphorePermit>; 3],
+    pub(crate) sending: [Option<OwnedSemaphorePermit>; 4],
 }
 
 impl Engine {
@@ -132,6 +135,7 @@ impl Engine {
             unrecorded: Arc::new(Semaphore::new(UNRECORDED_PER_WEBHOOK)),
             slow: AtomicBool::new(false),
             probe: Arc::new(Semaphore::new(1)),
+            background: Arc::new(Semaphore::new((bound / 2).max(1))),
             pacer: std::sync::OnceLock::new(),
         })
     }
@@ -142,12 +146,19 @@ impl Engine {
     pub(crate) async fn wait_turn(
         &self,
         bounds: &WebhookBounds,
+        background: bool,
         deadline: tokio::time::Instant,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Turn> {
         // The webhook's own permits first, the instance's last: a webhook queueing behind its own
         // slots holds nothing of the instance's meanwhile.
         let waiting = async {
+            // A resend waits for its share first, so that it never stands in the queue for the
+            // webhook's slots ahead of more than half a share of new events' turn.
+            let share = match background {
+                true => Some(bounds.background.clone().acquire_owned().await.ok()?),
+                false => None,
+            };
             let own = bounds.unrecorded.clone().acquire_owned().await.ok()?;
             let sending = bounds.sending.clone().acquire_owned().await.ok()?;
             loop {
@@ -164,7 +175,7 @@ impl Engine {
                 }
                 return Some(Turn {
                     unrecorded: [own, instance],
-                    sending: [Some(sending), probe, Some(global)],
+                    sending: [Some(sending), probe, Some(global), share],
                 });
             }
         };

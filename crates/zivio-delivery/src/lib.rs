@@ -422,7 +422,10 @@ impl Engine {
                 }
             }
         }
-        let Some(turn) = self.wait_turn(bounds, deadline, &mut stop).await else {
+        let Some(turn) = self
+            .wait_turn(bounds, delivery.background, deadline, &mut stop)
+            .await
+        else {
             // Shutting down or out of time: give the work back rather than leave it to its lease.
             self.give_back(&lease, delivery.id).await;
             return;

@@ -142,6 +142,9 @@ pub struct ClaimedDelivery {
     /// webhooks and the directory when URL and secret were read (at the claim, or at the
     /// publish's fan-out); see [`Store::change_generation`].
     pub generation: Option<u64>,
+    /// A recovery's resend: it takes at most half of its webhook's send slots, so new events
+    /// never queue behind a recovery.
+    pub background: bool,
 }
 
 /// The record of one attempt and what it means for its delivery.

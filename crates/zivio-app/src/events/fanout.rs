@@ -163,6 +163,7 @@ impl Fanout {
                     attempt: 1,
                     body: payloads.get(*payload)?.clone(),
                     generation: self.generation,
+                    background: false,
                 })
             })
             .collect()

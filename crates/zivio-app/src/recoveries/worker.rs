@@ -325,6 +325,7 @@ fn handed_over(
                 attempt: 1,
                 body,
                 generation: target.generation,
+                background: true,
             })
         })
         .collect()

@@ -71,6 +71,7 @@ macro_rules! queue_queries {
                         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
                         body: bytes::Bytes::from(row.get::<Vec<u8>, _>("body")),
                         generation: None,
+                        background: false,
                     })
                 })();
                 match decoded {
