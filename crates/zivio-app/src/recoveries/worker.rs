@@ -27,6 +27,9 @@ use crate::{AppResult, Services};
 const POLL: Duration = Duration::from_secs(1);
 /// While the recovery's resends have no room, look again after this long.
 const WAIT_FOR_ROOM: Duration = Duration::from_millis(10);
+/// Webhook and owner are read again at least this often while a recovery runs: a disable or a
+/// deactivation ends it within this long.
+const RECHECK: Duration = Duration::from_millis(250);
 /// Recoveries one instance works on at once.
 const CONCURRENT: usize = 16;
 
@@ -135,31 +138,26 @@ async fn work(
         published: 0,
         renewed: Instant::now(),
     };
+    let mut checked: Option<(Instant, Target, Access)> = None;
     while !*stop.borrow() {
-        // Read before the webhook: a change after it makes the hand-off's copy stale at once.
-        let generation = services.store.change_generation();
-        let Some(webhook) = services
-            .store
-            .webhook(&recovery.tenant, &recovery.webhook_id)
-            .await?
-        else {
-            // Deleted: the recovery went with it.
-            return Ok(());
-        };
-        let (owner, owner_active) =
-            crate::caller::owner_access(services, &recovery.tenant, &webhook.owner).await?;
-        if let Some(ending) = recovery::must_end(webhook.is_enabled(), owner_active) {
-            end(services, &recovery, &ending).await?;
-            return Ok(());
-        }
-        let room = room(services, &mut progress, webhook.rate_limit).await?;
-        if room == 0 {
-            if progress.renewed.elapsed() >= lease.heartbeat()
-                && !step(services, &recovery, lease, Vec::new(), Vec::new(), None).await?
-            {
+        if checked
+            .as_ref()
+            .is_none_or(|(at, _, _)| at.elapsed() >= RECHECK)
+        {
+            let Some((target, owner)) = check(services, &recovery).await? else {
                 return Ok(());
+            };
+            checked = Some((Instant::now(), target, owner));
+        }
+        let (_, target, owner) = checked.as_ref().expect("checked above");
+        let room = room(services, &mut progress, target.webhook.rate_limit).await?;
+        if room == 0 {
+            if progress.renewed.elapsed() >= lease.heartbeat() {
+                if !step(services, &recovery, lease, Vec::new(), Vec::new(), None).await? {
+                    return Ok(());
+                }
+                progress.renewed = Instant::now();
             }
-            progress.renewed = Instant::now();
             tokio::select! {
                 () = tokio::time::sleep(WAIT_FOR_ROOM) => {}
                 _ = stop.changed() => {}
@@ -174,13 +172,9 @@ async fn work(
             end(services, &recovery, &Ending::Done).await?;
             return Ok(());
         }
-        let (resends, settled) = resends(services, &recovery, &owner, &items).await?;
+        let (resends, settled) = resends(services, &recovery, owner, &items).await?;
         let published: Vec<String> = resends.iter().map(|event| event.id.clone()).collect();
-        let target = Target {
-            webhook,
-            generation,
-        };
-        if !step(services, &recovery, lease, resends, settled, Some(&target)).await? {
+        if !step(services, &recovery, lease, resends, settled, Some(target)).await? {
             // Cancelled, ended elsewhere, or the lease was lost: nothing of this step was written.
             return Ok(());
         }
@@ -189,6 +183,32 @@ async fn work(
         progress.outstanding.extend(published);
     }
     Ok(())
+}
+
+/// The webhook and its owner's access, while the recovery may go on; `None` once it ended: when
+/// the webhook was disabled or its owner became inactive it is ended here (when the webhook was
+/// deleted, the recovery went with it).
+async fn check(services: &Services, recovery: &Recovery) -> AppResult<Option<(Target, Access)>> {
+    // Read before the webhook: a change after it makes the hand-off's copy stale at once.
+    let generation = services.store.change_generation();
+    let Some(webhook) = services
+        .store
+        .webhook(&recovery.tenant, &recovery.webhook_id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (owner, owner_active) =
+        crate::caller::owner_access(services, &recovery.tenant, &webhook.owner).await?;
+    if let Some(ending) = recovery::must_end(webhook.is_enabled(), owner_active) {
+        end(services, recovery, &ending).await?;
+        return Ok(None);
+    }
+    let target = Target {
+        webhook,
+        generation,
+    };
+    Ok(Some((target, owner)))
 }
 
 /// How many resends may be published now: room among the outstanding ones, and with a rate

@@ -17,6 +17,7 @@ on_both_backends!(
     a_recovery_resends_what_failed_once_and_reports_progress,
     recoveries_are_refused_cancelled_and_stopped_as_documented,
     new_events_are_not_queued_behind_a_recovery,
+    a_recovery_acts_for_the_owner_and_stops_when_the_owner_is_inactive,
     a_recovery_survives_a_kill_9_and_resends_nothing_twice,
 );
 
@@ -433,4 +434,34 @@ async fn two_instances_share_a_recovery_without_resending_twice() {
         2000,
         "no event resent twice"
     );
+}
+
+async fn a_recovery_acts_for_the_owner_and_stops_when_the_owner_is_inactive(backend: Backend) {
+    let Some(setup) = setup(backend, "1s", true).await else {
+        return;
+    };
+    let api = &setup.api;
+    // The webhook belongs to `o1`; `u1` (who covers everyone) starts the recovery.
+    api.put_user("acme", "o1", true, &["admin"]).await;
+    let owner_key = api.issue_key("acme", "o1").await;
+    setup.receiver.script("/own", &[Reply::Status(400); 4]);
+    let body = json!({"name": "owned", "url": setup.receiver.url("/own"), "events": ["*"], "rate_limit": 2});
+    let created = api.create_webhook(&owner_key, "acme", body).await;
+    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    for _ in 0..4 {
+        setup.publish().await;
+    }
+    setup.receiver.wait_for("/own", 4, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while dry_run(&setup, &webhook).await < 4 {
+        assert!(Instant::now() < deadline, "failures not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = start(&setup, &webhook).await;
+    let id = started["id"].as_str().unwrap();
+    assert_eq!(started["created_by"], "u1");
+    api.put_user("acme", "o1", false, &["admin"]).await;
+    let stopped = recovery_when(&setup, &webhook, id, WAIT, |r| r["state"] != "running").await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["ended_reason"], "owner inactive");
 }
