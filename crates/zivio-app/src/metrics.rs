@@ -53,9 +53,42 @@ pub struct Metrics {
     due_lag: Gauge<f64, AtomicU64>,
     api_key_lookups: Counter,
     nonconforming: Family<EventTypeLabels, Counter>,
+    control: DeliveryControl,
+}
+
+/// Rate limits and recoveries: totals without per-webhook labels (`/metrics` may be public).
+struct DeliveryControl {
     rate_limit_waiting: Gauge,
     rate_limit_delay: Counter<f64, AtomicU64>,
     recoveries_running: Gauge,
+}
+
+impl DeliveryControl {
+    fn register(registry: &mut Registry) -> Self {
+        let rate_limit_waiting = Gauge::default();
+        registry.register(
+            "rate_limit_waiting",
+            "Deliveries of this instance waiting for their webhook's rate limit",
+            rate_limit_waiting.clone(),
+        );
+        let rate_limit_delay = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "rate_limit_delay_seconds",
+            "Time deliveries of this instance spent waiting for their webhook's rate limit",
+            rate_limit_delay.clone(),
+        );
+        let recoveries_running = Gauge::default();
+        registry.register(
+            "recoveries_running",
+            "Recoveries running (all instances)",
+            recoveries_running.clone(),
+        );
+        DeliveryControl {
+            rate_limit_waiting,
+            rate_limit_delay,
+            recoveries_running,
+        }
+    }
 }
 
 impl Metrics {
@@ -123,28 +156,9 @@ impl Metrics {
             "Published events accepted although they do not conform to their type's schema (ZIVIO_WEBHOOKS_EVENT_VALIDATION=warn)",
             nonconforming.clone(),
         );
-        let rate_limit_waiting = Gauge::default();
-        registry.register(
-            "rate_limit_waiting",
-            "Deliveries of this instance waiting for their webhook's rate limit",
-            rate_limit_waiting.clone(),
-        );
-        let rate_limit_delay = Counter::<f64, AtomicU64>::default();
-        registry.register(
-            "rate_limit_delay_seconds",
-            "Time deliveries of this instance spent waiting for their webhook's rate limit",
-            rate_limit_delay.clone(),
-        );
-        let recoveries_running = Gauge::default();
-        registry.register(
-            "recoveries_running",
-            "Recoveries running (all instances)",
-            recoveries_running.clone(),
-        );
+        let control = DeliveryControl::register(&mut registry);
         Self {
-            recoveries_running,
-            rate_limit_waiting,
-            rate_limit_delay,
+            control,
             nonconforming,
             registry,
             requests,
@@ -218,16 +232,16 @@ impl Metrics {
     /// Counts a delivery as waiting for its rate limit until the guard is dropped, and adds the
     /// time it waited to the throttle delay then.
     pub fn rate_limit_wait(&self) -> RateLimitWait {
-        self.rate_limit_waiting.inc();
+        self.control.rate_limit_waiting.inc();
         RateLimitWait {
-            waiting: self.rate_limit_waiting.clone(),
-            delay: self.rate_limit_delay.clone(),
+            waiting: self.control.rate_limit_waiting.clone(),
+            delay: self.control.rate_limit_delay.clone(),
             since: std::time::Instant::now(),
         }
     }
 
     pub fn set_recoveries_running(&self, running: i64) {
-        self.recoveries_running.set(running);
+        self.control.recoveries_running.set(running);
     }
 
     pub fn set_queue(&self, depth: i64, due_lag_seconds: f64) {

@@ -48,6 +48,9 @@ const ATTEMPT_MARGIN: Duration = Duration::from_secs(15);
 /// A lease is long enough for an attempt that starts this soon after the claim (or hand-off)
 /// to need no extension.
 const START_WITHIN: Duration = Duration::from_secs(5);
+/// A send whose token's second passed while it waited for a slot waits this long at most for
+/// another (ahead of the line) before it goes back to the queue.
+const LATE_TOKEN_WAIT: Duration = Duration::from_secs(2);
 /// What a delivery's lease must still hold when it has waited for its turn: vetting (resolving
 /// for up to 5 s) and a margin, before the pre-send check extends it.
 const VET_MARGIN: Duration = Duration::from_secs(7);
@@ -436,19 +439,24 @@ impl Engine {
         };
         // A request starts only within the second of its token, under the limit read just now
         // (set, changed or removed since the claim).
+        let mut now = self.services.now();
         if let Some(limit) = delivery.rate_limit
-            && token != Some(zivio_core::rate_limit::second_of(self.services.now()))
+            && token != Some(zivio_core::rate_limit::second_of(now))
         {
-            let Some(Paced::Go(_)) = self
-                .wait_for_limit(bounds, &delivery, limit, true, deadline, &mut stop)
-                .await
-            else {
+            // Ahead of the line and for a moment at most, holding the slots: `prepare` made the
+            // lease cover the attempt with a margin that this wait leaves intact.
+            let late = tokio::time::Instant::now() + LATE_TOKEN_WAIT;
+            let paced = self
+                .wait_for_limit(bounds, &delivery, limit, true, late, &mut stop)
+                .await;
+            now = self.services.now();
+            if !matches!(paced, Some(Paced::Go(second)) if second == zivio_core::rate_limit::second_of(now))
+            {
                 drop(turn);
                 self.give_back(&lease, delivery.id).await;
                 return;
-            };
+            }
         }
-        let now = self.services.now();
         let in_flight = self.services.metrics.in_flight();
         let route = attempt::Route {
             client: &self.client,
@@ -461,41 +469,6 @@ impl Engine {
         let unrecorded = self.after_response(bounds, &outcome, turn);
         self.finish(delivery, lease, permits, Some(unrecorded), outcome)
             .await;
-    }
-
-    /// Waits for a token of the webhook's rate limit until `deadline`; `None` at the deadline,
-    /// at shutdown or when the allowance cannot be read (the delivery goes back to the queue).
-    async fn wait_for_limit(
-        &self,
-        bounds: &WebhookBounds,
-        delivery: &ClaimedDelivery,
-        limit: zivio_core::rate_limit::RateLimit,
-        ahead: bool,
-        deadline: tokio::time::Instant,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Option<Paced> {
-        let pacer = self.pacer(bounds);
-        let pacing = tokio::time::timeout_at(deadline, self.pace(&pacer, delivery, limit, ahead));
-        tokio::select! {
-            biased;
-            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
-            paced = pacing => match paced {
-                Ok(Ok(paced)) => Some(paced),
-                Ok(Err(error)) => {
-                    tracing::warn!(error = %error, webhook = %delivery.webhook_id, "could not read the rate limit's allowance; giving the delivery back");
-                    None
-                }
-                Err(_) => None,
-            },
-        }
-    }
-
-    fn waited_detail(&self, limit: zivio_core::rate_limit::RateLimit) -> String {
-        format!(
-            "waited longer than ZIVIO_WEBHOOKS_RATE_LIMIT_MAX_WAIT ({}) for the webhook's rate limit of {} requests per second; not sent",
-            zivio_core::duration::format(self.config.rate_limit_max_wait),
-            limit.per_second()
-        )
     }
 
     /// The request is over: marks the webhook slow if it ran into the timeout, frees the send

@@ -161,6 +161,41 @@ impl Engine {
         rate_limit::waited_too_long(delivery.due_at, now, max_wait)
     }
 
+    /// Waits for a token of the webhook's rate limit until `deadline`; `None` at the deadline,
+    /// at shutdown or when the allowance cannot be read (the delivery goes back to the queue).
+    pub(crate) async fn wait_for_limit(
+        &self,
+        bounds: &WebhookBounds,
+        delivery: &ClaimedDelivery,
+        limit: zivio_core::rate_limit::RateLimit,
+        ahead: bool,
+        deadline: tokio::time::Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Paced> {
+        let pacer = self.pacer(bounds);
+        let pacing = tokio::time::timeout_at(deadline, self.pace(&pacer, delivery, limit, ahead));
+        tokio::select! {
+            biased;
+            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+            paced = pacing => match paced {
+                Ok(Ok(paced)) => Some(paced),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, webhook = %delivery.webhook_id, "could not read the rate limit's allowance; giving the delivery back");
+                    None
+                }
+                Err(_) => None,
+            },
+        }
+    }
+
+    pub(crate) fn waited_detail(&self, limit: zivio_core::rate_limit::RateLimit) -> String {
+        format!(
+            "waited longer than ZIVIO_WEBHOOKS_RATE_LIMIT_MAX_WAIT ({}) for the webhook's rate limit of {} requests per second; not sent",
+            zivio_core::duration::format(self.config.rate_limit_max_wait),
+            limit.per_second()
+        )
+    }
+
     /// The pacer of a webhook, made when first needed.
     pub(crate) fn pacer(&self, bounds: &WebhookBounds) -> Arc<Pacer> {
         bounds

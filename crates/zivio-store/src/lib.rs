@@ -3,8 +3,6 @@
 //! Every tenant-owned method takes the tenant first, and multi-statement writes are one
 //! transaction (audit entries are written in the same transaction as the change they record).
 
-use std::sync::Arc;
-
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
 use zivio_core::directory::{ApiKey, BootstrapSeed, Role, Tenant, User};
@@ -12,76 +10,21 @@ use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::webhook::{Webhook, WebhookId};
 
 mod common;
+mod connect;
+mod kinds;
 mod postgres;
 mod records;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use connect::{ConnectOptions, backend_of, connect, redact_url};
+pub use kinds::{Backend, INACTIVE_USER, KeyCheck, StoreError, StoreResult};
+pub(crate) use kinds::{Work, conflict_on_unique, stored};
 pub use postgres::PostgresStore;
 pub(crate) use records::SendTarget;
 pub use records::*;
 pub use sqlite::SqliteStore;
-
-/// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("not found: {what}")]
-    NotFound { what: &'static str },
-    #[error("conflict: {what}")]
-    Conflict { what: &'static str },
-    #[error("the database is unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("database error")]
-    Internal(#[source] sqlx::Error),
-    #[error("migration failed")]
-    Migration(#[source] sqlx::migrate::MigrateError),
-    #[error("stored data is invalid: {0}")]
-    Corrupt(String),
-    /// The transaction holding this write (with others, on SQLite) did not commit.
-    #[error("the write could not be committed: {0}")]
-    Commit(String),
-}
-
-/// The work of one grouped write, borrowing its connection.
-pub(crate) type Work<'c, R> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<R>> + Send + 'c>>;
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::RowNotFound => StoreError::NotFound { what: "row" },
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(error),
-            other => StoreError::Internal(other),
-        }
-    }
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// The `what` of the `Conflict` refusing a key or session to an inactive user.
-pub const INACTIVE_USER: &str = "the user is inactive";
-
-/// Which database a store runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The outcome of presenting the secrets key's check value to the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyCheck {
-    /// No key was recorded yet; this one now is.
-    Recorded,
-    /// The recorded key is this one.
-    Matches,
-    /// The database was set up with a different key.
-    Mismatch,
-}
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -617,65 +560,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits for in-flight queries and closes every connection.
     async fn close(&self);
-}
-
-/// Connection settings shared by both backends.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    /// `sqlite://<path>` or `postgres://...`.
-    pub url: String,
-    /// Upper bound on pooled connections (PostgreSQL; SQLite readers).
-    pub max_connections: u32,
-}
-
-/// Opens the store the URL names, without migrating it.
-pub async fn connect(options: &ConnectOptions) -> StoreResult<Arc<dyn Store>> {
-    match backend_of(&options.url) {
-        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::connect(options).await?)),
-        Some(Backend::Postgres) => Ok(Arc::new(PostgresStore::connect(options).await?)),
-        None => Err(StoreError::Corrupt(format!(
-            "unsupported database URL scheme in `{}`",
-            redact_url(&options.url)
-        ))),
-    }
-}
-
-/// Which backend a database URL names, from its scheme.
-pub fn backend_of(url: &str) -> Option<Backend> {
-    let scheme = url.split_once(':').map(|(scheme, _)| scheme)?;
-    match scheme {
-        "sqlite" => Some(Backend::Sqlite),
-        "postgres" | "postgresql" => Some(Backend::Postgres),
-        _ => None,
-    }
-}
-
-/// The URL without its password, for messages and logs.
-pub fn redact_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<unparseable URL>".to_owned(),
-    }
-}
-
-/// Turns stored text back into a domain value, reporting corruption rather than panicking.
-fn stored<T, E: std::fmt::Display>(parsed: Result<T, E>) -> StoreResult<T> {
-    parsed.map_err(|error| StoreError::Corrupt(error.to_string()))
-}
-
-/// A unique-key violation means the caller asked for something that collides.
-fn conflict_on_unique(error: sqlx::Error, what: &'static str) -> StoreError {
-    match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { what },
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
-            what: "referenced record",
-        },
-        _ => StoreError::from(error),
-    }
 }
 
 #[cfg(test)]

@@ -198,12 +198,13 @@ async fn the_selection_is_exact_over_mixed_histories(database: &TestDatabase, _:
     publish(&store, &acme, event("evt_other_webhook", &h2.id)).await;
     drive(&store, &[(false, false)]).await;
 
+    // `evt_resend_failing` (a failed resend of `evt_resend_failed`) is left out: its original
+    // goes, so the resource is sent once.
     let expected = [
         "evt_cancelled",
         "evt_exhausted",
         "evt_permanent",
         "evt_resend_failed",
-        "evt_resend_failing",
     ];
     let (since, until) = (NOW - time::Duration::HOUR, NOW + time::Duration::HOUR);
     let count = store

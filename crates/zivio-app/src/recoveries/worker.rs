@@ -158,8 +158,13 @@ async fn work(
                 }
                 progress.renewed = Instant::now();
             }
+            // With a limit, room comes at its pace; without, as resends are recorded.
+            let wait = recovery::resend_interval(target.webhook.rate_limit)
+                .map_or(WAIT_FOR_ROOM, |interval| {
+                    interval.clamp(WAIT_FOR_ROOM, RECHECK)
+                });
             tokio::select! {
-                () = tokio::time::sleep(WAIT_FOR_ROOM) => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => {}
             }
             continue;

@@ -10,44 +10,11 @@ const NEW_EVENTS_RATE: u32 = 50;
 
 impl Bench {
     pub async fn recovery(&mut self) -> anyhow::Result<()> {
-        let backend = self.backend();
         let service = Arc::new(self.start(&[]).await?);
         let keys = service.tenant(&service.tenant, 1).await?;
-        // The receiver refuses `/refuse` with a 400: each event fails for good at once.
-        let webhook = service
-            .webhook(&service.tenant, &keys[0], &self.receiver.url("/refuse"))
-            .await?;
         let events = self.count(100_000);
-        self.publish_in_batches(&[&service], events, BATCH, 1)
-            .await?;
+        let (webhook, since) = self.failed_backlog(&service, &keys[0], events).await?;
         let recover = format!("/v4/webhooks/{webhook}/recover");
-        let since =
-            zivio_core::event::format_time(time::OffsetDateTime::now_utc() - time::Duration::HOUR);
-        // Failures are recorded a moment after their answers: wait until all are.
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        loop {
-            let dry_run = json!({"since": since, "dry_run": true});
-            let counted = service
-                .v4(&keys[0], reqwest::Method::POST, &recover, &dry_run)
-                .await?;
-            if counted["events"].as_u64() == Some(events as u64) {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "failures not recorded: {counted}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let healthy = json!({"url": self.receiver.url("/ok")});
-        service
-            .v4(
-                &keys[0],
-                reqwest::Method::PATCH,
-                &format!("/v4/webhooks/{webhook}"),
-                &healthy,
-            )
-            .await?;
         self.receiver.take();
         let base = self.receiver.count();
         let usage = Usage::now(&service);
@@ -70,34 +37,13 @@ impl Bench {
         };
         let mut arrivals: HashMap<String, Instant> = HashMap::new();
         let mut last_resend = started;
-        let mut resent = 0;
-        while resent < events {
-            anyhow::ensure!(
-                started.elapsed() < DRAIN_TIMEOUT,
-                "{resent} of {events} resent"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            for arrival in self.receiver.take() {
-                arrivals.insert(arrival.event_id, arrival.at);
-            }
-            resent = arrivals.len();
-        }
+        self.arrive(&mut arrivals, events, started).await?;
         let published = publishing.await??;
         let new: std::collections::HashSet<&str> =
             published.iter().map(|(id, _)| id.as_str()).collect();
         // Keep reading until the new events and every resend arrived.
         let expected = events + published.len();
-        while arrivals.len() < expected {
-            anyhow::ensure!(
-                started.elapsed() < DRAIN_TIMEOUT,
-                "{} of {expected} arrived",
-                arrivals.len()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            for arrival in self.receiver.take() {
-                arrivals.insert(arrival.event_id, arrival.at);
-            }
-        }
+        self.arrive(&mut arrivals, expected, started).await?;
         for (id, at) in &arrivals {
             if !new.contains(id.as_str()) {
                 last_resend = last_resend.max(*at);
@@ -115,35 +61,93 @@ impl Bench {
             .collect();
         let p = Percentiles::of(latencies).context("samples")?;
         let rate = events as f64 / (last_resend - started).as_secs_f64().max(1e-3);
-        self.report.add(
-            "recovery",
-            Some(backend),
-            format!("recovery of {events} failed events to 1 webhook"),
-            rate,
-            "resends/s",
-            None,
-        );
-        self.report.add(
-            "recovery",
-            Some(backend),
-            format!("new events ({NEW_EVENTS_RATE}/s) during the recovery: p50"),
-            p.p50,
-            "ms",
-            None,
-        );
-        self.report.add(
-            "recovery",
-            Some(backend),
-            format!("new events ({NEW_EVENTS_RATE}/s) during the recovery: p99"),
-            p.p99,
-            "ms",
-            Some(Target::AtMost(50.0)),
-        );
+        self.report_recovery(events, rate, &p);
         self.add_cost("recovery", events, &used);
         Arc::into_inner(service)
             .context("publishers done")?
             .stop()
             .await;
         Ok(())
+    }
+
+    /// `events` events that failed for good (400) to one new webhook, every failure recorded,
+    /// and the webhook pointed at a healthy path; returns the webhook and a `since` before them.
+    async fn failed_backlog(
+        &self,
+        service: &Service,
+        key: &str,
+        events: usize,
+    ) -> anyhow::Result<(String, String)> {
+        // The receiver refuses `/refuse` with a 400: each event fails for good at once.
+        let webhook = service
+            .webhook(&service.tenant, key, &self.receiver.url("/refuse"))
+            .await?;
+        self.publish_in_batches(&[service], events, BATCH, 1)
+            .await?;
+        let recover = format!("/v4/webhooks/{webhook}/recover");
+        let since =
+            zivio_core::event::format_time(time::OffsetDateTime::now_utc() - time::Duration::HOUR);
+        // Failures are recorded a moment after their answers: wait until all are.
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        loop {
+            let dry_run = json!({"since": since, "dry_run": true});
+            let counted = service
+                .v4(key, reqwest::Method::POST, &recover, &dry_run)
+                .await?;
+            if counted["events"].as_u64() == Some(events as u64) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "failures not recorded: {counted}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let healthy = json!({"url": self.receiver.url("/ok")});
+        service
+            .v4(
+                key,
+                reqwest::Method::PATCH,
+                &format!("/v4/webhooks/{webhook}"),
+                &healthy,
+            )
+            .await?;
+        Ok((webhook, since))
+    }
+
+    /// Adds what arrived to `arrivals` until it holds `count` events.
+    async fn arrive(
+        &self,
+        arrivals: &mut HashMap<String, Instant>,
+        count: usize,
+        started: Instant,
+    ) -> anyhow::Result<()> {
+        while arrivals.len() < count {
+            anyhow::ensure!(
+                started.elapsed() < DRAIN_TIMEOUT,
+                "{} of {count} arrived",
+                arrivals.len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for arrival in self.receiver.take() {
+                arrivals.insert(arrival.event_id, arrival.at);
+            }
+        }
+        Ok(())
+    }
+
+    fn report_recovery(&mut self, events: usize, rate: f64, new_events: &Percentiles) {
+        let backend = Some(self.backend());
+        let name = format!("recovery of {events} failed events to 1 webhook");
+        self.report
+            .add("recovery", backend, name, rate, "resends/s", None);
+        for (quantile, value, target) in [
+            ("p50", new_events.p50, None),
+            ("p99", new_events.p99, Some(Target::AtMost(50.0))),
+        ] {
+            let name = format!("new events ({NEW_EVENTS_RATE}/s) during the recovery: {quantile}");
+            self.report
+                .add("recovery", backend, name, value, "ms", target);
+        }
     }
 }

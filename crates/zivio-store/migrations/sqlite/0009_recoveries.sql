@@ -1,6 +1,11 @@
 -- Recovery (docs/product.md §7): every resend remembers the event it resends.
 ALTER TABLE events ADD COLUMN resend_of TEXT;
 CREATE INDEX events_resend_of ON events (resend_of) WHERE resend_of IS NOT NULL;
+-- A recovery's selection starts from the webhook's deliveries that ended without success (few,
+-- unless a receiver was down): it neither reads every tenant's events of the window nor the
+-- webhook's whole history.
+CREATE INDEX deliveries_ended_unsuccessfully ON deliveries (webhook_id)
+    WHERE state IN ('failed', 'cancelled');
 
 -- A recovery resends what failed to one webhook in [since_at, until_at). The selection is
 -- fixed when it starts (recovery_items); an instance works on it under a lease.

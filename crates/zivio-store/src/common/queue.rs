@@ -413,19 +413,11 @@ macro_rules! queue_queries {
                         continue;
                     }
                     let id = row.get::<i64, _>("id");
-                    let decoded = zivio_core::custom_header::decode(row.get("custom_headers"))
-                        .map_err(|error| error.to_string())
-                        .and_then(|headers| {
-                            let limit = $crate::common::rate_limit_of(row.get("rate_limit")).map_err(|error| error.to_string())?;
-                            Ok((headers, limit))
-                        });
-                    let (headers, rate_limit) = match decoded {
-                        Ok(decoded) => decoded,
-                        Err(error) => {
-                            // Left to its lease: the claim after it marks the delivery failed.
-                            tracing::error!(delivery = id, error = %error, "a webhook's headers or rate limit cannot be read");
-                            continue;
-                        }
+                    let headers = stored(zivio_core::custom_header::decode(row.get("custom_headers")));
+                    let (Ok(headers), Ok(rate_limit)) = (headers, $crate::common::rate_limit_of(row.get("rate_limit"))) else {
+                        // Left to its lease: the claim after it marks the delivery failed.
+                        tracing::error!(delivery = id, "a webhook's headers or rate limit cannot be read");
+                        continue;
                     };
                     targets.insert(
                         id,

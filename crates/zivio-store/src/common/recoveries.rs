@@ -5,14 +5,19 @@
 /// The events of tenant `$1` that a recovery of webhook `$2` over `[$3, $4)` resends: accepted
 /// in the window, not test events (`$5` is their type), with at least one attempt to the
 /// webhook, none of which succeeded and none still due, and no resend of it to the webhook that
-/// succeeded or is still pending.
+/// succeeded or is still pending. A failed resend whose original failed in the window too is
+/// left out: the original goes, so the resource is sent once.
 pub(crate) const RECOVERABLE: &str = "FROM events e
      JOIN deliveries d ON d.event_id = e.id AND d.webhook_id = $2
      WHERE e.tenant_id = $1 AND e.accepted_at >= $3 AND e.accepted_at < $4 AND e.type <> $5
        AND d.state IN ('failed', 'cancelled') AND d.attempts > 0
        AND NOT EXISTS (
            SELECT 1 FROM events r JOIN deliveries rd ON rd.event_id = r.id AND rd.webhook_id = $2
-           WHERE r.resend_of = e.id AND rd.state IN ('succeeded', 'pending'))";
+           WHERE r.resend_of = e.id AND rd.state IN ('succeeded', 'pending'))
+       AND NOT EXISTS (
+           SELECT 1 FROM events o JOIN deliveries od ON od.event_id = o.id AND od.webhook_id = $2
+           WHERE o.id = e.resend_of AND o.accepted_at >= $3 AND o.accepted_at < $4
+             AND od.state IN ('failed', 'cancelled') AND od.attempts > 0)";
 
 pub(crate) const RECOVERY_COLUMNS: &str = "id, tenant_id, webhook_id, since_at, until_at, state,
     ended_reason, selected, resent, skipped, created_by, created_at, finished_at";

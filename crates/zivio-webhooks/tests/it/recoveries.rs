@@ -18,6 +18,7 @@ on_both_backends!(
     recoveries_are_refused_cancelled_and_stopped_as_documented,
     new_events_are_not_queued_behind_a_recovery,
     a_recovery_acts_for_the_owner_and_stops_when_the_owner_is_inactive,
+    events_the_owner_can_no_longer_see_are_skipped_and_counted,
     a_recovery_survives_a_kill_9_and_resends_nothing_twice,
 );
 
@@ -464,4 +465,44 @@ async fn a_recovery_acts_for_the_owner_and_stops_when_the_owner_is_inactive(back
     let stopped = recovery_when(&setup, &webhook, id, WAIT, |r| r["state"] != "running").await;
     assert_eq!(stopped["state"], "stopped", "{stopped}");
     assert_eq!(stopped["ended_reason"], "owner inactive");
+}
+
+async fn events_the_owner_can_no_longer_see_are_skipped_and_counted(backend: Backend) {
+    let Some(setup) = setup(backend, "1s", true).await else {
+        return;
+    };
+    let api = &setup.api;
+    // The owner `o2` may see invoices when the events fail, and no longer when they are resent.
+    api.put_role("acme", "invoices", &["webhooks:manage", "invoices:read"])
+        .await;
+    api.put_user("acme", "o2", true, &["invoices"]).await;
+    let owner_key = api.issue_key("acme", "o2").await;
+    setup.receiver.script("/seen", &[Reply::Status(400); 3]);
+    let body = json!({"name": "seen", "url": setup.receiver.url("/seen"), "events": ["*"]});
+    let created = api.create_webhook(&owner_key, "acme", body).await;
+    let webhook = created["webhook"]["id"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        setup.publish().await;
+    }
+    setup.receiver.wait_for("/seen", 3, WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while dry_run(&setup, &webhook).await < 3 {
+        assert!(Instant::now() < deadline, "failures not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.put_role("acme", "invoices", &["webhooks:manage", "jobs:read"])
+        .await;
+    let started = start(&setup, &webhook).await;
+    let id = started["id"].as_str().unwrap();
+    let done = recovery_when(&setup, &webhook, id, WAIT, |r| r["state"] == "done").await;
+    assert_eq!(
+        (
+            done["selected"].clone(),
+            done["resent"].clone(),
+            done["skipped"].clone()
+        ),
+        (json!(3), json!(0), json!(3)),
+        "{done}"
+    );
+    assert_eq!(setup.receiver.received("/seen").len(), 3, "nothing resent");
 }

@@ -116,6 +116,9 @@ pub(super) fn pretty_text(text: &str) -> String {
 pub(super) fn local_to_rfc3339(text: &str) -> String {
     if text.len() == 16 && !text.ends_with('Z') {
         format!("{text}:00Z")
+    } else if text.len() == 19 && !text.ends_with('Z') {
+        // With seconds (`step` below a minute).
+        format!("{text}Z")
     } else {
         text.to_owned()
     }

@@ -1,0 +1,77 @@
+//! What store operations answer: errors, the backend, the key check.
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {what}")]
+    NotFound { what: &'static str },
+    #[error("conflict: {what}")]
+    Conflict { what: &'static str },
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Internal(#[source] sqlx::Error),
+    #[error("migration failed")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    /// The transaction holding this write (with others, on SQLite) did not commit.
+    #[error("the write could not be committed: {0}")]
+    Commit(String),
+}
+
+/// The work of one grouped write, borrowing its connection.
+pub(crate) type Work<'c, R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<R>> + Send + 'c>>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => StoreError::NotFound { what: "row" },
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(error),
+            other => StoreError::Internal(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The `what` of the `Conflict` refusing a key or session to an inactive user.
+pub const INACTIVE_USER: &str = "the user is inactive";
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The outcome of presenting the secrets key's check value to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// No key was recorded yet; this one now is.
+    Recorded,
+    /// The recorded key is this one.
+    Matches,
+    /// The database was set up with a different key.
+    Mismatch,
+}
+
+/// Turns stored text back into a domain value, reporting corruption rather than panicking.
+pub(crate) fn stored<T, E: std::fmt::Display>(parsed: Result<T, E>) -> StoreResult<T> {
+    parsed.map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+/// A unique-key violation means the caller asked for something that collides.
+pub(crate) fn conflict_on_unique(error: sqlx::Error, what: &'static str) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { what },
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
+            what: "referenced record",
+        },
+        _ => StoreError::from(error),
+    }
+}
