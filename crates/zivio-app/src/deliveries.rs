@@ -10,11 +10,12 @@ use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::subscription::EventFilter;
 use zivio_core::url_policy::mask_str;
-use zivio_core::webhook::WebhookId;
+use zivio_core::webhook::{Webhook, WebhookId};
 use zivio_store::{AttemptCursor, AttemptFilter, AttemptSummary, EventTypeFilter, NewEvent};
 
 use crate::caller::owner_access;
 use crate::events::{TEST_EVENT_TYPE, test_event};
+use crate::handoff::Handed;
 use crate::resending::{NotResent, resend_event};
 use crate::rfc3339;
 use crate::webhooks::{find, require_cover};
@@ -311,28 +312,71 @@ pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult
         "event_id": attempt.event_id,
         "new_event_id": event.id,
     }));
-    publish_one(services, caller, &event, &audit).await?;
+    publish_one(services, caller, &webhook, &event, &audit).await?;
     tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, event = %event.id, "event resent");
     Ok(event.id)
 }
 
-/// Stores one event for one webhook with its audit entry, and wakes the engine.
+/// Stores one event for `webhook` with its audit entry and hands its delivery to this
+/// instance's engine in memory (so a test event goes ahead of a backlog waiting in the queue),
+/// or, when the hand-off has no room, queues it for a claim.
 pub(crate) async fn publish_one(
     services: &Services,
     caller: &Caller,
+    webhook: &Webhook,
     event: &NewEvent,
     audit: &AuditEntry,
 ) -> AppResult<()> {
-    services
-        .store
-        .publish_events(
-            &caller.tenant,
-            std::slice::from_ref(event),
-            OffsetDateTime::UNIX_EPOCH,
-            Some(audit),
-        )
-        .await?;
-    services.deliveries_queued.notify_one();
+    let now = services.now();
+    let Some(reservation) = services.handoff.reserve(now, event.deliveries.len()) else {
+        services
+            .store
+            .publish_events(
+                &caller.tenant,
+                std::slice::from_ref(event),
+                OffsetDateTime::UNIX_EPOCH,
+                Some(audit),
+            )
+            .await?;
+        services.deliveries_queued.notify_one();
+        return Ok(());
+    };
+    let (store, tenant, webhook) = (
+        services.store.clone(),
+        caller.tenant.clone(),
+        webhook.clone(),
+    );
+    let (event, audit) = (event.clone(), audit.clone());
+    // Run to the end even if the request is dropped meanwhile: committed work must reach the
+    // engine, or it would wait for its lease to expire.
+    tokio::spawn(async move {
+        let batch = std::slice::from_ref(&event);
+        let epoch = OffsetDateTime::UNIX_EPOCH;
+        let leased = store
+            .publish_leased(&tenant, batch, epoch, &reservation.lease, Some(&audit))
+            .await?;
+        // No change count: the engine reads URL and secret again before sending.
+        let handed = Handed {
+            tenant: &tenant,
+            webhook: &webhook,
+            generation: None,
+            due_at: now,
+            background: false,
+        };
+        let body = bytes::Bytes::from(event.payloads.first().cloned().unwrap_or_default());
+        let deliveries = leased
+            .into_iter()
+            .map(|delivery| handed.delivery(delivery, event.event_type.clone(), body.clone()))
+            .collect();
+        reservation.hand_over(deliveries);
+        Ok::<_, zivio_store::StoreError>(())
+    })
+    .await
+    .unwrap_or_else(|error| {
+        Err(zivio_store::StoreError::Commit(format!(
+            "publishing stopped: {error}"
+        )))
+    })?;
     Ok(())
 }
 

@@ -289,7 +289,7 @@ async fn store_new(
             let (store, tenant, fanout) = (services.store.clone(), tenant.clone(), fanout.clone());
             tokio::spawn(async move {
                 let leased = store
-                    .publish_leased(&tenant, &new, cutoff, &reservation.lease)
+                    .publish_leased(&tenant, &new, cutoff, &reservation.lease, None)
                     .await?;
                 reservation.hand_over(fanout.claimed(&tenant, &new, leased));
                 Ok(())

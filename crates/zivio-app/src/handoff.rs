@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use zivio_store::{ClaimedDelivery, PublishLease};
+use zivio_core::ids::TenantId;
+use zivio_core::webhook::Webhook;
+use zivio_store::{ClaimedDelivery, LeasedDelivery, PublishLease};
 
 /// Leased deliveries of one publish, on their way to the engine.
 pub struct LeasedBatch {
@@ -46,6 +48,45 @@ impl Reservation {
             lease: self.lease,
             deliveries,
         });
+    }
+}
+
+/// A delivery to `webhook` stored leased by a publish, as the engine takes it from the hand-off
+/// (first attempt). `generation` is the store's change count read before `webhook` was (`None`
+/// makes the engine read URL and secret again before sending).
+pub struct Handed<'a> {
+    pub tenant: &'a TenantId,
+    pub webhook: &'a Webhook,
+    pub generation: Option<u64>,
+    pub due_at: OffsetDateTime,
+    /// A recovery's resend (see [`ClaimedDelivery::background`]).
+    pub background: bool,
+}
+
+impl Handed<'_> {
+    pub fn delivery(
+        &self,
+        leased: LeasedDelivery,
+        event_type: String,
+        body: bytes::Bytes,
+    ) -> ClaimedDelivery {
+        let webhook = self.webhook;
+        ClaimedDelivery {
+            id: leased.id,
+            tenant: self.tenant.clone(),
+            webhook_id: leased.webhook_id,
+            url: webhook.url.clone(),
+            secret_ciphertext: webhook.secret.ciphertext.clone(),
+            headers: webhook.headers.clone(),
+            rate_limit: webhook.rate_limit,
+            due_at: self.due_at,
+            event_id: leased.event_id,
+            event_type,
+            attempt: 1,
+            body,
+            generation: self.generation,
+            background: self.background,
+        }
     }
 }
 

@@ -471,7 +471,7 @@ pub async fn send_test(services: &Services, caller: &Caller, id: &str) -> AppRes
     let event = crate::events::test_event(&webhook.id, now);
     let audit = entry(caller, now, AuditAction::TestEventSent, &webhook)
         .changes(json!({"event_id": event.id}));
-    crate::deliveries::publish_one(services, caller, &event, &audit).await?;
+    crate::deliveries::publish_one(services, caller, &webhook, &event, &audit).await?;
     Ok(event.id)
 }
 

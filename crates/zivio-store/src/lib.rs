@@ -262,13 +262,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Publishes like [`Store::publish_events`], but stores the deliveries leased to `lease`
     /// (the publishing instance hands them to its engine at once, without a claim) and returns
-    /// them. Other instances are not told: the work is taken.
+    /// them. Other instances are not told: the work is taken. `audit` is recorded with them.
     async fn publish_leased(
         &self,
         tenant: &TenantId,
         events: &[NewEvent],
         key_cutoff: OffsetDateTime,
         lease: &PublishLease,
+        audit: Option<&AuditEntry>,
     ) -> StoreResult<Vec<LeasedDelivery>>;
 
     /// One event of the tenant.

@@ -1393,7 +1393,13 @@ async fn published_deliveries_can_be_leased_to_the_publisher(database: &TestData
         until: NOW + time::Duration::minutes(1),
     };
     let mut leased = store
-        .publish_leased(&acme, &[new_event("evt_l", None, deliveries)], NOW, &lease)
+        .publish_leased(
+            &acme,
+            &[new_event("evt_l", None, deliveries)],
+            NOW,
+            &lease,
+            None,
+        )
         .await
         .unwrap();
     leased.sort_by(|a, b| a.webhook_id.cmp(&b.webhook_id));

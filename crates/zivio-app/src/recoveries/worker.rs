@@ -331,27 +331,18 @@ fn handed_over(
     mut bodies: HashMap<String, (String, bytes::Bytes)>,
     now: time::OffsetDateTime,
 ) -> Vec<ClaimedDelivery> {
-    let webhook = &target.webhook;
+    let handed = crate::handoff::Handed {
+        tenant: &recovery.tenant,
+        webhook: &target.webhook,
+        generation: target.generation,
+        due_at: now,
+        background: true,
+    };
     leased
         .into_iter()
         .filter_map(|delivery| {
             let (event_type, body) = bodies.remove(&delivery.event_id)?;
-            Some(ClaimedDelivery {
-                id: delivery.id,
-                tenant: recovery.tenant.clone(),
-                webhook_id: delivery.webhook_id,
-                url: webhook.url.clone(),
-                secret_ciphertext: webhook.secret.ciphertext.clone(),
-                headers: webhook.headers.clone(),
-                rate_limit: webhook.rate_limit,
-                due_at: now,
-                event_id: delivery.event_id,
-                event_type,
-                attempt: 1,
-                body,
-                generation: target.generation,
-                background: true,
-            })
+            Some(handed.delivery(delivery, event_type, body))
         })
         .collect()
 }

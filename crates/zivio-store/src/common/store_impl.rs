@@ -388,10 +388,15 @@ macro_rules! store_impl {
                 batch: &[$crate::NewEvent],
                 key_cutoff: Instant,
                 lease: &$crate::PublishLease,
+                audit: Option<&Audit>,
             ) -> $crate::StoreResult<Vec<$crate::LeasedDelivery>> {
-                let (tenant, batch, lease) = (tenant.clone(), batch.to_vec(), lease.clone());
+                let (tenant, batch, lease, audit) = (tenant.clone(), batch.to_vec(), lease.clone(), audit.cloned());
                 self.write_grouped(move |tx| Box::pin(async move {
-                    events::insert_events(&mut *tx, &tenant, &batch, key_cutoff, Some(&lease)).await
+                    let leased = events::insert_events(&mut *tx, &tenant, &batch, key_cutoff, Some(&lease)).await?;
+                    if let Some(audit) = &audit {
+                        directory::record_audit(&mut *tx, audit).await?;
+                    }
+                    Ok(leased)
                 }))
                 .await
             }

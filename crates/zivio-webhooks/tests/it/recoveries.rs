@@ -473,8 +473,12 @@ async fn events_the_owner_can_no_longer_see_are_skipped_and_counted(backend: Bac
     };
     let api = &setup.api;
     // The owner `o2` may see invoices when the events fail, and no longer when they are resent.
-    api.put_role("acme", "invoices", &["webhooks:manage", "invoices:read"])
-        .await;
+    api.put_role(
+        "acme",
+        "invoices",
+        &["webhooks:manage", "invoices:read:tenant"],
+    )
+    .await;
     api.put_user("acme", "o2", true, &["invoices"]).await;
     let owner_key = api.issue_key("acme", "o2").await;
     setup.receiver.script("/seen", &[Reply::Status(400); 3]);
@@ -490,7 +494,7 @@ async fn events_the_owner_can_no_longer_see_are_skipped_and_counted(backend: Bac
         assert!(Instant::now() < deadline, "failures not recorded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    api.put_role("acme", "invoices", &["webhooks:manage", "jobs:read"])
+    api.put_role("acme", "invoices", &["webhooks:manage", "jobs:read:tenant"])
         .await;
     let started = start(&setup, &webhook).await;
     let id = started["id"].as_str().unwrap();
