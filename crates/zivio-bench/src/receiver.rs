@@ -115,8 +115,9 @@ where
             let _ = tcp.set_nodelay(true);
             let (acceptor, answer) = (acceptor.clone(), answer.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
+                let tls = match acceptor.accept(tcp).into_fallible().await {
+                    Ok(tls) => tls,
+                    Err((_, tcp)) => return linger(tcp).await,
                 };
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), hyper::service::service_fn(answer))
@@ -124,6 +125,18 @@ where
             });
         }
     });
+}
+
+/// Closes a connection whose handshake failed as careful servers do: the alert already sent,
+/// our side is shut and what the client still sends is read and dropped for a moment. Closing
+/// with unread data would reset the connection, and the client could see the reset instead of
+/// the alert that says why it was refused.
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(1..)) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 async fn answer(
