@@ -107,6 +107,12 @@ impl Engine {
         limit: RateLimit,
     ) -> StoreResult<Paced> {
         loop {
+            // Listening before looking: a refill by the line between the look and the wait
+            // would otherwise go unnoticed, leaving its tokens unused (the line leaves them to
+            // us) until the next second.
+            let refilled = pacer.refilled.notified();
+            tokio::pin!(refilled);
+            refilled.as_mut().enable();
             let now = self.services.now();
             let second = rate_limit::second_of(now);
             if pacer.allowance.lock().expect("not poisoned").take(second) {
@@ -117,7 +123,7 @@ impl Engine {
             }
             // Used up this second: the line's next refill, or the next second, whichever first.
             tokio::select! {
-                () = pacer.refilled.notified() => {}
+                () = refilled => {}
                 () = self.sleep_until_next(second) => {}
             }
         }
