@@ -23,9 +23,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use zivio_core::secret::SigningSecret;
 
-use crate::receiver::Receiver;
 use crate::report::Report;
 use crate::service::example_event;
+use zivio_test_support::receiver::Receiver;
 
 /// How long each run lasts.
 const LENGTH: Duration = Duration::from_secs(5);

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use zivio_bench::receiver::Receiver;
 use zivio_bench::report::Report;
 use zivio_bench::scenarios::Bench;
 use zivio_bench::service::{Backend, Launch, service_binary};
+use zivio_test_support::receiver::Receiver;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks the real zivio-webhooks service end to end (see BENCHMARKS.md)")]

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::task::JoinSet;
 
-use crate::receiver::Receiver;
 use crate::report::{Percentiles, Report, Target};
 use crate::service::{Backend, Launch, Service, postgres_cpu};
+use zivio_test_support::receiver::Receiver;
 
 mod load;
 mod long_runs;

@@ -385,7 +385,7 @@ async fn invalid_reserved_and_repeated_headers_are_refused_naming_the_header(bac
 
 async fn a_client_certificate_is_presented_to_receivers_that_require_one(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let clients = zivio_bench::pki::TestCa::generate();
+    let clients = zivio_test_support::pki::TestCa::generate();
     let receiver = Receiver::start_requiring_clients_of(dir.path(), &clients).await;
     let (cert, key) = clients.client("zivio-webhooks.test");
     let (cert_path, key_path) = (

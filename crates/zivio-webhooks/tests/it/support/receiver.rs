@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
-use zivio_bench::pki::TestCa;
+use zivio_test_support::pki::TestCa;
 
 /// One request as it arrived.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let serving = state.clone();
-        zivio_bench::receiver::serve_https(listener, acceptor, move |request| {
+        zivio_test_support::receiver::serve_https(listener, acceptor, move |request| {
             answer(serving.clone(), request)
         });
         Receiver {
@@ -155,6 +155,7 @@ async fn answer(
     let mut body = Bytes::from_static(b"{\"received\":true}");
     let status = match reply {
         Some(Reply::Delay(delay)) => {
+            // Real time: a slow receiver, as the service's real client sees it.
             tokio::time::sleep(delay).await;
             200
         }
