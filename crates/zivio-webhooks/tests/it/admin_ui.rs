@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::api::Backend;
 use crate::support::browser::{Browser, ENTER, TAB};
+use crate::support::eventually;
 use crate::support::sending::{Setup, setup};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -690,11 +691,9 @@ async fn custom_headers_are_set_in_the_forms_and_shown_as_names_and_hints() {
     browser
         .click("form.stack:has(input[name=clear_headers]) button.primary")
         .await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while browser.text_of("#custom-headers").await != "None" {
-        assert!(tokio::time::Instant::now() < deadline, "the headers stay");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    browser
+        .wait_for_text_of("#custom-headers", "None", false)
+        .await;
 }
 
 #[tokio::test]
@@ -730,11 +729,7 @@ async fn a_rate_limit_is_set_in_the_forms_and_shown() {
     browser
         .click("form.stack:has(input[name=clear_headers]) button.primary")
         .await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while browser.text_of("#rate-limit").await != "None" {
-        assert!(tokio::time::Instant::now() < deadline, "the limit stays");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    browser.wait_for_text_of("#rate-limit", "None", false).await;
 }
 
 #[tokio::test]
@@ -763,20 +758,20 @@ async fn a_recovery_is_counted_confirmed_and_followed_in_the_browser() {
         .unwrap();
     let set_since = format!("document.querySelector('#since').value = '{since}'");
     // Failures are recorded a moment after they arrive: count until all three are.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let within = std::time::Duration::from_secs(20);
+    eventually(within, "a count of 3", || async {
         browser.open(&page).await;
         browser.eval(&set_since).await;
         browser.click("button[value=count]").await;
         browser.wait_for_text("would be resent", false).await;
-        if browser.text_of("#recover-count").await == "3 events would be resent." {
-            break;
+        let count = browser.text_of("#recover-count").await;
+        if count == "3 events would be resent." {
+            Ok(())
+        } else {
+            Err(count)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the count stays below 3"
-        );
-    }
+    })
+    .await;
     browser.click("button[value=start]").await;
     browser
         .wait_for_text("Tick the box to confirm", false)
@@ -784,15 +779,9 @@ async fn a_recovery_is_counted_confirmed_and_followed_in_the_browser() {
     browser.click("#recover input[name=confirm]").await;
     browser.click("button[value=start]").await;
     browser.wait_for_url(|url| url.ends_with("#recover")).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while browser.text_of("#recoveries .recovery-progress").await != "3 of 3 resent" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the recovery does not finish"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        browser.open(&page).await;
-    }
+    browser
+        .wait_for_text_of("#recoveries .recovery-progress", "3 of 3 resent", true)
+        .await;
     setup
         .receiver
         .wait_for("/rec", 6, std::time::Duration::from_secs(20))

@@ -137,6 +137,7 @@ async fn an_admin_who_does_not_cover_the_owner_sees_no_bodies_and_changes_nothin
         .await;
     assert_eq!(edit.status(), 403, "URL change");
 
+    // Real time: a resend, had the refused edit caused one, would arrive within moments.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         setup.receiver.received(&path).len(),

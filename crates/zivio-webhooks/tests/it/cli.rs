@@ -6,6 +6,7 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::support::api::Backend;
+use crate::support::eventually;
 use crate::support::sending::{WAIT, setup};
 
 /// Runs `zivio-webhooks verify` on a capture; returns the exit code and what it printed.
@@ -288,22 +289,19 @@ impl Listening {
 
     /// The output so far, once a line containing every one of `parts` has been printed.
     async fn wait_for(&self, parts: &[&str]) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let lines = self.lines.lock().unwrap().clone();
+        let what = format!("a line with {parts:?}");
+        eventually(WAIT, &what, || async {
+            let lines = self.lines.lock().unwrap().join("\n");
             if lines
-                .iter()
+                .lines()
                 .any(|line| parts.iter().all(|part| line.contains(part)))
             {
-                return lines.join("\n");
+                Ok(lines)
+            } else {
+                Err(lines)
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no line with {parts:?} in:\n{}",
-                lines.join("\n")
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 

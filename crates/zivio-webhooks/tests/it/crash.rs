@@ -10,6 +10,7 @@ use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
 use crate::support::api::{Api, Backend, on_both_backends};
+use crate::support::eventually;
 use crate::support::receiver::Receiver;
 use crate::support::sending::batch;
 use crate::support::service::Service;
@@ -60,24 +61,32 @@ async fn publish_via(api: &Api, instance: &Service, size: usize) -> Vec<String> 
 
 /// Waits until every id arrived at `path`; returns how many requests arrived in all.
 async fn all_arrive(receiver: &Receiver, path: &str, ids: &HashSet<String>) -> usize {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(WAIT, "every event arrives", || async {
         let received = receiver.received(path);
         let seen: HashSet<String> = received
             .iter()
             .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
             .collect();
         if ids.is_subset(&seen) {
-            return received.len();
+            Ok(received.len())
+        } else {
+            let arrived = ids.intersection(&seen).count();
+            Err(format!("{arrived} of {}", ids.len()))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} events arrived",
-            ids.intersection(&seen).count(),
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until no delivery is pending (each recorded a moment after its request arrived).
+async fn nothing_pending(api: &Api) {
+    let store = api.store().await;
+    eventually(WAIT, "nothing stays pending", || async {
+        match store.pending_deliveries().await.unwrap() {
+            0 => Ok(()),
+            pending => Err(format!("{pending} pending")),
+        }
+    })
+    .await;
 }
 
 async fn accepted_events_survive_a_kill_9(backend: Backend) {
@@ -136,16 +145,8 @@ async fn two_postgres_instances_share_the_work_without_double_sends() {
     for (path, _) in &webhooks {
         all_arrive(&receiver, path, &ids).await;
     }
-    // Every request recorded (a record lands a moment after its request arrived), so that the
-    // attempts below can be compared with the requests.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while store.pending_deliveries().await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deliveries stay pending"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Every request recorded, so that the attempts below can be compared with the requests.
+    nothing_pending(&api).await;
     for (path, webhook) in &webhooks {
         // An event may reach the receiver twice only as a retry after a recorded failure (on
         // this loaded machine a request can outlast the 1 s timeout after it arrived), never
@@ -201,6 +202,7 @@ async fn a_dying_instance_hands_its_work_to_another_after_the_lease() {
     )
     .await;
     let ids: HashSet<String> = publish(&api, 200).await.into_iter().collect();
+    // Real time: the kill must come while requests to the slow receiver are on the wire.
     tokio::time::sleep(Duration::from_millis(700)).await;
     api.service.kill().await;
     let requests = all_arrive(&receiver, "/slow", &ids).await;
@@ -295,6 +297,7 @@ async fn twenty_kills_at_random_moments_lose_nothing(backend: Backend) {
                 );
             }
         });
+        // Real time: the kill lands at a random moment of real publishing and sending.
         tokio::time::sleep(Duration::from_millis(50 + random_below(500))).await;
         api.service.kill().await;
         let published = publisher.await.unwrap();
@@ -329,13 +332,5 @@ async fn twenty_kills_at_random_moments_lose_nothing(backend: Backend) {
         "an event published after the delete was sent"
     );
     // Nothing stays pending or leased.
-    let store = api.store().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while store.pending_deliveries().await.unwrap() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "deliveries stay pending"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    nothing_pending(&api).await;
 }

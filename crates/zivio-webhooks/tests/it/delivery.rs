@@ -112,6 +112,7 @@ async fn permanent_failures_and_redirects_are_not_retried(backend: Backend) {
         assert_eq!(attempts[0].error_kind.as_deref(), Some(kind), "{path}");
         assert_eq!(attempts[0].next_attempt_at, None, "{path}: not retried");
     }
+    // Real time: a retry of a refused first request would have come within moments.
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Each webhook gets every event published after it was created, once: the refused first
     // request was not retried.
@@ -133,6 +134,7 @@ async fn attempts_stop_when_the_schedule_ends(backend: Backend) {
     let (webhook, _) = setup.webhook("/down").await;
     let event = setup.publish().await;
     let attempts = setup.attempts(&event, &webhook, 10).await;
+    // Real time: an eleventh attempt would follow the tenth within the schedule's 20 ms.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         setup.receiver.received("/down").len(),
@@ -192,6 +194,7 @@ async fn disabling_cancels_pending_retries(backend: Backend) {
         )
         .await;
     assert_eq!(disabled.status, 200);
+    // Real time: the retry was due a second after the first attempt, on the service's clock.
     tokio::time::sleep(Duration::from_millis(1_800)).await;
     assert_eq!(
         setup.receiver.received("/paused").len(),
@@ -357,6 +360,7 @@ async fn shaped_payloads_reach_exactly_the_owners_who_may_see_them(backend: Back
     let own = &bodies["/owner"];
     assert_eq!(own["total"], data["total"]);
     assert_eq!(own["approved_by"], json!({"id": data["approved_by"]["id"]}));
+    // Real time: deliveries to the other webhooks would have arrived with these.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         setup.receiver.received("/elsewhere").is_empty(),
@@ -377,6 +381,7 @@ async fn an_owner_deactivated_between_retries_gets_nothing_more(backend: Backend
     let event = setup.publish().await;
     setup.attempts(&event, &webhook, 1).await;
     setup.api.put_user("acme", "u1", false, &["admin"]).await;
+    // Real time: the retry was due a second after the first attempt, on the service's clock.
     tokio::time::sleep(Duration::from_millis(1_800)).await;
     assert_eq!(
         setup.receiver.received("/owner").len(),

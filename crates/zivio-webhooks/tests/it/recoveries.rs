@@ -10,6 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::api::{Backend, on_both_backends, problem};
+use crate::support::eventually;
 use crate::support::receiver::Reply;
 use crate::support::sending::{Setup, WAIT, batch, setup, setup_with, verify};
 
@@ -55,18 +56,7 @@ async fn failed_events(setup: &Setup, path: &str, failing: usize) -> (String, St
         .wait_for(path, failing, Duration::from_secs(60))
         .await;
     // Every failure recorded: a dry run counts them all.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let count = dry_run(setup, &webhook).await;
-        if count == failing as i64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} of {failing} failures recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    failures_recorded(setup, &webhook, failing).await;
     (webhook, secret, events)
 }
 
@@ -109,22 +99,44 @@ async fn recovery_when(
     within: Duration,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(within, "the recovery gets there", || async {
         let answer = setup
             .get(&format!("/v4/webhooks/{webhook}/recoveries/{id}"))
             .await;
         assert_eq!(answer.status, 200, "{}", answer.text);
         let recovery = answer.body["recovery"].clone();
         if done(&recovery) {
-            return recovery;
+            Ok(recovery)
+        } else {
+            Err(recovery.to_string())
         }
-        assert!(Instant::now() < deadline, "recovery stuck: {recovery}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// The distinct `webhook-id`s that arrived at `path`, but those of `originals`.
+/// Waits until a dry run counts `failing` failures: all recorded.
+async fn failures_recorded(setup: &Setup, webhook: &str, failing: usize) {
+    eventually(WAIT, "failures recorded", || async {
+        match dry_run(setup, webhook).await {
+            count if count == failing as i64 => Ok(()),
+            count => Err(format!("{count} of {failing}")),
+        }
+    })
+    .await;
+}
+
+/// Waits until `count` resends (events other than `originals`) arrived at `path`.
+async fn resends_arrive(setup: &Setup, path: &str, originals: &[String], count: usize) {
+    eventually(Duration::from_secs(60), "resends arrive", || async {
+        match resends_arrived(setup, path, originals).len() {
+            arrived if arrived >= count => Ok(()),
+            arrived => Err(format!("{arrived} of {count}")),
+        }
+    })
+    .await;
+}
+
 fn resends_arrived(setup: &Setup, path: &str, originals: &[String]) -> HashSet<String> {
     let originals: HashSet<&str> = originals.iter().map(String::as_str).collect();
     setup
@@ -311,18 +323,16 @@ async fn new_events_are_not_queued_behind_a_recovery(backend: Backend) {
     .await;
     let published = Instant::now();
     let fresh = setup.publish().await;
-    let deadline = Instant::now() + WAIT;
-    let arrived = loop {
+    let arrived = eventually(WAIT, "the new event arrives", || async {
         let received = setup.receiver.received("/busy");
-        if let Some(request) = received
+        let fresh = received
             .iter()
-            .find(|r| r.headers["webhook-id"] == fresh.as_str())
-        {
-            break request.at;
-        }
-        assert!(Instant::now() < deadline, "the new event did not arrive");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+            .find(|r| r.headers["webhook-id"] == fresh.as_str());
+        fresh
+            .map(|request| request.at)
+            .ok_or_else(|| format!("{} others arrived", received.len()))
+    })
+    .await;
     assert!(
         arrived - published < Duration::from_secs(3),
         "a new event waited {:?} behind the recovery",
@@ -333,11 +343,7 @@ async fn new_events_are_not_queued_behind_a_recovery(backend: Backend) {
     })
     .await;
     assert_eq!(done["resent"], 3000);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while resends_arrived(&setup, "/busy", &originals).len() < 3001 {
-        assert!(Instant::now() < deadline, "resends still missing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    resends_arrive(&setup, "/busy", &originals, 3001).await;
 }
 
 async fn a_recovery_survives_a_kill_9_and_resends_nothing_twice(backend: Backend) {
@@ -372,14 +378,7 @@ async fn a_recovery_survives_a_kill_9_and_resends_nothing_twice(backend: Backend
         (done["selected"].clone(), done["resent"].clone()),
         (json!(3000), json!(3000))
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while resends_arrived(&setup, "/crash", &originals).len() < 3000 {
-        assert!(
-            Instant::now() < deadline,
-            "resends still missing after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    resends_arrive(&setup, "/crash", &originals, 3000).await;
     // One resend per selected event: the resends' deliveries say which event each resends.
     let store = setup.api.store().await;
     let tenant = zivio_core::ids::TenantId::parse("acme").unwrap();
@@ -424,11 +423,8 @@ async fn two_instances_share_a_recovery_without_resending_twice() {
         (done["selected"].clone(), done["resent"].clone()),
         (json!(2000), json!(2000))
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while resends_arrived(&setup, "/two", &originals).len() < 2000 {
-        assert!(Instant::now() < deadline, "resends still missing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    resends_arrive(&setup, "/two", &originals, 2000).await;
+    // Real time: a second resend of an event would arrive after the others, if at all.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         resends_arrived(&setup, "/two", &originals).len(),
@@ -453,11 +449,7 @@ async fn a_recovery_acts_for_the_owner_and_stops_when_the_owner_is_inactive(back
         setup.publish().await;
     }
     setup.receiver.wait_for("/own", 4, WAIT).await;
-    let deadline = Instant::now() + WAIT;
-    while dry_run(&setup, &webhook).await < 4 {
-        assert!(Instant::now() < deadline, "failures not recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    failures_recorded(&setup, &webhook, 4).await;
     let started = start(&setup, &webhook).await;
     let id = started["id"].as_str().unwrap();
     assert_eq!(started["created_by"], "u1");
@@ -489,11 +481,7 @@ async fn events_the_owner_can_no_longer_see_are_skipped_and_counted(backend: Bac
         setup.publish().await;
     }
     setup.receiver.wait_for("/seen", 3, WAIT).await;
-    let deadline = Instant::now() + WAIT;
-    while dry_run(&setup, &webhook).await < 3 {
-        assert!(Instant::now() < deadline, "failures not recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    failures_recorded(&setup, &webhook, 3).await;
     api.put_role("acme", "invoices", &["webhooks:manage", "jobs:read:tenant"])
         .await;
     let started = start(&setup, &webhook).await;

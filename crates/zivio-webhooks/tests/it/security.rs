@@ -77,6 +77,7 @@ async fn secrets_never_reach_logs_or_the_database_in_clear() {
         .trim_start_matches("zivio_session=")
         .to_owned();
     api.sign_in("acme", "u1@acme.example.com", password).await;
+    // Real time: the service's log lines reach its output a moment after the answer.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let output = api.service.stdout()

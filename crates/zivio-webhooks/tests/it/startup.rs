@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::eventually;
 use crate::support::service::{Service, run};
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -203,7 +204,7 @@ async fn an_embedded_database_is_served_by_one_instance_only() {
 #[tokio::test]
 async fn a_missing_unreadable_or_mismatched_client_certificate_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = zivio_bench::pki::TestCa::generate();
+    let ca = zivio_test_support::pki::TestCa::generate();
     let (cert, key) = ca.client("one");
     let (_, other_key) = ca.client("two");
     let write = |name: &str, text: &str| {
@@ -260,7 +261,8 @@ async fn a_missing_unreadable_or_mismatched_client_certificate_stops_start_up() 
 async fn a_client_certificate_near_its_expiry_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let expires = time::OffsetDateTime::now_utc() + time::Duration::days(10);
-    let (cert, key) = zivio_bench::pki::TestCa::generate().client_valid_until("soon", expires);
+    let (cert, key) =
+        zivio_test_support::pki::TestCa::generate().client_valid_until("soon", expires);
     let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
     std::fs::write(&cert_path, cert).unwrap();
     std::fs::write(&key_path, key).unwrap();
@@ -273,8 +275,8 @@ async fn a_client_certificate_near_its_expiry_is_warned_about() {
         ],
     )
     .await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
+    let within = std::time::Duration::from_secs(20);
+    eventually(within, "the expiry warning", || async {
         let warned = service.logs().into_iter().any(|line| {
             line["level"] == "WARN"
                 && line["message"]
@@ -282,13 +284,10 @@ async fn a_client_certificate_near_its_expiry_is_warned_about() {
                     .is_some_and(|m| m.contains("client certificate") && m.contains("in 9 days"))
         });
         if warned {
-            break;
+            Ok(())
+        } else {
+            Err(service.stderr())
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            service.stderr()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }

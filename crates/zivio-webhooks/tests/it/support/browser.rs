@@ -8,6 +8,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use super::eventually;
+
+/// How long the browser tests wait for a page to show what they expect.
+const PATIENCE: Duration = Duration::from_secs(20);
+
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub const TAB: &str = "\u{E004}";
 pub const ENTER: &str = "\u{E007}";
@@ -51,12 +56,11 @@ impl Browser {
         // reqwest is built without a default TLS provider; the service installs ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
-        for _ in 0..100 {
-            if http.get(format!("{base}/status")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(PATIENCE, "chromedriver answers", || async {
+            let status = http.get(format!("{base}/status")).send().await;
+            status.map(drop).map_err(|error| error.to_string())
+        })
+        .await;
         let profile = tempfile::tempdir().unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -242,65 +246,78 @@ impl Browser {
     /// Waits until the current URL satisfies `wanted` (a click starts navigation; it may not
     /// have finished when the click returns); returns it.
     pub async fn wait_for_url(&self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(PATIENCE, "the wanted page", || async {
             let url = self.url().await;
-            if wanted(&url) {
-                return url;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never reached the wanted page; at {url}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if wanted(&url) { Ok(url) } else { Err(url) }
+        })
+        .await
     }
 
     /// Waits until the page's text contains `text`, reloading it when `reload` says so.
     pub async fn wait_for_text(&self, text: &str, reload: bool) -> String {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let body = self
-                .eval("return document.body.innerText")
-                .await
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            if body.contains(text) {
-                return body;
+        let what = format!("`{text}` on the page");
+        let mut first = true;
+        eventually(PATIENCE, &what, || {
+            let reload = reload && !std::mem::take(&mut first);
+            async move {
+                if reload {
+                    self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
+                        .await;
+                }
+                let body = self.eval("return document.body.innerText").await;
+                let body = body.as_str().unwrap_or_default().to_owned();
+                if body.contains(text) {
+                    Ok(body)
+                } else {
+                    Err(body)
+                }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "`{text}` never appeared in:\n{body}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if reload {
-                self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
-                    .await;
+        })
+        .await
+    }
+
+    /// Waits until the element at `selector` says exactly `text`, reloading the page meanwhile
+    /// when `reload` says so.
+    pub async fn wait_for_text_of(&self, selector: &str, text: &str, reload: bool) {
+        let what = format!("`{text}` at {selector}");
+        let mut first = true;
+        eventually(PATIENCE, &what, || {
+            let reload = reload && !std::mem::take(&mut first);
+            async move {
+                if reload {
+                    self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
+                        .await;
+                }
+                let shown = self.text_of(selector).await;
+                if shown == text { Ok(()) } else { Err(shown) }
             }
-        }
+        })
+        .await;
     }
 
     /// Waits until a table row of the page holds `text`, reloading the page meanwhile.
     pub async fn wait_for_row(&self, text: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         let rows =
             "const body = document.querySelector('tbody'); return body ? body.textContent : ''";
-        while !self
-            .eval(rows)
-            .await
-            .as_str()
-            .unwrap_or_default()
-            .contains(text)
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no row with `{text}` appeared"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
-                .await;
-        }
+        let what = format!("a row with `{text}`");
+        let mut first = true;
+        eventually(PATIENCE, &what, || {
+            let reload = !std::mem::take(&mut first);
+            async move {
+                if reload {
+                    self.ok(reqwest::Method::POST, "/refresh", Some(json!({})))
+                        .await;
+                }
+                let body = self.eval(rows).await;
+                let body = body.as_str().unwrap_or_default().to_owned();
+                if body.contains(text) {
+                    Ok(())
+                } else {
+                    Err(body)
+                }
+            }
+        })
+        .await;
     }
 
     /// Saves a screenshot when `ZIVIO_SCREENSHOTS` names a directory (never into the repo).

@@ -7,3 +7,27 @@ pub mod receiver;
 pub mod sending;
 pub mod service;
 pub mod smtp;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Asks `check` until it answers `Ok`, every 20 ms for at most `within`, and returns its answer;
+/// panics with `what` and the last `Err` it gave. The one place where the tests wait in real time
+/// for the service (a separate process, on the machine's clock) to catch up.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(answer) => return answer,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {within:?} ({last})"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

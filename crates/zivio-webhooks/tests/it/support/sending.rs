@@ -9,6 +9,7 @@ use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
 use super::api::{Answer, Api, Backend};
+use super::eventually;
 use super::receiver::Receiver;
 
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -127,19 +128,14 @@ impl Setup {
             TenantId::parse("acme").unwrap(),
             WebhookId::parse(webhook).unwrap(),
         );
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(WAIT, "attempts recorded", || async {
             let attempts = store.attempts_of(&tenant, event, &webhook).await.unwrap();
-            if attempts.len() >= count {
-                return attempts;
+            match attempts.len() {
+                recorded if recorded >= count => Ok(attempts),
+                recorded => Err(format!("{recorded} of {count}")),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {count} attempts recorded",
-                attempts.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     pub async fn state_of(&self, event: &str) -> String {
