@@ -66,28 +66,29 @@ mod recoveries {
         time::OffsetDateTime
     );
 }
+/// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
+/// due work no one holds, read from its partial index by webhook and due time, so a claim costs
+/// steps per webhook, not per queued delivery); concurrent claims from other instances skip rows
+/// already being claimed. No ORDER BY before the LIMIT: it would lock every webhook's share, not
+/// just those claimed, and starve concurrent claims; webhooks are visited in table order instead.
+pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+     WHERE id IN (SELECT due.id
+                  FROM webhooks hooks
+                  CROSS JOIN LATERAL (
+                      SELECT id FROM deliveries
+                      WHERE webhook_id = hooks.id AND state = 'pending' AND lease_owner IS NULL
+                        AND next_attempt_at <= $2
+                      ORDER BY next_attempt_at LIMIT $6
+                      FOR UPDATE SKIP LOCKED) due
+                  WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
+                  LIMIT $4)";
 mod queue {
-    // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
-    // from the index by webhook and due time, so a claim costs steps per webhook, not per queued
-    // delivery); concurrent claims from other instances skip rows already being claimed. No
-    // ORDER BY before the LIMIT: it would lock every webhook's share, not just those claimed,
-    // and starve concurrent claims; webhooks are visited in table order instead.
     crate::common::queue_queries!(
         sqlx::Postgres,
         super::to_db,
         super::from_db,
         time::OffsetDateTime,
-        "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
-     WHERE id IN (SELECT due.id
-                  FROM webhooks hooks
-                  CROSS JOIN LATERAL (
-                      SELECT id FROM deliveries
-                      WHERE webhook_id = hooks.id AND state = 'pending' AND next_attempt_at <= $2
-                        AND (lease_owner IS NULL OR lease_expires_at <= $2)
-                      ORDER BY next_attempt_at LIMIT $6
-                      FOR UPDATE SKIP LOCKED) due
-                  WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
-                  LIMIT $4)",
+        super::CLAIM,
         Some(") ORDER BY id FOR NO KEY UPDATE")
     );
 }

@@ -53,25 +53,27 @@ const SKIP_LOCKED: &str = "";
 mod recoveries {
     crate::common::recovery_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
 }
+/// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
+/// due work no one holds, read from its partial index by webhook and due time, so a claim costs
+/// steps per webhook, not per queued delivery), oldest first. One writer at a time: the claim
+/// cannot race another claim.
+pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+     WHERE id IN (SELECT d.id
+                  FROM webhooks w
+                  JOIN deliveries d ON d.id IN (
+                      SELECT id FROM deliveries
+                      WHERE webhook_id = w.id AND state = 'pending' AND lease_owner IS NULL
+                        AND next_attempt_at <= $2
+                      ORDER BY next_attempt_at LIMIT $6)
+                  WHERE w.id NOT IN (SELECT value FROM json_each($5))
+                  ORDER BY d.next_attempt_at LIMIT $4)";
 mod queue {
-    // Per webhook (so a backlog cannot crowd out the others; each webhook's oldest due work, read
-    // from the index by webhook and due time, so a claim costs steps per webhook, not per queued
-    // delivery), oldest first. One writer at a time: the claim cannot race another claim.
     crate::common::queue_queries!(
         sqlx::Sqlite,
         super::to_db,
         super::from_db,
         i64,
-        "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
-     WHERE id IN (SELECT d.id
-                  FROM webhooks w
-                  JOIN deliveries d ON d.id IN (
-                      SELECT id FROM deliveries
-                      WHERE webhook_id = w.id AND state = 'pending' AND next_attempt_at <= $2
-                        AND (lease_owner IS NULL OR lease_expires_at <= $2)
-                      ORDER BY next_attempt_at LIMIT $6)
-                  WHERE w.id NOT IN (SELECT value FROM json_each($5))
-                  ORDER BY d.next_attempt_at LIMIT $4)",
+        super::CLAIM,
         // One writer at a time: the transaction already excludes everyone.
         None
     );

@@ -8,6 +8,38 @@ use sqlx::ConnectOptions as _;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnectOptions;
 
+/// One of the statements every claim runs, for tests that check its plan.
+pub struct ClaimStatement {
+    pub name: &'static str,
+    /// With `backend`'s placeholders. Parameters as the store binds them: `$1` the lease token
+    /// (the moment, for giving back ended leases), `$2` the moment, `$3` the lease end, `$4` and
+    /// `$6` limits, `$5` a JSON array of webhook ids.
+    pub sql: &'static str,
+    /// Whether the store prepares it once and reuses it, so that PostgreSQL may switch to a
+    /// generic plan (one that knows no parameter values).
+    pub prepared: bool,
+}
+
+/// The statements every claim runs on `backend`.
+pub fn claim_statements(backend: crate::Backend) -> [ClaimStatement; 4] {
+    use crate::common::queue::{CLAIMED, NEXT_DUE, RELEASE_ENDED_LEASES};
+    let claim = match backend {
+        crate::Backend::Sqlite => crate::sqlite::CLAIM,
+        crate::Backend::Postgres => crate::postgres::CLAIM,
+    };
+    let statement = |name, sql, prepared| ClaimStatement {
+        name,
+        sql,
+        prepared,
+    };
+    [
+        statement("release ended leases", RELEASE_ENDED_LEASES, true),
+        statement("claim", claim, true),
+        statement("read what was claimed", CLAIMED, false),
+        statement("next due", NEXT_DUE, true),
+    ]
+}
+
 /// The variable that points the PostgreSQL suites at a server.
 pub const POSTGRES_URL_VAR: &str = "ZIVIO_TEST_DATABASE_URL";
 

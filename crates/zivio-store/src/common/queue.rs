@@ -1,6 +1,34 @@
 //! The delivery queue: leasing due work, recording attempts, giving work back. Only the claim
 //! statement differs per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`.
 
+/// Gives back to the queue the deliveries whose lease ended before `$1` (their holder died or
+/// stalled). A plain update read from the index of held deliveries by lease end: a subquery with
+/// `SKIP LOCKED` joined back by id lets PostgreSQL's generic plan hash-join the whole table.
+pub(crate) const RELEASE_ENDED_LEASES: &str =
+    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+     WHERE state = 'pending' AND lease_owner IS NOT NULL AND lease_expires_at <= $1";
+
+/// The earliest moment something may become claimable: the first due delivery no one holds, or
+/// the first lease to end. The first half reads the index of free deliveries (few but for
+/// retries waiting for their time), the second one end of the index of held ones.
+pub(crate) const NEXT_DUE: &str = "SELECT min(due) FROM (
+     SELECT min(next_attempt_at) AS due FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
+     UNION ALL
+     SELECT min(lease_expires_at) AS due FROM deliveries WHERE state = 'pending' AND lease_owner IS NOT NULL
+ ) ends";
+
+/// What a claim took (its lease token is `$1`), with all a send needs.
+pub(crate) const CLAIMED: &str = "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts,
+        d.next_attempt_at, e.type, p.body, w.url, w.secret_ciphertext, w.custom_headers, w.rate_limit,
+        (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
+ FROM deliveries d
+ JOIN events e ON e.id = d.event_id
+ JOIN payloads p ON p.id = d.payload_id
+ JOIN webhooks w ON w.id = d.webhook_id
+ LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
+ WHERE d.lease_owner = $1 AND d.state = 'pending'
+ ORDER BY d.next_attempt_at, d.id";
+
 macro_rules! queue_queries {
     ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $lock_webhooks:expr) => {
         use sqlx::Row as _;
@@ -29,6 +57,12 @@ macro_rules! queue_queries {
             skip: &[WebhookId],
         ) -> StoreResult<Vec<(ClaimedDelivery, bool)>> {
             let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
+            // Deliveries whose holder's lease has ended go back to the queue first, so that the
+            // claim reads only deliveries no one holds.
+            sqlx::query($crate::common::queue::RELEASE_ENDED_LEASES)
+                .bind($to(now))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query($claim)
                 .bind(lease)
                 .bind($to(now))
@@ -38,18 +72,10 @@ macro_rules! queue_queries {
                 .bind(i64::from(per_webhook))
                 .execute(&mut *tx)
                 .await?;
-            let rows = sqlx::query(
-                "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts, d.next_attempt_at, e.type,
-                        p.body, w.url, w.secret_ciphertext, w.custom_headers, w.rate_limit,
-                        (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
-                 FROM deliveries d
-                 JOIN events e ON e.id = d.event_id
-                 JOIN payloads p ON p.id = d.payload_id
-                 JOIN webhooks w ON w.id = d.webhook_id
-                 LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
-                 WHERE d.lease_owner = $1 AND d.state = 'pending'
-                 ORDER BY d.next_attempt_at, d.id",
-            )
+            // Planned for each lease token: PostgreSQL's generic plan, which knows no token,
+            // would read every held delivery and hash-join all events and payloads.
+            let rows = sqlx::query($crate::common::queue::CLAIMED)
+            .persistent(false)
             .bind(lease)
             .fetch_all(&mut *tx)
             .await?;
@@ -537,10 +563,7 @@ macro_rules! queue_queries {
         }
 
         pub(crate) async fn next_due(pool: &Pool) -> StoreResult<Option<OffsetDateTime>> {
-            let due: Option<$t> = sqlx::query_scalar(
-                "SELECT min(CASE WHEN lease_owner IS NULL THEN next_attempt_at ELSE lease_expires_at END)
-                 FROM deliveries WHERE state = 'pending'",
-            )
+            let due: Option<$t> = sqlx::query_scalar($crate::common::queue::NEXT_DUE)
                 .fetch_one(pool)
                 .await?;
             Ok(due.map($from))
