@@ -82,6 +82,17 @@ pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_ex
                       FOR UPDATE SKIP LOCKED) due
                   WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
                   LIMIT $4)";
+/// Gives back to the queue the deliveries whose lease ended before `$1` (their holder died or
+/// stalled), skipping those another transaction holds (another instance giving them back, or
+/// their holder recording them), so that claims never wait for each other. The ids go through
+/// an array, looked up by primary key: joined back as `id IN (SELECT …)`, the generic plan of a
+/// prepared statement hash-joins the whole table.
+pub(crate) const RELEASE_ENDED_LEASES: &str =
+    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+     WHERE id = ANY(ARRAY(SELECT id FROM deliveries
+                          WHERE state = 'pending' AND lease_owner IS NOT NULL
+                            AND lease_expires_at <= $1
+                          FOR UPDATE SKIP LOCKED))";
 mod queue {
     crate::common::queue_queries!(
         sqlx::Postgres,
@@ -89,6 +100,7 @@ mod queue {
         super::from_db,
         time::OffsetDateTime,
         super::CLAIM,
+        super::RELEASE_ENDED_LEASES,
         Some(") ORDER BY id FOR NO KEY UPDATE")
     );
 }

@@ -67,6 +67,11 @@ pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_ex
                       ORDER BY next_attempt_at LIMIT $6)
                   WHERE w.id NOT IN (SELECT value FROM json_each($5))
                   ORDER BY d.next_attempt_at LIMIT $4)";
+/// Gives back to the queue the deliveries whose lease ended before `$1` (their holder died or
+/// stalled), read from the index of held deliveries by lease end.
+pub(crate) const RELEASE_ENDED_LEASES: &str =
+    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+     WHERE state = 'pending' AND lease_owner IS NOT NULL AND lease_expires_at <= $1";
 mod queue {
     crate::common::queue_queries!(
         sqlx::Sqlite,
@@ -74,6 +79,7 @@ mod queue {
         super::from_db,
         i64,
         super::CLAIM,
+        super::RELEASE_ENDED_LEASES,
         // One writer at a time: the transaction already excludes everyone.
         None
     );

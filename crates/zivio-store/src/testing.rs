@@ -22,10 +22,13 @@ pub struct ClaimStatement {
 
 /// The statements every claim runs on `backend`.
 pub fn claim_statements(backend: crate::Backend) -> [ClaimStatement; 4] {
-    use crate::common::queue::{CLAIMED, NEXT_DUE, RELEASE_ENDED_LEASES};
-    let claim = match backend {
-        crate::Backend::Sqlite => crate::sqlite::CLAIM,
-        crate::Backend::Postgres => crate::postgres::CLAIM,
+    use crate::common::queue::{CLAIMED, NEXT_DUE};
+    let (claim, release) = match backend {
+        crate::Backend::Sqlite => (crate::sqlite::CLAIM, crate::sqlite::RELEASE_ENDED_LEASES),
+        crate::Backend::Postgres => (
+            crate::postgres::CLAIM,
+            crate::postgres::RELEASE_ENDED_LEASES,
+        ),
     };
     let statement = |name, sql, prepared| ClaimStatement {
         name,
@@ -33,7 +36,7 @@ pub fn claim_statements(backend: crate::Backend) -> [ClaimStatement; 4] {
         prepared,
     };
     [
-        statement("release ended leases", RELEASE_ENDED_LEASES, true),
+        statement("release ended leases", release, true),
         statement("claim", claim, true),
         statement("read what was claimed", CLAIMED, false),
         statement("next due", NEXT_DUE, true),

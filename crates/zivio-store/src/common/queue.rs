@@ -1,12 +1,6 @@
 //! The delivery queue: leasing due work, recording attempts, giving work back. Only the claim
-//! statement differs per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`.
-
-/// Gives back to the queue the deliveries whose lease ended before `$1` (their holder died or
-/// stalled). A plain update read from the index of held deliveries by lease end: a subquery with
-/// `SKIP LOCKED` joined back by id lets PostgreSQL's generic plan hash-join the whole table.
-pub(crate) const RELEASE_ENDED_LEASES: &str =
-    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
-     WHERE state = 'pending' AND lease_owner IS NOT NULL AND lease_expires_at <= $1";
+//! statements differ per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`
+//! and `$release_ended`.
 
 /// The earliest moment something may become claimable: the first due delivery no one holds, or
 /// the first lease to end. The first half reads the index of free deliveries (few but for
@@ -30,7 +24,7 @@ pub(crate) const CLAIMED: &str = "SELECT d.id, d.tenant_id, d.webhook_id, d.even
  ORDER BY d.next_attempt_at, d.id";
 
 macro_rules! queue_queries {
-    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $lock_webhooks:expr) => {
+    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $release_ended:expr, $lock_webhooks:expr) => {
         use sqlx::Row as _;
         use time::OffsetDateTime;
         use zivio_core::ids::TenantId;
@@ -59,7 +53,7 @@ macro_rules! queue_queries {
             let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
             // Deliveries whose holder's lease has ended go back to the queue first, so that the
             // claim reads only deliveries no one holds.
-            sqlx::query($crate::common::queue::RELEASE_ENDED_LEASES)
+            sqlx::query($release_ended)
                 .bind($to(now))
                 .execute(&mut *tx)
                 .await?;
