@@ -82,17 +82,19 @@ pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_ex
                       FOR UPDATE SKIP LOCKED) due
                   WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
                   LIMIT $4)";
-/// Gives back to the queue the deliveries whose lease ended before `$1` (their holder died or
-/// stalled), skipping those another transaction holds (another instance giving them back, or
-/// their holder recording them), so that claims never wait for each other. The ids go through
-/// an array, looked up by primary key: joined back as `id IN (SELECT …)`, the generic plan of a
-/// prepared statement hash-joins the whole table.
-pub(crate) const RELEASE_ENDED_LEASES: &str =
-    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+/// Takes over, under lease `$1` until `$3`, up to `$4` due deliveries whose lease ended before
+/// `$2` (their holder died or stalled), of webhooks not in `$5`, skipping those another
+/// transaction holds (their holder recording them, another claim), so that claims never wait for
+/// each other or for a record. The ids go through an array looked up by primary key: joined back
+/// as `id IN (SELECT …)`, the generic plan of a prepared statement hash-joins the whole table.
+pub(crate) const TAKE_OVER_ENDED_LEASES: &str =
+    "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
      WHERE id = ANY(ARRAY(SELECT id FROM deliveries
                           WHERE state = 'pending' AND lease_owner IS NOT NULL
-                            AND lease_expires_at <= $1
-                          FOR UPDATE SKIP LOCKED))";
+                            AND lease_expires_at <= $2 AND next_attempt_at <= $2
+                            AND webhook_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
+                          ORDER BY lease_expires_at LIMIT $4
+                          FOR NO KEY UPDATE SKIP LOCKED))";
 mod queue {
     crate::common::queue_queries!(
         sqlx::Postgres,
@@ -100,7 +102,7 @@ mod queue {
         super::from_db,
         time::OffsetDateTime,
         super::CLAIM,
-        super::RELEASE_ENDED_LEASES,
+        super::TAKE_OVER_ENDED_LEASES,
         Some(") ORDER BY id FOR NO KEY UPDATE")
     );
 }

@@ -67,11 +67,16 @@ pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_ex
                       ORDER BY next_attempt_at LIMIT $6)
                   WHERE w.id NOT IN (SELECT value FROM json_each($5))
                   ORDER BY d.next_attempt_at LIMIT $4)";
-/// Gives back to the queue the deliveries whose lease ended before `$1` (their holder died or
-/// stalled), read from the index of held deliveries by lease end.
-pub(crate) const RELEASE_ENDED_LEASES: &str =
-    "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
-     WHERE state = 'pending' AND lease_owner IS NOT NULL AND lease_expires_at <= $1";
+/// Takes over, under lease `$1` until `$3`, up to `$4` due deliveries whose lease ended before
+/// `$2` (their holder died or stalled), of webhooks not in `$5`, read from the index of held
+/// deliveries by lease end.
+pub(crate) const TAKE_OVER_ENDED_LEASES: &str =
+    "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+     WHERE id IN (SELECT id FROM deliveries
+                  WHERE state = 'pending' AND lease_owner IS NOT NULL
+                    AND lease_expires_at <= $2 AND next_attempt_at <= $2
+                    AND webhook_id NOT IN (SELECT value FROM json_each($5))
+                  ORDER BY lease_expires_at LIMIT $4)";
 mod queue {
     crate::common::queue_queries!(
         sqlx::Sqlite,
@@ -79,7 +84,7 @@ mod queue {
         super::from_db,
         i64,
         super::CLAIM,
-        super::RELEASE_ENDED_LEASES,
+        super::TAKE_OVER_ENDED_LEASES,
         // One writer at a time: the transaction already excludes everyone.
         None
     );

@@ -11,9 +11,9 @@ use sqlx::postgres::PgConnectOptions;
 /// One of the statements every claim runs, for tests that check its plan.
 pub struct ClaimStatement {
     pub name: &'static str,
-    /// With `backend`'s placeholders. Parameters as the store binds them: `$1` the lease token
-    /// (the moment, for giving back ended leases), `$2` the moment, `$3` the lease end, `$4` and
-    /// `$6` limits, `$5` a JSON array of webhook ids.
+    /// With `backend`'s placeholders. Parameters as the store binds them: `$1` the lease token,
+    /// `$2` the moment, `$3` the lease end, `$4` and `$6` limits, `$5` a JSON array of webhook
+    /// ids.
     pub sql: &'static str,
     /// Whether the store prepares it once and reuses it, so that PostgreSQL may switch to a
     /// generic plan (one that knows no parameter values).
@@ -23,11 +23,11 @@ pub struct ClaimStatement {
 /// The statements every claim runs on `backend`.
 pub fn claim_statements(backend: crate::Backend) -> [ClaimStatement; 4] {
     use crate::common::queue::{CLAIMED, NEXT_DUE};
-    let (claim, release) = match backend {
-        crate::Backend::Sqlite => (crate::sqlite::CLAIM, crate::sqlite::RELEASE_ENDED_LEASES),
+    let (claim, take_over) = match backend {
+        crate::Backend::Sqlite => (crate::sqlite::CLAIM, crate::sqlite::TAKE_OVER_ENDED_LEASES),
         crate::Backend::Postgres => (
             crate::postgres::CLAIM,
-            crate::postgres::RELEASE_ENDED_LEASES,
+            crate::postgres::TAKE_OVER_ENDED_LEASES,
         ),
     };
     let statement = |name, sql, prepared| ClaimStatement {
@@ -36,7 +36,7 @@ pub fn claim_statements(backend: crate::Backend) -> [ClaimStatement; 4] {
         prepared,
     };
     [
-        statement("release ended leases", release, true),
+        statement("take over ended leases", take_over, true),
         statement("claim", claim, true),
         statement("read what was claimed", CLAIMED, false),
         statement("next due", NEXT_DUE, true),

@@ -43,6 +43,7 @@ contract!(
     due_deliveries_are_leased_once_until_the_lease_expires,
     published_deliveries_can_be_leased_to_the_publisher,
     claims_skip_the_webhooks_asked_to,
+    an_ended_lease_leaves_its_holder_only_for_a_claim_that_takes_it,
     claims_take_at_most_so_many_of_one_webhook,
     claims_know_whether_anything_a_send_depends_on_changed,
     a_corrupt_queued_row_fails_alone,
@@ -1627,6 +1628,48 @@ async fn claims_skip_the_webhooks_asked_to(database: &TestDatabase, _: Backend) 
         .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].webhook_id, hooks[1].id);
+}
+
+async fn an_ended_lease_leaves_its_holder_only_for_a_claim_that_takes_it(
+    database: &TestDatabase,
+    _: Backend,
+) {
+    let store = open(database).await;
+    let (_, hooks) = queued(&store, 3).await;
+    let lease_until = NOW + time::Duration::seconds(30);
+    let held = store
+        .claim_deliveries("a:1", NOW, lease_until, 10, 100, &[])
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 3);
+    // The holder stalls past its lease. A claim that skips every webhook takes nothing, and one
+    // allowed a share of one takes one delivery, not all three.
+    let later = lease_until + time::Duration::seconds(1);
+    let after = later + time::Duration::seconds(30);
+    let all: Vec<_> = hooks.iter().map(|hook| hook.id.clone()).collect();
+    let skipping = store
+        .claim_deliveries("b:1", later, after, 10, 1, &all)
+        .await
+        .unwrap();
+    assert!(skipping.is_empty());
+    let taken = store
+        .claim_deliveries("b:2", later, after, 10, 1, &[])
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "a share at a time");
+    // The late holder still records what was not taken from it, and not what was.
+    for delivery in &held {
+        let recorded = store
+            .record_attempt("a:1", &attempt_of(delivery, true, None), KEEP_ENABLED)
+            .await
+            .unwrap();
+        assert_eq!(
+            recorded.moved,
+            delivery.id != taken[0].id,
+            "{}",
+            delivery.id
+        );
+    }
 }
 
 async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: Backend) {

@@ -1,7 +1,7 @@
 -- With the hand-off, most pending deliveries are leased to the instance that published them and
 -- sit in its memory. Claims and the wake-up time read only what may be claimed: deliveries no one
--- holds (by webhook and due time), and held ones by the end of their lease, which a claim first
--- gives back to the queue once it has passed. Before, each claim walked every pending delivery
+-- holds (by webhook and due time), and held ones by the end of their lease, which a claim takes
+-- over (a share at a time) once it has passed. Before, each claim walked every pending delivery
 -- of each webhook, leased or not, and the wake-up time read every pending delivery.
 CREATE INDEX deliveries_claimable ON deliveries (webhook_id, next_attempt_at)
     WHERE state = 'pending' AND lease_owner IS NULL;

@@ -1,6 +1,6 @@
 //! The delivery queue: leasing due work, recording attempts, giving work back. Only the claim
 //! statements differ per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`
-//! and `$release_ended`.
+//! and `$take_over`.
 
 /// The earliest moment something may become claimable: the first due delivery no one holds, or
 /// the first lease to end. The first half reads the index of free deliveries (few but for
@@ -24,7 +24,7 @@ pub(crate) const CLAIMED: &str = "SELECT d.id, d.tenant_id, d.webhook_id, d.even
  ORDER BY d.next_attempt_at, d.id";
 
 macro_rules! queue_queries {
-    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $release_ended:expr, $lock_webhooks:expr) => {
+    ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $take_over:expr, $lock_webhooks:expr) => {
         use sqlx::Row as _;
         use time::OffsetDateTime;
         use zivio_core::ids::TenantId;
@@ -50,22 +50,32 @@ macro_rules! queue_queries {
             per_webhook: u32,
             skip: &[WebhookId],
         ) -> StoreResult<Vec<(ClaimedDelivery, bool)>> {
-            let skip: Vec<&str> = skip.iter().map(WebhookId::as_str).collect();
-            // Deliveries whose holder's lease has ended go back to the queue first, so that the
-            // claim reads only deliveries no one holds.
-            sqlx::query($release_ended)
-                .bind($to(now))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query($claim)
+            let skip = serde_json::to_string(&skip.iter().map(WebhookId::as_str).collect::<Vec<_>>())
+                .expect("strings serialise");
+            // Deliveries whose holder's lease has ended first (its holder died or stalled), a
+            // share at a time, then deliveries no one holds. Only what this claim takes leaves
+            // its holder: a stalled holder that records late still records the rest.
+            let taken_over = sqlx::query($take_over)
                 .bind(lease)
                 .bind($to(now))
                 .bind($to(lease_until))
-                .bind(i64::from(limit))
-                .bind(serde_json::to_string(&skip).expect("strings serialise"))
-                .bind(i64::from(per_webhook))
+                .bind(i64::from(limit.min(per_webhook)))
+                .bind(&skip)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            let limit = u64::from(limit).saturating_sub(taken_over);
+            if limit > 0 {
+                sqlx::query($claim)
+                    .bind(lease)
+                    .bind($to(now))
+                    .bind($to(lease_until))
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .bind(&skip)
+                    .bind(i64::from(per_webhook))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             // Planned for each lease token: PostgreSQL's generic plan, which knows no token,
             // would read every held delivery and hash-join all events and payloads.
             let rows = sqlx::query($crate::common::queue::CLAIMED)
