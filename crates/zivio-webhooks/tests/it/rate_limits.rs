@@ -95,6 +95,7 @@ async fn a_backlog_is_paced_and_a_test_event_goes_ahead(backend: Backend) {
     );
 
     // A test event goes ahead of the waiting deliveries.
+    let arrived_at_send = setup.receiver.received("/paced").len();
     let sent = Instant::now();
     let test = setup
         .send(Method::POST, &format!("/v4/webhooks/{webhook}/test"), None)
@@ -113,8 +114,8 @@ async fn a_backlog_is_paced_and_a_test_event_goes_ahead(backend: Backend) {
             .ok_or_else(|| format!("{} others arrived", received.len()))
     })
     .await;
-    // Ahead of the line, not behind it (where all 100 would come first): much of the backlog
-    // that waited when the test event was sent arrives after it. Counted, not timed: a machine
+    // Ahead of the line: at most about one second's tokens (5) go to the backlog meanwhile,
+    // those the line had already taken; behind it, all 90 would. Counted, not timed: a machine
     // busy with other work slows both.
     let before = setup
         .receiver
@@ -123,9 +124,10 @@ async fn a_backlog_is_paced_and_a_test_event_goes_ahead(backend: Backend) {
         .filter(|request| request.at < test_arrived)
         .count();
     assert!(
-        before < 75,
-        "the test event waited {:?} behind {before} of the backlog",
-        test_arrived - sent
+        before - arrived_at_send <= 15,
+        "the test event waited {:?} behind {} of the backlog",
+        test_arrived - sent,
+        before - arrived_at_send
     );
 
     let received = setup

@@ -11,7 +11,7 @@ pub mod smtp;
 use std::future::Future;
 use std::time::Duration;
 
-/// Asks `check` until it answers `Ok`, every 20 ms for at most `within`, and returns its answer;
+/// Asks `check` until it answers `Ok`, every 50 ms for at most `within`, and returns its answer;
 /// panics with `what` and the last `Err` it gave. The one place where the tests wait in real time
 /// for the service (a separate process, on the machine's clock) to catch up.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
@@ -28,6 +28,6 @@ where
                 "{what}: not within {within:?} ({last})"
             ),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
