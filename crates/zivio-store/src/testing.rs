@@ -22,7 +22,7 @@ pub struct ClaimStatement {
 
 /// The statements every claim runs on `backend`.
 pub fn claim_statements(backend: crate::Backend) -> [ClaimStatement; 4] {
-    use crate::common::queue::{CLAIMED, NEXT_DUE};
+    use crate::common::claims::{CLAIMED, NEXT_DUE};
     let (claim, take_over) = match backend {
         crate::Backend::Sqlite => (crate::sqlite::CLAIM, crate::sqlite::TAKE_OVER_ENDED_LEASES),
         crate::Backend::Postgres => (

@@ -10,6 +10,7 @@
 //! `run_migrations()` and `close_pools()`; `store_impl!` builds the whole `Store` implementation
 //! on them.
 
+pub(crate) mod claims;
 pub(crate) mod directory;
 pub(crate) mod events;
 pub(crate) mod history;

@@ -1,27 +1,5 @@
-//! The delivery queue: leasing due work, recording attempts, giving work back. Only the claim
-//! statements differ per backend (`FOR UPDATE SKIP LOCKED` on PostgreSQL), passed in as `$claim`
-//! and `$take_over`.
-
-/// The earliest moment something may become claimable: the first due delivery no one holds, or
-/// the first lease to end. The first half reads the index of free deliveries (few but for
-/// retries waiting for their time), the second one end of the index of held ones.
-pub(crate) const NEXT_DUE: &str = "SELECT min(due) FROM (
-     SELECT min(next_attempt_at) AS due FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
-     UNION ALL
-     SELECT min(lease_expires_at) AS due FROM deliveries WHERE state = 'pending' AND lease_owner IS NOT NULL
- ) ends";
-
-/// What a claim took (its lease token is `$1`), with all a send needs.
-pub(crate) const CLAIMED: &str = "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts,
-        d.next_attempt_at, e.type, p.body, w.url, w.secret_ciphertext, w.custom_headers, w.rate_limit,
-        (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
- FROM deliveries d
- JOIN events e ON e.id = d.event_id
- JOIN payloads p ON p.id = d.payload_id
- JOIN webhooks w ON w.id = d.webhook_id
- LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
- WHERE d.lease_owner = $1 AND d.state = 'pending'
- ORDER BY d.next_attempt_at, d.id";
+//! The delivery queue: leasing due work, recording attempts, giving work back; the claim's
+//! statements differ per backend (`SKIP LOCKED` on PostgreSQL): `$claim` and `$take_over`.
 
 macro_rules! queue_queries {
     ($db:ty, $to:path, $from:path, $t:ty, $claim:expr, $take_over:expr, $lock_webhooks:expr) => {
@@ -52,9 +30,8 @@ macro_rules! queue_queries {
         ) -> StoreResult<Vec<(ClaimedDelivery, bool)>> {
             let skip = serde_json::to_string(&skip.iter().map(WebhookId::as_str).collect::<Vec<_>>())
                 .expect("strings serialise");
-            // Deliveries whose holder's lease has ended first (its holder died or stalled), a
-            // share at a time, then deliveries no one holds. Only what this claim takes leaves
-            // its holder: a stalled holder that records late still records the rest.
+            // Ended leases first (a share at a time), then free deliveries. Only what this claim
+            // takes leaves its holder: a stalled holder that records late records the rest.
             let taken_over = sqlx::query($take_over)
                 .bind(lease)
                 .bind($to(now))
@@ -76,9 +53,8 @@ macro_rules! queue_queries {
                     .execute(&mut *tx)
                     .await?;
             }
-            // Planned for each lease token: PostgreSQL's generic plan, which knows no token,
-            // would read every held delivery and hash-join all events and payloads.
-            let rows = sqlx::query($crate::common::queue::CLAIMED)
+            // Planned per token: a generic plan would read every held delivery (tests/plans.rs).
+            let rows = sqlx::query($crate::common::claims::CLAIMED)
             .persistent(false)
             .bind(lease)
             .fetch_all(&mut *tx)
@@ -567,7 +543,7 @@ macro_rules! queue_queries {
         }
 
         pub(crate) async fn next_due(pool: &Pool) -> StoreResult<Option<OffsetDateTime>> {
-            let due: Option<$t> = sqlx::query_scalar($crate::common::queue::NEXT_DUE)
+            let due: Option<$t> = sqlx::query_scalar($crate::common::claims::NEXT_DUE)
                 .fetch_one(pool)
                 .await?;
             Ok(due.map($from))
