@@ -14,58 +14,28 @@ use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 /// The channel on which instances announce newly queued deliveries.
 const WORK_CHANNEL: &str = "zivio_deliveries";
 
+#[path = "queries/mod.rs"]
+mod queries;
+
+/// What `queries` is compiled with for this backend.
+type Db = sqlx::Postgres;
+type DbTime = OffsetDateTime;
+type BackendStore = PostgresStore;
+const BACKEND: Backend = Backend::Postgres;
+/// The first `$1` ids of new payloads, drawn in advance from the identity's sequence.
+const PAYLOAD_IDS: &str =
+    "SELECT nextval(pg_get_serial_sequence('payloads', 'id')) FROM generate_series(1, $1)";
+const INSERT_PAYLOADS: &str = "INSERT INTO payloads (id, event_id, body) OVERRIDING SYSTEM VALUE ";
+/// How a query plan is asked for, and the column of its text.
+const EXPLAIN: &str = "EXPLAIN ";
+const PLAN_COLUMN: usize = 0;
+/// How a record locks the webhooks it changes, in one order so that records cannot deadlock.
+const LOCK_WEBHOOKS: Option<&str> = Some(") ORDER BY id FOR NO KEY UPDATE");
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-mod directory {
-    crate::common::directory_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime
-    );
-}
-mod events {
-    crate::common::event_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime,
-        // Payload ids drawn in advance from the identity's sequence.
-        "SELECT nextval(pg_get_serial_sequence('payloads', 'id')) FROM generate_series(1, $1)",
-        "INSERT INTO payloads (id, event_id, body) OVERRIDING SYSTEM VALUE "
-    );
-}
-mod history {
-    crate::common::history_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime,
-        "EXPLAIN ",
-        0
-    );
-}
-mod sessions {
-    crate::common::session_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime
-    );
-}
-mod pacing {
-    crate::common::pacing_queries!(sqlx::Postgres, super::to_db);
-}
 /// How a claim of a recovery passes over rows other instances are claiming.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
-mod recoveries {
-    crate::common::recovery_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime
-    );
-}
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
 /// steps per webhook, not per queued delivery); concurrent claims from other instances skip rows
@@ -95,25 +65,6 @@ pub(crate) const TAKE_OVER_ENDED_LEASES: &str =
                             AND webhook_id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
                           ORDER BY lease_expires_at LIMIT $4
                           FOR NO KEY UPDATE SKIP LOCKED))";
-mod queue {
-    crate::common::queue_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime,
-        super::CLAIM,
-        super::TAKE_OVER_ENDED_LEASES,
-        Some(") ORDER BY id FOR NO KEY UPDATE")
-    );
-}
-mod webhooks {
-    crate::common::webhook_queries!(
-        sqlx::Postgres,
-        super::to_db,
-        super::from_db,
-        time::OffsetDateTime
-    );
-}
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -195,8 +146,6 @@ impl PostgresStore {
         self.pool.close().await;
     }
 }
-
-crate::common::store_impl!(PostgresStore, Backend::Postgres);
 
 /// Tells every instance listening that new work was committed (delivered on commit).
 async fn announce_work(tx: &mut PgConnection) -> StoreResult<()> {

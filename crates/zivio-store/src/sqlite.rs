@@ -15,44 +15,30 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
+#[path = "queries/mod.rs"]
+mod queries;
+
+/// What `queries` is compiled with for this backend.
+type Db = sqlx::Sqlite;
+type DbTime = i64;
+type BackendStore = SqliteStore;
+const BACKEND: Backend = Backend::Sqlite;
+/// The first `$1` ids of new payloads: the next ones after the largest (one writer at a time).
+const PAYLOAD_IDS: &str =
+    "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+     SELECT (SELECT COALESCE(max(id), 0) FROM payloads) + i FROM n";
+const INSERT_PAYLOADS: &str = "INSERT INTO payloads (id, event_id, body) ";
+/// How a query plan is asked for, and the column of its text.
+const EXPLAIN: &str = "EXPLAIN QUERY PLAN ";
+const PLAN_COLUMN: &str = "detail";
+/// What locks the webhooks a record changes: nothing, one writer at a time already excludes
+/// everyone.
+const LOCK_WEBHOOKS: Option<&str> = None;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-mod directory {
-    crate::common::directory_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
-}
-mod events {
-    crate::common::event_queries!(
-        sqlx::Sqlite,
-        super::to_db,
-        super::from_db,
-        i64,
-        // Payload ids drawn in advance: the next ones after the largest (one writer at a time).
-        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
-         SELECT (SELECT COALESCE(max(id), 0) FROM payloads) + i FROM n",
-        "INSERT INTO payloads (id, event_id, body) "
-    );
-}
-mod history {
-    crate::common::history_queries!(
-        sqlx::Sqlite,
-        super::to_db,
-        super::from_db,
-        i64,
-        "EXPLAIN QUERY PLAN ",
-        "detail"
-    );
-}
-mod sessions {
-    crate::common::session_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
-}
-mod pacing {
-    crate::common::pacing_queries!(sqlx::Sqlite, super::to_db);
-}
 /// How a claim of a recovery passes over rows other instances are claiming.
 const SKIP_LOCKED: &str = "";
-mod recoveries {
-    crate::common::recovery_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
-}
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
 /// steps per webhook, not per queued delivery), oldest first. One writer at a time: the claim
@@ -77,21 +63,6 @@ pub(crate) const TAKE_OVER_ENDED_LEASES: &str =
                     AND lease_expires_at <= $2 AND next_attempt_at <= $2
                     AND webhook_id NOT IN (SELECT value FROM json_each($5))
                   ORDER BY lease_expires_at LIMIT $4)";
-mod queue {
-    crate::common::queue_queries!(
-        sqlx::Sqlite,
-        super::to_db,
-        super::from_db,
-        i64,
-        super::CLAIM,
-        super::TAKE_OVER_ENDED_LEASES,
-        // One writer at a time: the transaction already excludes everyone.
-        None
-    );
-}
-mod webhooks {
-    crate::common::webhook_queries!(sqlx::Sqlite, super::to_db, super::from_db, i64);
-}
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -323,8 +294,6 @@ fn not_committed() -> StoreError {
 async fn announce_work(_: &mut SqliteConnection) -> StoreResult<()> {
     Ok(())
 }
-
-crate::common::store_impl!(SqliteStore, Backend::Sqlite);
 
 /// SQLite keeps times as Unix milliseconds: compact, and they sort as numbers.
 fn to_db(at: OffsetDateTime) -> i64 {

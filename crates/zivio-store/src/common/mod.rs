@@ -1,35 +1,9 @@
-//! What is the same on SQLite and PostgreSQL. Both accept `$n` placeholders, so each query is
-//! written once; the macros here are instantiated per backend with its concrete types, so the
-//! two stores share one text of each query instead of keeping twins in step. Only time differs:
-//! `$to` turns an `OffsetDateTime` into the backend's column type `$t`, `$from` turns it back.
-//!
-//! A backend provides `reader()`, `writer()`, `begin_write()` (a write that may change webhooks
-//! or the directory), `begin_uncounted_write()` (one that cannot: the delivery queue, mail,
-//! session activity, purges), `change_counter()` (SQLite counts the former, so that a send or a
-//! publish can skip re-reading what did not change),
-//! `run_migrations()` and `close_pools()`; `store_impl!` builds the whole `Store` implementation
-//! on them.
+//! What both backends share that does not depend on the backend's types: claim statements
+//! written alike in both dialects, the fixed chunk sizes of multi-row statements, the check of a
+//! stored rate limit. What does depend on them (almost every query) is in `queries`, which each
+//! backend compiles as its own module.
 
 pub(crate) mod claims;
-pub(crate) mod directory;
-pub(crate) mod events;
-pub(crate) mod history;
-pub(crate) mod pacing;
-pub(crate) mod queue;
-pub(crate) mod recoveries;
-pub(crate) mod sessions;
-pub(crate) mod store_impl;
-pub(crate) mod webhooks;
-
-pub(crate) use directory::directory_queries;
-pub(crate) use events::event_queries;
-pub(crate) use history::history_queries;
-pub(crate) use pacing::pacing_queries;
-pub(crate) use queue::queue_queries;
-pub(crate) use recoveries::recovery_queries;
-pub(crate) use sessions::session_queries;
-pub(crate) use store_impl::store_impl;
-pub(crate) use webhooks::webhook_queries;
 
 /// Sizes of the chunks multi-row statements are cut into: a few fixed shapes, so that their
 /// prepared statements are reused (one per distinct row count would crowd the statement cache),

@@ -1,0 +1,284 @@
+//! Events, payloads and the queue rows a publish creates.
+
+use sqlx::Row as _;
+use time::OffsetDateTime;
+use zivio_core::ids::TenantId;
+use zivio_core::webhook::WebhookId;
+
+use crate::{
+    KeyedEvent, LeasedDelivery, NewEvent, PublishLease, QueuedDelivery, StoreError, StoreResult,
+    StoredEvent, conflict_on_unique,
+};
+
+use super::{Connection, Db, DbTime, INSERT_PAYLOADS, PAYLOAD_IDS, Pool, from_db, to_db};
+
+pub(crate) async fn events_by_key(
+    pool: &Pool,
+    tenant: &TenantId,
+    keys: &[String],
+) -> StoreResult<Vec<KeyedEvent>> {
+    let mut found = Vec::new();
+    for key in keys {
+        let row = sqlx::query(
+            "SELECT id, fingerprint, accepted_at FROM events WHERE tenant_id = $1 AND producer_key = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(key)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = row {
+            found.push(KeyedEvent {
+                key: key.clone(),
+                id: row.get("id"),
+                fingerprint: row.get("fingerprint"),
+                accepted_at: from_db(row.get::<DbTime, _>("accepted_at")),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Stores a batch of events with their payloads and queued deliveries in a few multi-row
+/// statements (a handful per chunk, whatever the batch's size): producer keys older than
+/// `key_cutoff` are freed, events inserted (a key still taken is a conflict), payload ids
+/// drawn in advance so that deliveries can name them, payloads and deliveries inserted.
+/// With a `lease`, the deliveries are stored leased to it and returned.
+pub(crate) async fn insert_events(
+    tx: &mut Connection,
+    tenant: &TenantId,
+    batch: &[NewEvent],
+    key_cutoff: OffsetDateTime,
+    lease: Option<&PublishLease>,
+) -> StoreResult<Vec<LeasedDelivery>> {
+    let keys: Vec<&str> = batch
+        .iter()
+        .filter_map(|event| event.key.as_deref())
+        .collect();
+    for chunk in crate::common::fixed_chunks(&keys) {
+        // A key older than the retention window is free again.
+        let mut free = sqlx::QueryBuilder::<Db>::new(
+            "UPDATE events SET producer_key = NULL WHERE tenant_id = ",
+        );
+        free.push_bind(tenant.as_str())
+            .push(" AND accepted_at < ")
+            .push_bind(to_db(key_cutoff))
+            .push(" AND producer_key IN (");
+        let mut list = free.separated(", ");
+        for key in chunk {
+            list.push_bind(*key);
+        }
+        free.push(")");
+        free.build().execute(&mut *tx).await?;
+    }
+    for chunk in crate::common::fixed_chunks(batch) {
+        let mut insert = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO events (id, tenant_id, type, occurred_at, accepted_at, producer_key,
+                                 fingerprint, resource_id, source, resend_of) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(event.id.as_str())
+                .push_bind(tenant.as_str())
+                .push_bind(event.event_type.as_str())
+                .push_bind(to_db(event.occurred_at))
+                .push_bind(to_db(event.accepted_at))
+                .push_bind(event.key.as_deref())
+                .push_bind(
+                    event
+                        .fingerprint
+                        .as_ref()
+                        .map_or(&[][..], |print| print.as_slice()),
+                )
+                .push_bind(event.resource_id.as_str())
+                .push_bind(event.source.as_deref())
+                .push_bind(event.resend_of.as_deref());
+        });
+        insert.build().execute(&mut *tx).await.map_err(|error| {
+            match conflict_on_unique(error, "producer key") {
+                StoreError::NotFound { .. } => StoreError::NotFound { what: "tenant" },
+                other => other,
+            }
+        })?;
+    }
+    // Each event's payloads, in order, with ids drawn in advance.
+    let count = batch
+        .iter()
+        .map(|event| event.payloads.len())
+        .sum::<usize>();
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = sqlx::query_scalar(PAYLOAD_IDS)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+    if ids.len() != count {
+        return Err(StoreError::Corrupt(format!(
+            "{} payload ids drawn for {count}",
+            ids.len()
+        )));
+    }
+    let mut payloads = Vec::with_capacity(count);
+    let mut deliveries = Vec::new();
+    let mut next = ids.iter();
+    for event in batch {
+        let first = payloads.len();
+        for body in &event.payloads {
+            let id = *next.next().expect("as many ids as payloads");
+            payloads.push((id, event.id.as_str(), body.as_slice()));
+        }
+        for (webhook, payload) in &event.deliveries {
+            let (payload_id, _, _) = payloads
+                .get(first + payload)
+                .filter(|_| *payload < event.payloads.len())
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("payload index {payload} out of range"))
+                })?;
+            deliveries.push((
+                webhook.as_str(),
+                event.id.as_str(),
+                *payload_id,
+                event.accepted_at,
+                event.is_test,
+            ));
+        }
+    }
+    for chunk in crate::common::fixed_chunks(&payloads) {
+        let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_PAYLOADS);
+        insert.push_values(chunk, |mut row, (id, event, body)| {
+            row.push_bind(*id).push_bind(*event).push_bind(*body);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
+    // computed gets nothing (the engine checks again before sending); a test event
+    // reaches a disabled webhook too.
+    let (lease_owner, lease_until) = match lease {
+        Some(lease) => (Some(lease.token.as_str()), Some(to_db(lease.until))),
+        None => (None, None),
+    };
+    let mut leased = Vec::new();
+    for chunk in crate::common::fixed_chunks(&deliveries) {
+        let mut insert = sqlx::QueryBuilder::<Db>::new(
+            "WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS (",
+        );
+        insert.push_values(
+            chunk,
+            |mut row, (webhook, event, payload, accepted_at, is_test)| {
+                row.push_bind(*webhook)
+                    .push_bind(*event)
+                    .push_bind(*payload)
+                    .push_bind(to_db(*accepted_at))
+                    .push_bind(*is_test);
+            },
+        );
+        insert
+            .push(
+                ") INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state,
+                                          attempts, next_attempt_at, created_at,
+                                          lease_owner, lease_expires_at)
+                 SELECT w.tenant_id, v.webhook_id, v.event_id, v.payload_id, 'pending', 0,
+                        v.accepted_at, v.accepted_at, ",
+            )
+            .push_bind(lease_owner)
+            .push(", ")
+            .push_bind(lease_until)
+            .push(
+                " FROM v
+                 JOIN webhooks w ON w.id = v.webhook_id
+                 JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
+                 WHERE w.tenant_id = ",
+            )
+            .push_bind(tenant.as_str())
+            .push(" AND (w.enabled OR v.is_test) AND u.active");
+        if lease.is_none() {
+            insert.build().execute(&mut *tx).await?;
+            continue;
+        }
+        insert.push(" RETURNING id, webhook_id, event_id");
+        for row in insert.build().fetch_all(&mut *tx).await? {
+            let webhook: String = row.get("webhook_id");
+            leased.push(LeasedDelivery {
+                id: row.get("id"),
+                webhook_id: WebhookId::parse(&webhook)
+                    .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
+                event_id: row.get("event_id"),
+            });
+        }
+    }
+    Ok(leased)
+}
+
+pub(crate) async fn event(
+    pool: &Pool,
+    tenant: &TenantId,
+    id: &str,
+) -> StoreResult<Option<StoredEvent>> {
+    let row = sqlx::query(
+        "SELECT id, type, occurred_at, resource_id, source FROM events WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| StoredEvent {
+        id: row.get("id"),
+        event_type: row.get("type"),
+        occurred_at: from_db(row.get::<DbTime, _>("occurred_at")),
+        resource_id: row.get("resource_id"),
+        source: row.get("source"),
+    }))
+}
+
+pub(crate) async fn events(
+    pool: &Pool,
+    tenant: &TenantId,
+    ids: &[String],
+) -> StoreResult<Vec<StoredEvent>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in crate::common::fixed_chunks(ids) {
+        let mut select = sqlx::QueryBuilder::<Db>::new(
+            "SELECT id, type, occurred_at, resource_id, source FROM events WHERE tenant_id = ",
+        );
+        select.push_bind(tenant.as_str()).push(" AND id IN (");
+        let mut list = select.separated(", ");
+        for id in chunk {
+            list.push_bind(id.as_str());
+        }
+        select.push(")");
+        for row in select.build().fetch_all(pool).await? {
+            found.push(StoredEvent {
+                id: row.get("id"),
+                event_type: row.get("type"),
+                occurred_at: from_db(row.get::<DbTime, _>("occurred_at")),
+                resource_id: row.get("resource_id"),
+                source: row.get("source"),
+            });
+        }
+    }
+    Ok(found)
+}
+
+pub(crate) async fn deliveries_of_event(
+    pool: &Pool,
+    tenant: &TenantId,
+    event_id: &str,
+) -> StoreResult<Vec<QueuedDelivery>> {
+    let rows = sqlx::query(
+        "SELECT d.webhook_id, d.state, p.body FROM deliveries d JOIN payloads p ON p.id = d.payload_id
+         WHERE d.tenant_id = $1 AND d.event_id = $2 ORDER BY d.webhook_id",
+    )
+    .bind(tenant.as_str())
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(QueuedDelivery {
+                webhook_id: WebhookId::parse(row.get("webhook_id"))
+                    .ok_or_else(|| StoreError::Corrupt("webhook id".to_owned()))?,
+                state: row.get("state"),
+                body: row.get("body"),
+            })
+        })
+        .collect()
+}

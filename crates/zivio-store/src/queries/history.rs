@@ -1,0 +1,321 @@
+//! The deliveries log, webhook health, the mail outbox and retention. `$explain` is the
+//! backend's way to ask for a query plan, `$plan_column` the column of its rows that holds it.
+
+use sqlx::Row as _;
+use time::OffsetDateTime;
+use zivio_core::ids::TenantId;
+use zivio_core::webhook::WebhookId;
+
+use crate::{
+    AttemptDetail, AttemptFilter, AttemptSummary, EventTypeFilter, HealthCounts, OutboxMail,
+    StoreError, StoreResult,
+};
+
+use super::{Connection, Db, DbTime, EXPLAIN, PLAN_COLUMN, Pool, Row, from_db, to_db};
+
+fn webhook_id(text: String) -> StoreResult<WebhookId> {
+    WebhookId::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("webhook id `{text}`")))
+}
+
+/// The columns of a summary. `next_attempt_at` only while this is the latest attempt of
+/// a pending delivery: a cancelled delivery has no next attempt.
+const SUMMARY_COLUMNS: &str = "a.id, a.webhook_id, a.event_id, a.event_type, a.attempt, a.succeeded,
+    a.response_status, a.duration_ms, a.error_kind, a.error_detail, a.created_at,
+    CASE WHEN d.state = 'pending' AND d.attempts = a.attempt THEN d.next_attempt_at END AS next_attempt_at";
+
+fn summary_from_row(row: &Row) -> StoreResult<AttemptSummary> {
+    Ok(AttemptSummary {
+        id: row.get("id"),
+        webhook_id: webhook_id(row.get("webhook_id"))?,
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        attempt: u32::try_from(row.get::<i32, _>("attempt")).unwrap_or(0),
+        succeeded: row.get("succeeded"),
+        response_status: row
+            .get::<Option<i32>, _>("response_status")
+            .and_then(|s| u16::try_from(s).ok()),
+        duration_ms: row.get("duration_ms"),
+        error_kind: row.get("error_kind"),
+        error_detail: row.get("error_detail"),
+        created_at: from_db(row.get::<DbTime, _>("created_at")),
+        next_attempt_at: row.get::<Option<DbTime>, _>("next_attempt_at").map(from_db),
+    })
+}
+
+/// One statement per combination of filters, each condition a plain comparison on a
+/// column, so the planner can serve it from the index led by the tenant and that filter,
+/// in page order.
+fn attempts_query(
+    tenant: &TenantId,
+    filter: &AttemptFilter,
+    prefix: &str,
+) -> sqlx::QueryBuilder<Db> {
+    let mut query = sqlx::QueryBuilder::<Db>::new(prefix);
+    query.push(format_args!(
+        "SELECT {SUMMARY_COLUMNS} FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+         WHERE a.tenant_id = "
+    ));
+    query.push_bind(tenant.as_str().to_owned());
+    if let Some(webhook) = &filter.webhook {
+        query
+            .push(" AND a.webhook_id = ")
+            .push_bind(webhook.as_str().to_owned());
+    }
+    if let Some(succeeded) = filter.succeeded {
+        query.push(" AND a.succeeded = ").push_bind(succeeded);
+    }
+    match &filter.event_type {
+        Some(EventTypeFilter::Exact(event_type)) => {
+            query
+                .push(" AND a.event_type = ")
+                .push_bind(event_type.clone());
+        }
+        Some(EventTypeFilter::Prefix(prefix)) => {
+            query
+                .push(" AND a.event_type_prefix = ")
+                .push_bind(prefix.clone());
+        }
+        None => {}
+    }
+    if let Some(event_id) = &filter.event_id {
+        query.push(" AND a.event_id = ").push_bind(event_id.clone());
+    }
+    if let Some(from) = filter.from {
+        query.push(" AND a.created_at >= ").push_bind(to_db(from));
+    }
+    if let Some(to) = filter.to {
+        query.push(" AND a.created_at <= ").push_bind(to_db(to));
+    }
+    if let Some(cursor) = &filter.before {
+        query
+            .push(" AND (a.created_at, a.id) < (")
+            .push_bind(to_db(cursor.at));
+        query.push(", ").push_bind(cursor.id.clone()).push(")");
+    }
+    query
+        .push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
+        .push_bind(i64::from(filter.limit));
+    query
+}
+
+pub(crate) async fn attempts(
+    pool: &Pool,
+    tenant: &TenantId,
+    filter: &AttemptFilter,
+) -> StoreResult<Vec<AttemptSummary>> {
+    let rows = attempts_query(tenant, filter, "")
+        .build()
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(summary_from_row).collect()
+}
+
+pub(crate) async fn explain_attempts(
+    pool: &Pool,
+    tenant: &TenantId,
+    filter: &AttemptFilter,
+) -> StoreResult<String> {
+    let rows = attempts_query(tenant, filter, EXPLAIN)
+        .build()
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.get::<String, _>(PLAN_COLUMN))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+pub(crate) async fn attempt(
+    pool: &Pool,
+    tenant: &TenantId,
+    id: &str,
+) -> StoreResult<Option<AttemptDetail>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {SUMMARY_COLUMNS}, a.request_url, a.request_headers, p.body AS request_body,
+                a.response_headers, a.response_body, a.response_truncated, e.resend_of
+         FROM delivery_attempts a
+         JOIN deliveries d ON d.id = a.delivery_id
+         JOIN payloads p ON p.id = d.payload_id
+         JOIN events e ON e.id = d.event_id
+         WHERE a.tenant_id = $1 AND a.id = $2"
+    )))
+    .bind(tenant.as_str())
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(AttemptDetail {
+            summary: summary_from_row(&row)?,
+            request_url: row.get("request_url"),
+            request_headers: row.get("request_headers"),
+            request_body: row.get("request_body"),
+            response_headers: row.get("response_headers"),
+            response_body: row.get("response_body"),
+            response_truncated: row.get("response_truncated"),
+            resend_of: row.get("resend_of"),
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn health(
+    pool: &Pool,
+    tenant: &TenantId,
+    only: Option<&WebhookId>,
+    since_7d: OffsetDateTime,
+    since_24h: OffsetDateTime,
+) -> StoreResult<Vec<(WebhookId, HealthCounts)>> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.last_attempt_at, w.last_attempt_succeeded, w.failing_since,
+                COALESCE(SUM(CASE WHEN h.hour_start >= $3 THEN h.succeeded ELSE 0 END), 0) AS succeeded_24h,
+                COALESCE(SUM(CASE WHEN h.hour_start >= $3 THEN h.succeeded + h.failed ELSE 0 END), 0) AS attempts_24h,
+                COALESCE(SUM(h.succeeded), 0) AS succeeded_7d,
+                COALESCE(SUM(h.succeeded + h.failed), 0) AS attempts_7d
+         FROM webhooks w
+         LEFT JOIN webhook_attempt_hours h ON h.webhook_id = w.id AND h.hour_start >= $2
+         WHERE w.tenant_id = $1 AND (CAST($4 AS TEXT) IS NULL OR w.id = $4)
+         GROUP BY w.id, w.last_attempt_at, w.last_attempt_succeeded, w.failing_since",
+    )
+    .bind(tenant.as_str())
+    .bind(to_db(since_7d))
+    .bind(to_db(since_24h))
+    .bind(only.map(WebhookId::as_str))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                webhook_id(row.get("id"))?,
+                HealthCounts {
+                    last_attempt_at: row.get::<Option<DbTime>, _>("last_attempt_at").map(from_db),
+                    last_succeeded: row.get("last_attempt_succeeded"),
+                    failing_since: row.get::<Option<DbTime>, _>("failing_since").map(from_db),
+                    succeeded_24h: row.get("succeeded_24h"),
+                    attempts_24h: row.get("attempts_24h"),
+                    succeeded_7d: row.get("succeeded_7d"),
+                    attempts_7d: row.get("attempts_7d"),
+                },
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn hourly(
+    pool: &Pool,
+    tenant: &TenantId,
+    since: OffsetDateTime,
+) -> StoreResult<Vec<(WebhookId, OffsetDateTime, i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT h.webhook_id, h.hour_start, h.succeeded, h.failed
+         FROM webhook_attempt_hours h JOIN webhooks w ON w.id = h.webhook_id
+         WHERE w.tenant_id = $1 AND h.hour_start >= $2
+         ORDER BY h.webhook_id, h.hour_start",
+    )
+    .bind(tenant.as_str())
+    .bind(to_db(since))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                webhook_id(row.get("webhook_id"))?,
+                from_db(row.get::<DbTime, _>("hour_start")),
+                i64::from(row.get::<i32, _>("succeeded")),
+                i64::from(row.get::<i32, _>("failed")),
+            ))
+        })
+        .collect()
+}
+
+pub(crate) async fn claim_mail(
+    tx: &mut Connection,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+) -> StoreResult<Vec<OutboxMail>> {
+    // The conditions are repeated outside the subquery: on PostgreSQL a row another
+    // instance leased meanwhile is checked again after its lock, and skipped.
+    let rows = sqlx::query(
+        "UPDATE mail_outbox SET lease_expires_at = $2
+         WHERE id IN (SELECT id FROM mail_outbox
+                      WHERE sent_at IS NULL AND next_attempt_at <= $1
+                        AND (lease_expires_at IS NULL OR lease_expires_at <= $1)
+                      ORDER BY next_attempt_at LIMIT $3)
+           AND sent_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at <= $1)
+         RETURNING id, recipient, notice, attempts",
+    )
+    .bind(to_db(now))
+    .bind(to_db(lease_until))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| OutboxMail {
+            id: row.get("id"),
+            recipient: row.get("recipient"),
+            notice: row.get("notice"),
+            attempts: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0),
+        })
+        .collect())
+}
+
+pub(crate) async fn mail_sent(tx: &mut Connection, id: i64, at: OffsetDateTime) -> StoreResult<()> {
+    sqlx::query("UPDATE mail_outbox SET sent_at = $2, attempts = attempts + 1, lease_expires_at = NULL WHERE id = $1 AND sent_at IS NULL")
+        .bind(id)
+        .bind(to_db(at))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn mail_failed(
+    tx: &mut Connection,
+    id: i64,
+    error: &str,
+    retry_at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mail_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
+             lease_expires_at = NULL
+         WHERE id = $1 AND sent_at IS NULL",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(to_db(retry_at))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Old events without pending work, with everything that hangs off them (payloads,
+/// deliveries and attempts cascade).
+pub(crate) const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
+     SELECT e.id FROM events e
+     WHERE e.accepted_at < $1
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
+     LIMIT $2)";
+/// Mail older than the retention period, sent or not: a notice that old is no news.
+pub(crate) const PURGE_MAIL: &str = "DELETE FROM mail_outbox WHERE id IN (
+     SELECT id FROM mail_outbox WHERE created_at < $1 LIMIT $2)";
+pub(crate) const PURGE_HEALTH_COUNTERS: &str = "DELETE FROM webhook_attempt_hours
+     WHERE (webhook_id, hour_start) IN (
+         SELECT webhook_id, hour_start FROM webhook_attempt_hours WHERE hour_start < $1 LIMIT $2)";
+pub(crate) const PURGE_AUDIT: &str =
+    "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)";
+
+/// One batch of a purge: `sql` deletes at most `$2` rows older than `$1`.
+pub(crate) async fn purge_batch(
+    tx: &mut Connection,
+    sql: &'static str,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> StoreResult<u64> {
+    let deleted = sqlx::query(sql)
+        .bind(to_db(cutoff))
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?;
+    Ok(deleted.rows_affected())
+}

@@ -1,0 +1,648 @@
+//! The delivery queue: leasing due work, recording attempts, giving work back; the claim's
+//! statements differ per backend (`SKIP LOCKED` on PostgreSQL): `$claim` and `$take_over`.
+
+use sqlx::Row as _;
+use time::OffsetDateTime;
+use zivio_core::ids::TenantId;
+use zivio_core::webhook::WebhookId;
+
+use crate::{AttemptRecord, ClaimedDelivery, StoreError, StoreResult, stored};
+use zivio_core::notice::AutoDisabledNotice;
+
+use super::{
+    CLAIM, Connection, Db, DbTime, LOCK_WEBHOOKS, Pool, Row, TAKE_OVER_ENDED_LEASES, from_db, to_db,
+};
+
+fn webhook_id(text: String) -> StoreResult<WebhookId> {
+    WebhookId::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("webhook id `{text}`")))
+}
+
+pub(crate) async fn claim(
+    tx: &mut Connection,
+    lease: &str,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+    per_webhook: u32,
+    skip: &[WebhookId],
+) -> StoreResult<Vec<(ClaimedDelivery, bool)>> {
+    let skip = serde_json::to_string(&skip.iter().map(WebhookId::as_str).collect::<Vec<_>>())
+        .expect("strings serialise");
+    // Ended leases first (a share at a time), then free deliveries. Only what this claim
+    // takes leaves its holder: a stalled holder that records late records the rest.
+    let taken_over = sqlx::query(TAKE_OVER_ENDED_LEASES)
+        .bind(lease)
+        .bind(to_db(now))
+        .bind(to_db(lease_until))
+        .bind(i64::from(limit.min(per_webhook)))
+        .bind(&skip)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let limit = u64::from(limit).saturating_sub(taken_over);
+    if limit > 0 {
+        sqlx::query(CLAIM)
+            .bind(lease)
+            .bind(to_db(now))
+            .bind(to_db(lease_until))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(&skip)
+            .bind(i64::from(per_webhook))
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Planned per token: a generic plan would read every held delivery (tests/plans.rs).
+    let rows = sqlx::query(crate::common::claims::CLAIMED)
+        .persistent(false)
+        .bind(lease)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get("id");
+        let decoded = (|| {
+            Ok::<_, StoreError>(ClaimedDelivery {
+                id,
+                tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+                webhook_id: webhook_id(row.get("webhook_id"))?,
+                url: row.get("url"),
+                secret_ciphertext: row.get("secret_ciphertext"),
+                headers: stored(zivio_core::custom_header::decode(row.get("custom_headers")))?,
+                rate_limit: crate::common::rate_limit_of(row.get("rate_limit"))?,
+                due_at: row
+                    .get::<Option<DbTime>, _>("next_attempt_at")
+                    .map(from_db)
+                    .unwrap_or(now),
+                event_id: row.get("event_id"),
+                event_type: row.get("type"),
+                attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
+                body: bytes::Bytes::from(row.get::<Vec<u8>, _>("body")),
+                generation: None,
+                background: false,
+            })
+        })();
+        match decoded {
+            Ok(delivery) => claimed.push((delivery, row.get::<bool, _>("may_send"))),
+            Err(error) => {
+                // One corrupt row must not stop every other delivery: it fails alone.
+                tracing::error!(delivery = id, error = %error, "a queued delivery cannot be read; marked failed");
+                sqlx::query("UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_owner = NULL WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// Records finished attempts, `(lease, record)` each, in two statements per chunk: every
+/// delivery still pending under its lease moves on (retried, succeeded or failed), and
+/// every attempt whose delivery still exists is stored, once by id. Returns, in order,
+/// whether each delivery moved on and whether each attempt was stored (a cancelled
+/// delivery gets its attempt but no next one; a deleted one no record at all).
+pub(crate) async fn record_attempt_rows(
+    tx: &mut Connection,
+    attempts: &[(&str, &AttemptRecord)],
+) -> StoreResult<Vec<(bool, bool)>> {
+    let mut moved = std::collections::HashSet::new();
+    for chunk in crate::common::fixed_chunks(attempts) {
+        // The state a delivery must still be in comes through `v`, not as a constant: with
+        // a constant, PostgreSQL may scan its whole partial index of pending deliveries
+        // (as large as the backlog, and planned from statistics taken when it was small)
+        // instead of looking each id up.
+        let mut update =
+            sqlx::QueryBuilder::<Db>::new("WITH v (id, lease, pending, state, next) AS (");
+        update.push_values(chunk, |mut row, (lease, attempt)| {
+            let state = match (attempt.next_attempt_at, attempt.succeeded) {
+                (Some(_), _) => "pending",
+                (None, true) => "succeeded",
+                (None, false) => "failed",
+            };
+            row.push_bind(attempt.delivery_id)
+                .push_bind(*lease)
+                .push_bind("pending")
+                .push_bind(state)
+                .push_bind(attempt.next_attempt_at.map(to_db));
+        });
+        update.push(
+            ") UPDATE deliveries SET attempts = attempts + 1, state = v.state,
+                 next_attempt_at = v.next, lease_owner = NULL, lease_expires_at = NULL
+             FROM v
+             WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
+               AND deliveries.state = v.pending
+             RETURNING deliveries.id",
+        );
+        let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+        moved.extend(ids);
+    }
+    let mut stored = std::collections::HashSet::new();
+    for chunk in crate::common::fixed_chunks(attempts) {
+        let mut insert = sqlx::QueryBuilder::<Db>::new(
+            "WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
+                     succeeded, request_url, request_headers, response_status,
+                     response_headers, response_body, response_truncated, duration_ms,
+                     error_kind, error_detail, next_attempt_at, created_at,
+                     event_type_prefix) AS (",
+        );
+        insert.push_values(chunk, |mut row, (_, attempt)| {
+            let next = if moved.contains(&attempt.delivery_id) {
+                attempt.next_attempt_at.map(to_db)
+            } else {
+                None
+            };
+            row.push_bind(attempt.id.as_str())
+                .push_bind(attempt.tenant.as_str())
+                .push_bind(attempt.delivery_id)
+                .push_bind(attempt.webhook_id.as_str())
+                .push_bind(attempt.event_id.as_str())
+                .push_bind(attempt.event_type.as_str())
+                .push_bind(i32::try_from(attempt.attempt).unwrap_or(i32::MAX))
+                .push_bind(attempt.succeeded)
+                .push_bind(attempt.request_url.as_str())
+                .push_bind(attempt.request_headers.as_str())
+                .push_bind(attempt.response_status.map(i32::from))
+                .push_bind(attempt.response_headers.as_deref())
+                .push_bind(attempt.response_body.as_deref())
+                .push_bind(attempt.response_truncated)
+                .push_bind(attempt.duration_ms)
+                .push_bind(attempt.error_kind.as_deref())
+                .push_bind(attempt.error_detail.as_deref())
+                .push_bind(next)
+                .push_bind(to_db(attempt.created_at))
+                .push_bind(
+                    attempt
+                        .event_type
+                        .split_once('.')
+                        .map_or("", |(prefix, _)| prefix),
+                );
+        });
+        insert.push(
+            ") INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id,
+                 event_type, attempt, succeeded, request_url, request_headers,
+                 response_status, response_headers, response_body, response_truncated,
+                 duration_ms, error_kind, error_detail, next_attempt_at, created_at,
+                 event_type_prefix)
+             SELECT id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
+                    succeeded, request_url, request_headers, response_status,
+                    response_headers, response_body, response_truncated, duration_ms,
+                    error_kind, error_detail, next_attempt_at, created_at, event_type_prefix
+             FROM v
+             WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.delivery_id)
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
+        );
+        let ids: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+        stored.extend(ids);
+    }
+    Ok(attempts
+        .iter()
+        .map(|(_, attempt)| {
+            (
+                moved.contains(&attempt.delivery_id),
+                stored.contains(&attempt.id),
+            )
+        })
+        .collect())
+}
+
+/// Notes each webhook's latest attempt of the batch on the webhook (unless a later one is
+/// already noted) and moves `failing_since` as the attempts did in order (set by the
+/// first failure after a success, cleared by a success). It runs first in the
+/// transaction, webhooks in id order: every write that touches a webhook and its
+/// deliveries locks the webhook row first (as disabling does), so recording and
+/// disabling cannot deadlock on PostgreSQL.
+/// Locks the webhook rows, in id order (where rows are locked at all: SQLite's one writer
+/// excludes everyone already). Every write that touches a webhook's deliveries locks the
+/// webhook first, so such writes cannot deadlock on PostgreSQL. `webhooks` is sorted.
+pub(crate) async fn lock_webhooks(tx: &mut Connection, webhooks: &[&str]) -> StoreResult<()> {
+    let lock: Option<&str> = LOCK_WEBHOOKS;
+    for chunk in lock.map_or(Vec::new(), |_| crate::common::fixed_chunks(webhooks)) {
+        let mut select = sqlx::QueryBuilder::<Db>::new("SELECT id FROM webhooks WHERE id IN (");
+        let mut list = select.separated(", ");
+        for webhook in chunk {
+            list.push_bind(*webhook);
+        }
+        select.push(lock.unwrap_or_default());
+        select.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn note_latest_attempts(
+    tx: &mut Connection,
+    attempts: &[&AttemptRecord],
+) -> StoreResult<()> {
+    let mut by_webhook: std::collections::BTreeMap<&str, Vec<&AttemptRecord>> =
+        std::collections::BTreeMap::new();
+    for attempt in attempts {
+        by_webhook
+            .entry(attempt.webhook_id.as_str())
+            .or_default()
+            .push(attempt);
+    }
+    // Locked whether or not the update below changes them.
+    let webhooks: Vec<&str> = by_webhook.keys().copied().collect();
+    lock_webhooks(&mut *tx, &webhooks).await?;
+    let notes: Vec<(&str, &AttemptRecord, bool, Option<DbTime>)> = by_webhook
+        .into_iter()
+        .map(|(webhook, mut attempts)| {
+            attempts.sort_by_key(|attempt| attempt.created_at);
+            let latest = attempts[attempts.len() - 1];
+            // The failures since the batch's last success (all of them without one).
+            let trailing = attempts
+                .iter()
+                .rposition(|attempt| attempt.succeeded)
+                .map_or(0, |last| last + 1);
+            let first_failure = attempts
+                .get(trailing)
+                .map(|attempt| to_db(attempt.created_at));
+            (webhook, latest, trailing > 0, first_failure)
+        })
+        .collect();
+    for chunk in crate::common::fixed_chunks(&notes) {
+        let mut update = sqlx::QueryBuilder::<Db>::new(
+            "WITH v (id, at, succeeded, error_kind, error_detail, delivery, failing, first_failure) AS (",
+        );
+        update.push_values(
+            chunk,
+            |mut row, (webhook, latest, failing, first_failure)| {
+                row.push_bind(*webhook)
+                    .push_bind(to_db(latest.created_at))
+                    .push_bind(latest.succeeded)
+                    .push_bind(latest.error_kind.as_deref())
+                    .push_bind(latest.error_detail.as_deref())
+                    .push_bind(latest.delivery_id)
+                    .push_bind(*failing)
+                    .push_bind(*first_failure);
+            },
+        );
+        update.push(
+            ") UPDATE webhooks SET last_attempt_at = v.at, last_attempt_succeeded = v.succeeded,
+                 last_error_kind = v.error_kind, last_error_detail = v.error_detail,
+                 failing_since = CASE WHEN v.succeeded THEN NULL WHEN v.failing THEN v.first_failure
+                                      ELSE COALESCE(webhooks.failing_since, v.first_failure) END
+             FROM v
+             WHERE webhooks.id = v.id
+               AND (webhooks.last_attempt_at IS NULL OR webhooks.last_attempt_at <= v.at)
+               AND EXISTS (SELECT 1 FROM deliveries WHERE deliveries.id = v.delivery)",
+        );
+        update.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// The start of the hour `at` falls in (the health counters' bucket).
+pub(crate) fn hour_of(at: OffsetDateTime) -> OffsetDateTime {
+    at - time::Duration::seconds(at.unix_timestamp().rem_euclid(3600))
+        - time::Duration::nanoseconds(i64::from(at.nanosecond()))
+}
+
+/// Adds attempts to webhooks' hourly health counters: `(webhook, hour, succeeded, failed)`,
+/// each webhook and hour once.
+pub(crate) async fn count_attempts(
+    tx: &mut Connection,
+    counts: &[(&str, OffsetDateTime, i32, i32)],
+) -> StoreResult<()> {
+    for chunk in crate::common::fixed_chunks(counts) {
+        let mut upsert = sqlx::QueryBuilder::<Db>::new(
+            "INSERT INTO webhook_attempt_hours (webhook_id, hour_start, succeeded, failed) ",
+        );
+        upsert.push_values(
+            chunk,
+            |mut row, (webhook, hour_start, succeeded, failed)| {
+                row.push_bind(*webhook)
+                    .push_bind(to_db(*hour_start))
+                    .push_bind(*succeeded)
+                    .push_bind(*failed);
+            },
+        );
+        upsert.push(
+            " ON CONFLICT (webhook_id, hour_start) DO UPDATE
+             SET succeeded = webhook_attempt_hours.succeeded + excluded.succeeded,
+                 failed = webhook_attempt_hours.failed + excluded.failed",
+        );
+        upsert.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Disables the webhook if it is enabled and has been failing since before
+/// `failing_before`: one conditional update, so it happens once however many instances
+/// record failures. Returns the facts of the notice when it did.
+pub(crate) async fn auto_disable(
+    tx: &mut Connection,
+    webhook: &WebhookId,
+    now: OffsetDateTime,
+    failing_before: OffsetDateTime,
+) -> StoreResult<Option<AutoDisabledNotice>> {
+    let disabled = sqlx::query(
+        "UPDATE webhooks SET enabled = FALSE, disabled_reason = 'auto', disabled_by = NULL,
+             disabled_at = $2, updated_at = $2, version = version + 1
+         WHERE id = $1 AND enabled AND failing_since IS NOT NULL AND failing_since <= $3",
+    )
+    .bind(webhook.as_str())
+    .bind(to_db(now))
+    .bind(to_db(failing_before))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !disabled {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT tenant_id, name, url, failing_since, last_error_kind, last_error_detail
+         FROM webhooks WHERE id = $1",
+    )
+    .bind(webhook.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let url: String = row.get("url");
+    Ok(Some(AutoDisabledNotice {
+        tenant_id: row.get("tenant_id"),
+        webhook_id: webhook.to_string(),
+        webhook_name: row.get("name"),
+        url: zivio_core::url_policy::mask_str(&url),
+        failing_since: from_db(row.get::<DbTime, _>("failing_since")),
+        disabled_at: now,
+        last_error_kind: row.get("last_error_kind"),
+        last_error_detail: row.get("last_error_detail"),
+    }))
+}
+
+/// The emails of the tenant's active users who may manage webhooks.
+pub(crate) async fn webhook_managers(
+    tx: &mut Connection,
+    tenant: &str,
+) -> StoreResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT u.email FROM users u
+         JOIN user_roles ur ON ur.tenant_id = u.tenant_id AND ur.user_id = u.id
+         JOIN role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role_name = ur.role_name
+         WHERE u.tenant_id = $1 AND u.active AND rp.permission = 'webhooks:manage'
+         ORDER BY u.email",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
+pub(crate) async fn queue_mail(
+    tx: &mut Connection,
+    tenant: &str,
+    recipient: &str,
+    notice: &str,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO mail_outbox (tenant_id, recipient, notice, created_at, next_attempt_at)
+         VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(tenant)
+    .bind(recipient)
+    .bind(notice)
+    .bind(to_db(now))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The webhook's current URL and secret, and whether it may still send (enabled or a test
+/// event, owner active); `None` when the delivery is no longer pending under this lease.
+/// The webhook's current URL and sealed secret for a delivery leased to `lease`, whether
+/// it may be sent (webhook enabled or a test event, owner active), and until when the
+/// lease runs.
+pub(crate) async fn current_target(
+    pool: &Pool,
+    lease: &str,
+    delivery: i64,
+) -> StoreResult<Option<crate::SendTarget>> {
+    Ok(current_targets(pool, &[(lease.to_owned(), delivery)])
+        .await?
+        .remove(&delivery))
+}
+
+/// [`current_target`] for many deliveries in one statement per chunk: those still pending
+/// under the given lease, by id.
+pub(crate) async fn current_targets(
+    pool: &Pool,
+    deliveries: &[(String, i64)],
+) -> StoreResult<std::collections::HashMap<i64, crate::SendTarget>> {
+    let mut targets = std::collections::HashMap::with_capacity(deliveries.len());
+    for chunk in crate::common::fixed_chunks(deliveries) {
+        let mut select = sqlx::QueryBuilder::<Db>::new("WITH v (id, lease) AS (");
+        select.push_values(chunk, |mut row, (lease, id)| {
+            row.push_bind(*id).push_bind(lease.as_str());
+        });
+        // Looked up by id only, state and lease compared here: a constant state would let
+        // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
+        select.push(
+            ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
+                      w.secret_ciphertext, w.custom_headers, w.rate_limit,
+                      w.enabled OR e.type = 'webhook.test' AS enabled,
+                      u.active AS owner_active, d.lease_expires_at
+               FROM v
+               JOIN deliveries d ON d.id = v.id
+               JOIN events e ON e.id = d.event_id
+               JOIN webhooks w ON w.id = d.webhook_id
+               LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id",
+        );
+        for row in select.build().fetch_all(pool).await? {
+            if row.get::<String, _>("state") != "pending"
+                || !row.get::<Option<bool>, _>("ours").unwrap_or(false)
+            {
+                continue;
+            }
+            let id = row.get::<i64, _>("id");
+            let headers = stored(zivio_core::custom_header::decode(row.get("custom_headers")));
+            let (Ok(headers), Ok(rate_limit)) =
+                (headers, crate::common::rate_limit_of(row.get("rate_limit")))
+            else {
+                // Left to its lease: the claim after it marks the delivery failed.
+                tracing::error!(
+                    delivery = id,
+                    "a webhook's headers or rate limit cannot be read"
+                );
+                continue;
+            };
+            targets.insert(
+                id,
+                crate::SendTarget {
+                    webhook_id: row.get("webhook_id"),
+                    url: row.get("url"),
+                    secret_ciphertext: row.get("secret_ciphertext"),
+                    headers,
+                    rate_limit,
+                    may_send: row.get::<bool, _>("enabled")
+                        && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
+                    leased_until: row
+                        .get::<Option<DbTime>, _>("lease_expires_at")
+                        .map(from_db)
+                        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                },
+            );
+        }
+    }
+    Ok(targets)
+}
+
+/// Extends a live lease; `false` when it was lost or has expired.
+pub(crate) async fn renew(
+    tx: &mut Connection,
+    lease: &str,
+    delivery: i64,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+) -> StoreResult<bool> {
+    let renewed = sqlx::query(
+        "UPDATE deliveries SET lease_expires_at = $4
+         WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND lease_expires_at > $3",
+    )
+    .bind(delivery)
+    .bind(lease)
+    .bind(to_db(now))
+    .bind(to_db(lease_until))
+    .execute(&mut *tx)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// [`renew`] for many deliveries, `(lease, delivery)` each, of the given (sorted)
+/// webhooks, which are locked first; returns those renewed.
+pub(crate) async fn renew_many(
+    tx: &mut Connection,
+    deliveries: &[(String, i64)],
+    webhooks: &[&str],
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+) -> StoreResult<std::collections::HashSet<i64>> {
+    lock_webhooks(&mut *tx, webhooks).await?;
+    let mut renewed = std::collections::HashSet::new();
+    for chunk in crate::common::fixed_chunks(deliveries) {
+        // State through `v`, for the reason given in `record_attempt_rows`.
+        let mut update = sqlx::QueryBuilder::<Db>::new("WITH v (id, lease, pending) AS (");
+        update.push_values(chunk, |mut row, (lease, id)| {
+            row.push_bind(*id)
+                .push_bind(lease.as_str())
+                .push_bind("pending");
+        });
+        update
+            .push(") UPDATE deliveries SET lease_expires_at = ")
+            .push_bind(to_db(lease_until))
+            .push(
+                " FROM v WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
+                   AND deliveries.state = v.pending AND deliveries.lease_expires_at > ",
+            )
+            .push_bind(to_db(now))
+            .push(" RETURNING deliveries.id");
+        let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+        renewed.extend(ids);
+    }
+    Ok(renewed)
+}
+
+pub(crate) async fn cancel(tx: &mut Connection, lease: &str, delivery: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
+             lease_expires_at = NULL
+         WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+    )
+    .bind(delivery)
+    .bind(lease)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Gives deliveries still pending under `lease` back to the queue, one statement per
+/// chunk.
+pub(crate) async fn release(tx: &mut Connection, lease: &str, ids: &[i64]) -> StoreResult<()> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    for chunk in crate::common::fixed_chunks(&ids) {
+        let mut update = sqlx::QueryBuilder::<Db>::new(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+             WHERE state = 'pending' AND lease_owner = ",
+        );
+        update.push_bind(lease).push(" AND id IN (");
+        let mut list = update.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        update.push(")");
+        update.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn release_all(tx: &mut Connection) -> StoreResult<u64> {
+    let released = sqlx::query(
+        "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner IS NOT NULL",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(released.rows_affected())
+}
+
+pub(crate) async fn next_due(pool: &Pool) -> StoreResult<Option<OffsetDateTime>> {
+    let due: Option<DbTime> = sqlx::query_scalar(crate::common::claims::NEXT_DUE)
+        .fetch_one(pool)
+        .await?;
+    Ok(due.map(from_db))
+}
+
+pub(crate) async fn pending(pool: &Pool) -> StoreResult<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'pending'")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {
+    Ok(AttemptRecord {
+        id: row.get("id"),
+        delivery_id: row.get("delivery_id"),
+        tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+        webhook_id: webhook_id(row.get("webhook_id"))?,
+        event_id: row.get("event_id"),
+        event_type: row.get("event_type"),
+        attempt: u32::try_from(row.get::<i32, _>("attempt")).unwrap_or(0),
+        succeeded: row.get("succeeded"),
+        request_url: row.get("request_url"),
+        request_headers: row.get("request_headers"),
+        response_status: row
+            .get::<Option<i32>, _>("response_status")
+            .and_then(|s| u16::try_from(s).ok()),
+        response_headers: row.get("response_headers"),
+        response_body: row.get("response_body"),
+        response_truncated: row.get("response_truncated"),
+        duration_ms: row.get("duration_ms"),
+        error_kind: row.get("error_kind"),
+        error_detail: row.get("error_detail"),
+        created_at: from_db(row.get::<DbTime, _>("created_at")),
+        next_attempt_at: row.get::<Option<DbTime>, _>("next_attempt_at").map(from_db),
+    })
+}
+
+pub(crate) async fn attempts_of(
+    pool: &Pool,
+    tenant: &TenantId,
+    event_id: &str,
+    webhook: &WebhookId,
+) -> StoreResult<Vec<AttemptRecord>> {
+    let rows = sqlx::query(
+        "SELECT id, delivery_id, tenant_id, webhook_id, event_id, event_type, attempt, succeeded,
+                request_url, request_headers, response_status, response_headers, response_body,
+                response_truncated, duration_ms, error_kind, error_detail, created_at, next_attempt_at
+         FROM delivery_attempts WHERE tenant_id = $1 AND event_id = $2 AND webhook_id = $3
+         ORDER BY attempt",
+    )
+    .bind(tenant.as_str())
+    .bind(event_id)
+    .bind(webhook.as_str())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(attempt_from_row).collect()
+}
