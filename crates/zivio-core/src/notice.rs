@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use url::Url;
 
+use crate::audit::{AuditAction, AuditEntry, SYSTEM_ACTOR};
 use crate::event::format_time;
+use crate::ids::TenantId;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoDisabledNotice {
@@ -35,6 +37,22 @@ pub struct Mail {
 const MAX_DETAIL: usize = 500;
 
 impl AutoDisabledNotice {
+    /// The audit entry of the disabling, in `tenant`'s log (the system did it).
+    pub fn audit_entry(&self, tenant: &TenantId) -> AuditEntry {
+        AuditEntry::new(
+            tenant,
+            self.disabled_at,
+            SYSTEM_ACTOR,
+            AuditAction::WebhookDisabled,
+        )
+        .webhook(&self.webhook_id)
+        .changes(serde_json::json!({
+            "reason": "auto",
+            "failing_since": format_time(self.failing_since),
+            "last_error_kind": self.last_error_kind,
+        }))
+    }
+
     /// The mail, with a link to the webhook's admin page under `public_url`.
     pub fn render(&self, public_url: &Url) -> Mail {
         let name = one_line(&self.webhook_name);
@@ -103,6 +121,27 @@ mod tests {
             last_error_kind: Some("http_status".to_owned()),
             last_error_detail: Some("the receiver answered 503 Service Unavailable".to_owned()),
         }
+    }
+
+    #[test]
+    fn the_audit_entry_says_the_system_disabled_it_and_why() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let entry = notice("ERP sync").audit_entry(&tenant);
+        assert_eq!(entry.action, "webhook.disabled");
+        assert_eq!(entry.actor_id, SYSTEM_ACTOR);
+        assert_eq!(entry.at, datetime!(2026-11-25 08:00:01 UTC));
+        assert_eq!(
+            entry.webhook_id.as_deref(),
+            Some("wh_0190f0a0b1c2d3e4f5a6b7c8d9e0f1a2")
+        );
+        assert_eq!(
+            entry.changes,
+            serde_json::json!({
+                "reason": "auto",
+                "failing_since": "2026-11-20T08:00:00Z",
+                "last_error_kind": "http_status",
+            })
+        );
     }
 
     #[test]

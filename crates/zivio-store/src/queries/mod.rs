@@ -15,8 +15,10 @@
 pub(crate) mod directory;
 pub(crate) mod events;
 pub(crate) mod history;
+pub(crate) mod keys;
 pub(crate) mod pacing;
 pub(crate) mod queue;
+pub(crate) mod records;
 pub(crate) mod recoveries;
 pub(crate) mod sessions;
 mod store_impl;

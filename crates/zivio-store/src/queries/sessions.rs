@@ -70,7 +70,7 @@ pub(crate) async fn create_session(
     .rows_affected();
     if inserted == 0 {
         return Err(
-            match super::directory::inactive_or_missing(tx, tenant, user).await? {
+            match super::keys::inactive_or_missing(tx, tenant, user).await? {
                 StoreError::NotFound { .. } => StoreError::NotFound { what: "user" },
                 other => other,
             },

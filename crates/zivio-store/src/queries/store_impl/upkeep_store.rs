@@ -1,0 +1,53 @@
+//! `UpkeepStore` on this backend.
+
+use time::OffsetDateTime;
+
+use crate::{OutboxMail, StoreResult, UpkeepStore};
+
+use super::{BackendStore, history};
+
+#[async_trait::async_trait]
+impl UpkeepStore for BackendStore {
+    async fn claim_mail(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        let mut tx = self.begin_uncounted_write().await?;
+        let claimed = history::claim_mail(&mut tx, now, lease_until, limit).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> StoreResult<()> {
+        let mut tx = self.begin_uncounted_write().await?;
+        history::mail_sent(&mut tx, id, at).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn mail_failed(&self, id: i64, error: &str, retry_at: OffsetDateTime) -> StoreResult<()> {
+        let mut tx = self.begin_uncounted_write().await?;
+        history::mail_failed(&mut tx, id, error, retry_at).await?;
+        Ok(tx.commit().await?)
+    }
+
+    async fn purge_events(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
+        let events = self
+            .purge_in_batches(cutoff, 100, history::PURGE_EVENTS)
+            .await?;
+        self.purge_in_batches(cutoff, 1_000, history::PURGE_MAIL)
+            .await?;
+        Ok(events)
+    }
+
+    async fn purge_health_counters(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
+        self.purge_in_batches(cutoff, 1_000, history::PURGE_HEALTH_COUNTERS)
+            .await
+    }
+
+    async fn purge_audit(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
+        self.purge_in_batches(cutoff, 1_000, history::PURGE_AUDIT)
+            .await
+    }
+}
