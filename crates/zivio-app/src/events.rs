@@ -127,59 +127,12 @@ fn validate(
 ) -> Option<Accepted> {
     let before = errors.len();
     let mut fail = |name: &str, message: &str| errors.push(FieldError::new(field(name), message));
+    check_type_and_key(catalog, &input, &mut fail);
+    let occurred_at = occurred_at_of(&input, now, &mut fail);
+    check_resource(&input, &mut fail);
     let collection = catalog
         .collection_of_type(&input.event_type)
         .map(|c| c.name.clone());
-    if catalog.event_type(&input.event_type).is_none() {
-        fail(
-            "type",
-            &format!("`{}` is not an event type of the catalog", input.event_type),
-        );
-    }
-    if let Some(key) = &input.key
-        && (key.is_empty()
-            || key.chars().count() > MAX_KEY_LENGTH
-            || key.chars().any(char::is_control))
-    {
-        fail(
-            "key",
-            "must be 1 to 255 characters without control characters",
-        );
-    }
-    let occurred_at = match &input.occurred_at {
-        None => now,
-        Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
-            Ok(at) => at.to_offset(time::UtcOffset::UTC),
-            Err(_) => {
-                fail(
-                    "occurred_at",
-                    "must be an RFC 3339 time such as 2026-03-14T09:30:00Z",
-                );
-                now
-            }
-        },
-    };
-    if input.resource_id.is_empty() || input.resource_id.chars().count() > MAX_KEY_LENGTH {
-        fail("resource.id", "must be 1 to 255 characters");
-    }
-    for (name, level) in [
-        (
-            "resource.placement.business_unit",
-            &input.placement.business_unit,
-        ),
-        ("resource.placement.division", &input.placement.division),
-        ("resource.placement.department", &input.placement.department),
-    ] {
-        if level.as_ref().is_some_and(String::is_empty) {
-            fail(name, "must be null or a non-empty string");
-        }
-    }
-    if let Some(index) = input.owner_ids.iter().position(String::is_empty) {
-        fail(&format!("resource.owner_ids[{index}]"), "must not be empty");
-    }
-    if !input.data.is_object() {
-        fail("resource.data", "must be an object");
-    }
     if errors.len() > before {
         return None;
     }
@@ -208,6 +161,74 @@ fn validate(
         },
         data: input.data,
     })
+}
+
+/// The event type is one of the catalog's; a producer key is 1 to 255 characters without
+/// control characters.
+fn check_type_and_key(catalog: &Catalog, input: &EventInput, fail: &mut impl FnMut(&str, &str)) {
+    if catalog.event_type(&input.event_type).is_none() {
+        fail(
+            "type",
+            &format!("`{}` is not an event type of the catalog", input.event_type),
+        );
+    }
+    if let Some(key) = &input.key
+        && (key.is_empty()
+            || key.chars().count() > MAX_KEY_LENGTH
+            || key.chars().any(char::is_control))
+    {
+        fail(
+            "key",
+            "must be 1 to 255 characters without control characters",
+        );
+    }
+}
+
+/// When the event occurred: `occurred_at` if given (RFC 3339, in UTC), otherwise `now`.
+fn occurred_at_of(
+    input: &EventInput,
+    now: OffsetDateTime,
+    fail: &mut impl FnMut(&str, &str),
+) -> OffsetDateTime {
+    match &input.occurred_at {
+        None => now,
+        Some(text) => match OffsetDateTime::parse(text, &Rfc3339) {
+            Ok(at) => at.to_offset(time::UtcOffset::UTC),
+            Err(_) => {
+                fail(
+                    "occurred_at",
+                    "must be an RFC 3339 time such as 2026-03-14T09:30:00Z",
+                );
+                now
+            }
+        },
+    }
+}
+
+/// The resource: an id of 1 to 255 characters, placement levels null or non-empty, owner ids
+/// non-empty, data an object.
+fn check_resource(input: &EventInput, fail: &mut impl FnMut(&str, &str)) {
+    if input.resource_id.is_empty() || input.resource_id.chars().count() > MAX_KEY_LENGTH {
+        fail("resource.id", "must be 1 to 255 characters");
+    }
+    for (name, level) in [
+        (
+            "resource.placement.business_unit",
+            &input.placement.business_unit,
+        ),
+        ("resource.placement.division", &input.placement.division),
+        ("resource.placement.department", &input.placement.department),
+    ] {
+        if level.as_ref().is_some_and(String::is_empty) {
+            fail(name, "must be null or a non-empty string");
+        }
+    }
+    if let Some(index) = input.owner_ids.iter().position(String::is_empty) {
+        fail(&format!("resource.owner_ids[{index}]"), "must not be empty");
+    }
+    if !input.data.is_object() {
+        fail("resource.data", "must be an object");
+    }
 }
 
 /// Resolves producer keys (earlier events and repeats inside the batch), fans out the rest
@@ -267,22 +288,34 @@ async fn store_new(
     if new.is_empty() {
         return Ok(Some(ids));
     }
+    match commit_new(services, tenant, fanout, new, cutoff, now).await {
+        Ok(()) => Ok(Some(ids)),
+        Err(StoreError::Conflict { .. }) => Ok(None),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Commits new events; their deliveries are handed to this instance's engine when it has room
+/// for them, otherwise left to be claimed.
+async fn commit_new(
+    services: &Services,
+    tenant: &TenantId,
+    fanout: &Arc<Fanout>,
+    new: Vec<NewEvent>,
+    cutoff: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
     let deliveries = new
         .iter()
         .map(|event| event.deliveries.len())
         .sum::<usize>();
     if deliveries == 0 {
-        return match services
+        return services
             .store
             .publish_events(tenant, &new, cutoff, None)
-            .await
-        {
-            Ok(()) => Ok(Some(ids)),
-            Err(StoreError::Conflict { .. }) => Ok(None),
-            Err(other) => Err(other.into()),
-        };
+            .await;
     }
-    let stored = match services.handoff.reserve(now, deliveries) {
+    match services.handoff.reserve(now, deliveries) {
         Some(reservation) => {
             // Run to the end even if the request is dropped meanwhile: committed work must
             // reach the engine, or it would wait for its lease to expire.
@@ -307,13 +340,7 @@ async fn store_new(
             }
             stored
         }
-    };
-    match stored {
-        Ok(()) => {}
-        Err(StoreError::Conflict { .. }) => return Ok(None),
-        Err(other) => return Err(other.into()),
     }
-    Ok(Some(ids))
 }
 
 /// The request body for one access profile: the event's envelope around the shaped data.

@@ -2,6 +2,8 @@
 //! with the privilege boundary: actions that send or expose more of the owner's data, or
 //! destroy their history, need access that covers the owner's.
 
+mod changes;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -16,6 +18,8 @@ use zivio_core::secret::SigningSecret;
 use zivio_core::subscription;
 use zivio_core::url_policy::{WebhookUrl, mask_str};
 use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, Webhook, WebhookId};
+
+use changes::CheckedChanges;
 
 use crate::caller::owner_access;
 use crate::webhook_headers;
@@ -204,38 +208,17 @@ pub async fn update(
     changes: WebhookChanges,
 ) -> AppResult<WebhookView> {
     // Validate (and resolve) once; apply to the freshest copy.
-    let mut errors = Vec::new();
-    let name = changes
-        .name
-        .and_then(|text| check(&mut errors, "name", wh::validate_name(&text)));
-    let description = changes
-        .description
-        .and_then(|text| check(&mut errors, "description", wh::validate_description(&text)));
-    let events = changes
-        .events
-        .and_then(|list| check_events(services, &mut errors, &list));
-    let url = match changes.url {
-        Some(text) => check(&mut errors, "url", vet_url(services, &text).await),
-        None => None,
-    };
-    let mut bad_request = Vec::new();
-    let headers = changes
-        .headers
-        .as_ref()
-        .and_then(|input| webhook_headers::check(&mut bad_request, input));
-    let rate_limit = changes.rate_limit.and_then(|limit| {
-        let limit = limit.map(RateLimit::new).transpose();
-        check(&mut bad_request, "rate_limit", limit)
-    });
-    if !errors.is_empty() || !bad_request.is_empty() {
-        return Err(refusal(errors, bad_request));
-    }
-    let guarded = url.is_some() || events.is_some() || headers.is_some();
+    let changes = CheckedChanges::of(services, changes).await?;
+    let guarded = changes.url.is_some() || changes.events.is_some() || changes.headers.is_some();
     for _ in 0..TRIES {
         let mut webhook = find(services, caller, id).await?;
         // A low limit can end deliveries (they wait too long): changing it needs cover like the
         // URL (setting the value it already has changes nothing).
-        if guarded || rate_limit.is_some_and(|limit| limit != webhook.rate_limit) {
+        if guarded
+            || changes
+                .rate_limit
+                .is_some_and(|limit| limit != webhook.rate_limit)
+        {
             require_cover(
                 services,
                 caller,
@@ -244,46 +227,7 @@ pub async fn update(
             )
             .await?;
         }
-        let mut audit = serde_json::Map::new();
-        let new_url = url.as_ref().map(WebhookUrl::as_str);
-        if let Some(change) =
-            webhook_headers::update(services, &mut webhook, headers.as_deref(), new_url)
-        {
-            audit.insert("headers".into(), change);
-        }
-        if let Some(limit) = rate_limit.filter(|limit| *limit != webhook.rate_limit) {
-            let per_second = |limit: Option<RateLimit>| limit.map(RateLimit::per_second);
-            audit.insert(
-                "rate_limit".into(),
-                json!({"from": per_second(webhook.rate_limit), "to": per_second(limit)}),
-            );
-            webhook.rate_limit = limit;
-        }
-        if let Some(name) = name.as_ref().filter(|name| **name != webhook.name) {
-            audit.insert("name".into(), json!({"from": webhook.name, "to": name}));
-            webhook.name = name.clone();
-        }
-        if let Some(description) = description
-            .as_ref()
-            .filter(|text| **text != webhook.description)
-        {
-            audit.insert(
-                "description".into(),
-                json!({"from": webhook.description, "to": description}),
-            );
-            webhook.description = description.clone();
-        }
-        if let Some(events) = events.as_ref().filter(|events| **events != webhook.events) {
-            audit.insert(
-                "events".into(),
-                json!({"from": webhook.events, "to": events}),
-            );
-            webhook.events = events.clone();
-        }
-        if let Some(url) = url.as_ref().filter(|url| url.as_str() != webhook.url) {
-            audit.insert("url".into(), url_change(&webhook.url, url));
-            webhook.url = url.as_str().to_owned();
-        }
+        let audit = changes.apply(services, &mut webhook);
         if audit.is_empty() {
             return present(services, caller, &webhook).await;
         }

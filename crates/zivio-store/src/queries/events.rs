@@ -50,12 +50,70 @@ pub(crate) async fn insert_events(
     key_cutoff: OffsetDateTime,
     lease: Option<&PublishLease>,
 ) -> StoreResult<Vec<LeasedDelivery>> {
+    free_expired_keys(&mut *tx, tenant, batch, key_cutoff).await?;
+    insert_event_rows(&mut *tx, tenant, batch).await?;
+    let count = batch
+        .iter()
+        .map(|event| event.payloads.len())
+        .sum::<usize>();
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = sqlx::query_scalar(PAYLOAD_IDS)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+    if ids.len() != count {
+        return Err(StoreError::Corrupt(format!(
+            "{} payload ids drawn for {count}",
+            ids.len()
+        )));
+    }
+    let (payloads, deliveries) = rows_of(batch, &ids)?;
+    for chunk in crate::common::fixed_chunks(&payloads) {
+        let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_PAYLOADS);
+        insert.push_values(chunk, |mut row, payload| {
+            row.push_bind(payload.id)
+                .push_bind(payload.event_id)
+                .push_bind(payload.body);
+        });
+        insert.build().execute(&mut *tx).await?;
+    }
+    let mut leased = Vec::new();
+    for chunk in crate::common::fixed_chunks(&deliveries) {
+        leased.extend(insert_deliveries(&mut *tx, tenant, chunk, lease).await?);
+    }
+    Ok(leased)
+}
+
+/// A payload row to insert, its id drawn in advance.
+struct PayloadRow<'a> {
+    id: i64,
+    event_id: &'a str,
+    body: &'a [u8],
+}
+
+/// A delivery row to insert: an event's payload queued for a webhook.
+struct DeliveryRow<'a> {
+    webhook_id: &'a str,
+    event_id: &'a str,
+    payload_id: i64,
+    accepted_at: OffsetDateTime,
+    is_test: bool,
+}
+
+/// Frees the batch's producer keys that are older than the retention window.
+async fn free_expired_keys(
+    tx: &mut Connection,
+    tenant: &TenantId,
+    batch: &[NewEvent],
+    key_cutoff: OffsetDateTime,
+) -> StoreResult<()> {
     let keys: Vec<&str> = batch
         .iter()
         .filter_map(|event| event.key.as_deref())
         .collect();
     for chunk in crate::common::fixed_chunks(&keys) {
-        // A key older than the retention window is free again.
         let mut free = sqlx::QueryBuilder::<Db>::new(
             "UPDATE events SET producer_key = NULL WHERE tenant_id = ",
         );
@@ -70,6 +128,15 @@ pub(crate) async fn insert_events(
         free.push(")");
         free.build().execute(&mut *tx).await?;
     }
+    Ok(())
+}
+
+/// Inserts the events themselves; a producer key still taken is a conflict.
+async fn insert_event_rows(
+    tx: &mut Connection,
+    tenant: &TenantId,
+    batch: &[NewEvent],
+) -> StoreResult<()> {
     for chunk in crate::common::fixed_chunks(batch) {
         let mut insert = sqlx::QueryBuilder::<Db>::new(
             "INSERT INTO events (id, tenant_id, type, occurred_at, accepted_at, producer_key,
@@ -99,111 +166,104 @@ pub(crate) async fn insert_events(
             }
         })?;
     }
-    // Each event's payloads, in order, with ids drawn in advance.
-    let count = batch
-        .iter()
-        .map(|event| event.payloads.len())
-        .sum::<usize>();
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = sqlx::query_scalar(PAYLOAD_IDS)
-        .bind(i64::try_from(count).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
-    if ids.len() != count {
-        return Err(StoreError::Corrupt(format!(
-            "{} payload ids drawn for {count}",
-            ids.len()
-        )));
-    }
-    let mut payloads = Vec::with_capacity(count);
+    Ok(())
+}
+
+/// Each event's payloads, in order, under the `ids` drawn for them, and its deliveries naming
+/// them.
+fn rows_of<'a>(
+    batch: &'a [NewEvent],
+    ids: &[i64],
+) -> StoreResult<(Vec<PayloadRow<'a>>, Vec<DeliveryRow<'a>>)> {
+    let mut payloads = Vec::with_capacity(ids.len());
     let mut deliveries = Vec::new();
     let mut next = ids.iter();
     for event in batch {
         let first = payloads.len();
         for body in &event.payloads {
             let id = *next.next().expect("as many ids as payloads");
-            payloads.push((id, event.id.as_str(), body.as_slice()));
+            payloads.push(PayloadRow {
+                id,
+                event_id: event.id.as_str(),
+                body: body.as_slice(),
+            });
         }
         for (webhook, payload) in &event.deliveries {
-            let (payload_id, _, _) = payloads
+            let payload_row = payloads
                 .get(first + payload)
                 .filter(|_| *payload < event.payloads.len())
                 .ok_or_else(|| {
                     StoreError::Corrupt(format!("payload index {payload} out of range"))
                 })?;
-            deliveries.push((
-                webhook.as_str(),
-                event.id.as_str(),
-                *payload_id,
-                event.accepted_at,
-                event.is_test,
-            ));
+            deliveries.push(DeliveryRow {
+                webhook_id: webhook.as_str(),
+                event_id: event.id.as_str(),
+                payload_id: payload_row.id,
+                accepted_at: event.accepted_at,
+                is_test: event.is_test,
+            });
         }
     }
-    for chunk in crate::common::fixed_chunks(&payloads) {
-        let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_PAYLOADS);
-        insert.push_values(chunk, |mut row, (id, event, body)| {
-            row.push_bind(*id).push_bind(*event).push_bind(*body);
-        });
-        insert.build().execute(&mut *tx).await?;
-    }
-    // A webhook disabled or deleted, or whose owner became inactive, since the fan-out was
-    // computed gets nothing (the engine checks again before sending); a test event
-    // reaches a disabled webhook too.
+    Ok((payloads, deliveries))
+}
+
+/// Inserts a chunk of deliveries, leased to `lease` if given (and then returned). A webhook
+/// disabled or deleted, or whose owner became inactive, since the fan-out was computed gets
+/// nothing (the engine checks again before sending); a test event reaches a disabled webhook
+/// too.
+async fn insert_deliveries(
+    tx: &mut Connection,
+    tenant: &TenantId,
+    chunk: &[DeliveryRow<'_>],
+    lease: Option<&PublishLease>,
+) -> StoreResult<Vec<LeasedDelivery>> {
     let (lease_owner, lease_until) = match lease {
         Some(lease) => (Some(lease.token.as_str()), Some(to_db(lease.until))),
         None => (None, None),
     };
+    let mut insert = sqlx::QueryBuilder::<Db>::new(
+        "WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS (",
+    );
+    insert.push_values(chunk, |mut row, delivery| {
+        row.push_bind(delivery.webhook_id)
+            .push_bind(delivery.event_id)
+            .push_bind(delivery.payload_id)
+            .push_bind(to_db(delivery.accepted_at))
+            .push_bind(delivery.is_test);
+    });
+    insert
+        .push(
+            ") INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state,
+                                      attempts, next_attempt_at, created_at,
+                                      lease_owner, lease_expires_at)
+             SELECT w.tenant_id, v.webhook_id, v.event_id, v.payload_id, 'pending', 0,
+                    v.accepted_at, v.accepted_at, ",
+        )
+        .push_bind(lease_owner)
+        .push(", ")
+        .push_bind(lease_until)
+        .push(
+            " FROM v
+             JOIN webhooks w ON w.id = v.webhook_id
+             JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
+             WHERE w.tenant_id = ",
+        )
+        .push_bind(tenant.as_str())
+        .push(" AND (w.enabled OR v.is_test) AND u.active");
+    if lease.is_none() {
+        insert.build().execute(&mut *tx).await?;
+        return Ok(Vec::new());
+    }
+    insert.push(" RETURNING id, webhook_id, event_id");
     let mut leased = Vec::new();
-    for chunk in crate::common::fixed_chunks(&deliveries) {
-        let mut insert = sqlx::QueryBuilder::<Db>::new(
-            "WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS (",
-        );
-        insert.push_values(
-            chunk,
-            |mut row, (webhook, event, payload, accepted_at, is_test)| {
-                row.push_bind(*webhook)
-                    .push_bind(*event)
-                    .push_bind(*payload)
-                    .push_bind(to_db(*accepted_at))
-                    .push_bind(*is_test);
-            },
-        );
-        insert
-            .push(
-                ") INSERT INTO deliveries (tenant_id, webhook_id, event_id, payload_id, state,
-                                          attempts, next_attempt_at, created_at,
-                                          lease_owner, lease_expires_at)
-                 SELECT w.tenant_id, v.webhook_id, v.event_id, v.payload_id, 'pending', 0,
-                        v.accepted_at, v.accepted_at, ",
-            )
-            .push_bind(lease_owner)
-            .push(", ")
-            .push_bind(lease_until)
-            .push(
-                " FROM v
-                 JOIN webhooks w ON w.id = v.webhook_id
-                 JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id
-                 WHERE w.tenant_id = ",
-            )
-            .push_bind(tenant.as_str())
-            .push(" AND (w.enabled OR v.is_test) AND u.active");
-        if lease.is_none() {
-            insert.build().execute(&mut *tx).await?;
-            continue;
-        }
-        insert.push(" RETURNING id, webhook_id, event_id");
-        for row in insert.build().fetch_all(&mut *tx).await? {
-            let webhook: String = row.get("webhook_id");
-            leased.push(LeasedDelivery {
-                id: row.get("id"),
-                webhook_id: WebhookId::parse(&webhook)
-                    .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
-                event_id: row.get("event_id"),
-            });
-        }
+    for row in insert.build().fetch_all(&mut *tx).await? {
+        let webhook: String = row.get("webhook_id");
+        leased.push(LeasedDelivery {
+            id: row.get("id"),
+            webhook_id: WebhookId::parse(&webhook)
+                .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
+            event_id: row.get("event_id"),
+        });
     }
     Ok(leased)
 }

@@ -1,7 +1,7 @@
 //! Recording finished attempts: moving their deliveries on, the webhooks' latest attempt and
 //! hourly counters, auto-disable and its notices.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row as _;
@@ -154,7 +154,25 @@ pub(crate) async fn record_attempt_rows(
     tx: &mut Connection,
     attempts: &[(&str, &AttemptRecord)],
 ) -> StoreResult<Vec<(bool, bool)>> {
-    let mut moved = std::collections::HashSet::new();
+    let moved = move_deliveries(&mut *tx, attempts).await?;
+    let stored = store_attempts(&mut *tx, attempts, &moved).await?;
+    Ok(attempts
+        .iter()
+        .map(|(_, attempt)| {
+            (
+                moved.contains(&attempt.delivery_id),
+                stored.contains(&attempt.id),
+            )
+        })
+        .collect())
+}
+
+/// Moves on every delivery still pending under its attempt's lease; returns their ids.
+async fn move_deliveries(
+    tx: &mut Connection,
+    attempts: &[(&str, &AttemptRecord)],
+) -> StoreResult<HashSet<i64>> {
+    let mut moved = HashSet::new();
     for chunk in crate::common::fixed_chunks(attempts) {
         // The state a delivery must still be in comes through `v`, not as a constant: with
         // a constant, PostgreSQL may scan its whole partial index of pending deliveries
@@ -185,7 +203,17 @@ pub(crate) async fn record_attempt_rows(
         let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
         moved.extend(ids);
     }
-    let mut stored = std::collections::HashSet::new();
+    Ok(moved)
+}
+
+/// Stores every attempt whose delivery still exists, once by id (a next attempt only for a
+/// delivery that `moved`); returns the ids stored.
+async fn store_attempts(
+    tx: &mut Connection,
+    attempts: &[(&str, &AttemptRecord)],
+    moved: &HashSet<i64>,
+) -> StoreResult<HashSet<String>> {
+    let mut stored = HashSet::new();
     for chunk in crate::common::fixed_chunks(attempts) {
         let mut insert = sqlx::QueryBuilder::<Db>::new(
             "WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
@@ -244,15 +272,7 @@ pub(crate) async fn record_attempt_rows(
         let ids: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
         stored.extend(ids);
     }
-    Ok(attempts
-        .iter()
-        .map(|(_, attempt)| {
-            (
-                moved.contains(&attempt.delivery_id),
-                stored.contains(&attempt.id),
-            )
-        })
-        .collect())
+    Ok(stored)
 }
 
 /// Notes each webhook's latest attempt of the batch on the webhook (unless a later one is

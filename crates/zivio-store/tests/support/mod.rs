@@ -1,5 +1,5 @@
 //! What every store test file shares: a fresh store per backend, the `contract!` macro that
-//! runs each behaviour on both, and small fixtures.
+//! runs each behaviour on both, small fixtures, and direct reads of the test database (`sql`).
 #![allow(dead_code)] // each test file uses its own part
 
 use std::sync::Arc;
@@ -12,6 +12,10 @@ use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::webhook::{SealedSecret, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
 use zivio_store::{AttemptRecord, AutoDisable, ClaimedDelivery, ConnectOptions, NewEvent, Store};
+
+mod sql;
+#[allow(unused_imports)] // as above: each test file uses its own part
+pub use sql::*;
 
 pub const NOW: OffsetDateTime = datetime!(2026-11-27 10:00 UTC);
 

@@ -259,20 +259,7 @@ pub(super) async fn webhook_page(
     .deliveries;
     let test = match query.test {
         Some(event_id) if event_id.starts_with("evt_test_") => {
-            let found = deliveries::list(
-                services,
-                &admin.caller,
-                &DeliveryQuery {
-                    event_id: Some(event_id.clone()),
-                    webhook_id: Some(webhook.id.clone()),
-                    ..DeliveryQuery::default()
-                },
-            )
-            .await?;
-            Some(TestOutcome {
-                event_id,
-                delivery: found.deliveries.into_iter().next(),
-            })
+            Some(test_outcome(services, admin, &webhook.id, event_id).await?)
         }
         _ => None,
     };
@@ -285,27 +272,7 @@ pub(super) async fn webhook_page(
     let preview_type = query
         .preview
         .unwrap_or_else(|| event_types.first().cloned().unwrap_or_default());
-    let preview =
-        match zivio_app::webhook_preview::preview(services, &admin.caller, id, Some(&preview_type))
-            .await
-        {
-            Ok(preview) => Preview {
-                event_type: preview.event_type,
-                body: preview.payload.map(|payload| pretty(&payload)),
-                note: preview.note,
-            },
-            Err(AppError::Forbidden(reason)) => Preview {
-                event_type: preview_type,
-                body: None,
-                note: reason,
-            },
-            Err(AppError::InvalidParameter(error)) => Preview {
-                event_type: preview_type,
-                body: None,
-                note: error.message,
-            },
-            Err(error) => return Err(error.into()),
-        };
+    let preview = preview_of(services, admin, id, preview_type).await?;
     let audit = audit::of_webhook(services, &admin.caller, &webhook.id, 10).await?;
     let mut recoveries = zivio_app::recoveries::list(services, &admin.caller, &webhook.id).await?;
     recoveries.truncate(10);
@@ -334,6 +301,57 @@ pub(super) async fn webhook_page(
         recoveries,
         recover: super::recovery_pages::RecoverForm::default(),
     })
+}
+
+/// How the test event sent from this page fared (its delivery, once there is one).
+async fn test_outcome(
+    services: &zivio_app::Services,
+    admin: &Admin,
+    webhook_id: &str,
+    event_id: String,
+) -> PageResult<TestOutcome> {
+    let found = deliveries::list(
+        services,
+        &admin.caller,
+        &DeliveryQuery {
+            event_id: Some(event_id.clone()),
+            webhook_id: Some(webhook_id.to_owned()),
+            ..DeliveryQuery::default()
+        },
+    )
+    .await?;
+    Ok(TestOutcome {
+        event_id,
+        delivery: found.deliveries.into_iter().next(),
+    })
+}
+
+/// What the webhook would receive for an event of `event_type`, or why nothing can be shown.
+async fn preview_of(
+    services: &zivio_app::Services,
+    admin: &Admin,
+    id: &str,
+    event_type: String,
+) -> PageResult<Preview> {
+    match zivio_app::webhook_preview::preview(services, &admin.caller, id, Some(&event_type)).await
+    {
+        Ok(preview) => Ok(Preview {
+            event_type: preview.event_type,
+            body: preview.payload.map(|payload| pretty(&payload)),
+            note: preview.note,
+        }),
+        Err(AppError::Forbidden(reason)) => Ok(Preview {
+            event_type,
+            body: None,
+            note: reason,
+        }),
+        Err(AppError::InvalidParameter(error)) => Ok(Preview {
+            event_type,
+            body: None,
+            note: error.message,
+        }),
+        Err(error) => Err(error.into()),
+    }
 }
 
 pub async fn rotate(
