@@ -130,25 +130,45 @@ pub async fn send(
         Ok(url) => url,
         Err((kind, detail)) => return Outcome::failed(kind, detail, headers, Duration::ZERO),
     };
-    let secret = match SigningSecret::open(
+    let request_headers = match signed(&mut headers, delivery, secrets_key, timestamp) {
+        Ok(request_headers) => request_headers,
+        Err(detail) => return Outcome::failed("secret", detail, headers, Duration::ZERO),
+    };
+    let started = Instant::now();
+    let response = client
+        .post(url.url().clone())
+        .headers(request_headers)
+        .body(delivery.body.clone())
+        .send()
+        .await;
+    match response {
+        Ok(response) => outcome_of(response, headers, started, now).await,
+        Err(error) => {
+            let (kind, detail) = classify(&error);
+            Outcome::failed(kind, detail, headers, started.elapsed())
+        }
+    }
+}
+
+/// Signs the delivery into `headers` (the request record) and returns the request's headers:
+/// those of the record and the webhook's custom headers. `Err`: the secret of the signature
+/// or of a custom header cannot be opened.
+fn signed(
+    headers: &mut Map<String, Value>,
+    delivery: &ClaimedDelivery,
+    secrets_key: &SecretsKey,
+    timestamp: i64,
+) -> Result<HeaderMap, String> {
+    let secret = SigningSecret::open(
         &delivery.secret_ciphertext,
         secrets_key,
         delivery.webhook_id.as_str(),
-    ) {
-        Ok(secret) => secret,
-        Err(error) => {
-            return Outcome::failed(
-                "secret",
-                format!("{error}; check ZIVIO_WEBHOOKS_SECRETS_KEY"),
-                headers,
-                Duration::ZERO,
-            );
-        }
-    };
+    )
+    .map_err(|error| format!("{error}; check ZIVIO_WEBHOOKS_SECRETS_KEY"))?;
     let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.body);
     headers.insert("webhook-signature".to_owned(), Value::String(signature));
     let mut request_headers = HeaderMap::new();
-    for (name, value) in &headers {
+    for (name, value) in headers.iter() {
         let value = value.as_str().unwrap_or_default();
         if let (Ok(name), Ok(value)) = (
             name.parse::<reqwest::header::HeaderName>(),
@@ -157,25 +177,18 @@ pub async fn send(
             request_headers.insert(name, value);
         }
     }
-    if let Err(detail) =
-        add_custom_headers(&mut request_headers, &mut headers, delivery, secrets_key)
-    {
-        return Outcome::failed("secret", detail, headers, Duration::ZERO);
-    }
-    let started = Instant::now();
-    let response = client
-        .post(url.url().clone())
-        .headers(request_headers)
-        .body(delivery.body.clone())
-        .send()
-        .await;
-    let mut response = match response {
-        Ok(response) => response,
-        Err(error) => {
-            let (kind, detail) = classify(&error);
-            return Outcome::failed(kind, detail, headers, started.elapsed());
-        }
-    };
+    add_custom_headers(&mut request_headers, headers, delivery, secrets_key)?;
+    Ok(request_headers)
+}
+
+/// The outcome of an attempt whose response arrived: its status decides, its body is read up
+/// to the bound.
+async fn outcome_of(
+    mut response: reqwest::Response,
+    headers: Map<String, Value>,
+    started: Instant,
+    now: OffsetDateTime,
+) -> Outcome {
     let status = response.status().as_u16();
     let response_headers = header_map(response.headers());
     let retry_after = matches!(status, 429 | 503)

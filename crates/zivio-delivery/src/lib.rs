@@ -437,26 +437,14 @@ impl Engine {
         let Some(vetted) = self.prepare(&lease, lease_until, &mut delivery).await else {
             return;
         };
-        // A request starts only within the second of its token, under the limit read just now
-        // (set, changed or removed since the claim).
-        let mut now = self.services.now();
-        if let Some(limit) = delivery.rate_limit
-            && token != Some(zivio_core::rate_limit::second_of(now))
-        {
-            // Ahead of the line and for a moment at most, holding the slots: `prepare` made the
-            // lease cover the attempt with a margin that this wait leaves intact.
-            let late = tokio::time::Instant::now() + LATE_TOKEN_WAIT;
-            let paced = self
-                .wait_for_limit(bounds, &delivery, limit, true, late, &mut stop)
-                .await;
-            now = self.services.now();
-            if !matches!(paced, Some(Paced::Go(second)) if second == zivio_core::rate_limit::second_of(now))
-            {
-                drop(turn);
-                self.give_back(&lease, delivery.id).await;
-                return;
-            }
-        }
+        let Some(now) = self
+            .in_token_second(bounds, &delivery, token, &mut stop)
+            .await
+        else {
+            drop(turn);
+            self.give_back(&lease, delivery.id).await;
+            return;
+        };
         let in_flight = self.services.metrics.in_flight();
         let route = attempt::Route {
             client: &self.client,

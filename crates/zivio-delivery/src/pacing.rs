@@ -167,6 +167,34 @@ impl Engine {
         rate_limit::waited_too_long(delivery.due_at, now, max_wait)
     }
 
+    /// When to send: now, if the delivery has no rate limit or holds a token of the current
+    /// second. A request starts only within the second of its token, under the limit read just
+    /// now (set, changed or removed since the claim); otherwise it takes a new token, ahead of
+    /// the line and for a moment at most, holding the slots (`prepare` made the lease cover the
+    /// attempt with a margin that this wait leaves intact). `None`: none came in time.
+    pub(crate) async fn in_token_second(
+        &self,
+        bounds: &WebhookBounds,
+        delivery: &ClaimedDelivery,
+        token: Option<i64>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<OffsetDateTime> {
+        let now = self.services.now();
+        let Some(limit) = delivery.rate_limit else {
+            return Some(now);
+        };
+        if token == Some(zivio_core::rate_limit::second_of(now)) {
+            return Some(now);
+        }
+        let late = tokio::time::Instant::now() + LATE_TOKEN_WAIT;
+        let paced = self
+            .wait_for_limit(bounds, delivery, limit, true, late, stop)
+            .await;
+        let now = self.services.now();
+        matches!(paced, Some(Paced::Go(second)) if second == zivio_core::rate_limit::second_of(now))
+            .then_some(now)
+    }
+
     /// Waits for a token of the webhook's rate limit until `deadline`; `None` at the deadline,
     /// at shutdown or when the allowance cannot be read (the delivery goes back to the queue).
     pub(crate) async fn wait_for_limit(

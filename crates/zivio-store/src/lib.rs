@@ -1,5 +1,6 @@
 //! Storage of Zivio Webhooks: one [`Store`] trait speaking domain types, implemented for the
-//! embedded SQLite default and for PostgreSQL. Both pass one contract suite (`tests/contract.rs`).
+//! embedded SQLite default and for PostgreSQL. Both pass one contract suite (`tests/`, a file per
+//! feature, each behaviour run on both backends by `tests/support`'s `contract!`).
 //! Every tenant-owned method takes the tenant first, and multi-statement writes are one
 //! transaction (audit entries are written in the same transaction as the change they record).
 

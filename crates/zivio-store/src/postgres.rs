@@ -14,6 +14,8 @@ use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 /// The channel on which instances announce newly queued deliveries.
 const WORK_CHANNEL: &str = "zivio_deliveries";
 
+// Each backend compiles the shared queries as its own module (see queries/mod.rs).
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/mod.rs"]
 mod queries;
 

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
+// Each backend compiles the shared queries as its own module (see queries/mod.rs).
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/mod.rs"]
 mod queries;
 
