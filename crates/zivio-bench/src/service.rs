@@ -134,35 +134,8 @@ impl Service {
             .with_context(|| format!("start {}", launch.binary.display()))?;
         let pid = child.id().context("the service's pid")?;
         let statements = Arc::new(AtomicU64::new(0));
-        let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
-        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let counted = statements.clone();
-        tokio::spawn(async move {
-            let mut listening = Some(listening_tx);
-            let mut early = Vec::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("\"target\":\"sqlx::query\"") {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let Ok(log) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if log["message"] == "listening"
-                    && let Some(sender) = listening.take()
-                {
-                    let _ = sender.send(Ok(log["addr"].as_str().unwrap_or_default().to_owned()));
-                } else if listening.is_some() {
-                    early.push(line);
-                } else if log["level"] == "ERROR" {
-                    eprintln!("service: {line}");
-                }
-            }
-            if let Some(sender) = listening {
-                let _ = sender.send(Err(early.join("\n")));
-            }
-        });
-        let addr = match tokio::time::timeout(START_TIMEOUT, listening_rx).await {
+        let listening = watch_log(child.stderr.take().context("stderr")?, statements.clone());
+        let addr = match tokio::time::timeout(START_TIMEOUT, listening).await {
             Ok(Ok(Ok(addr))) => addr,
             Ok(Ok(Err(output))) => bail!("the service exited before listening:\n{output}"),
             _ => bail!("the service did not start within {START_TIMEOUT:?}"),
@@ -470,4 +443,40 @@ pub fn service_binary() -> anyhow::Result<PathBuf> {
         binary.display()
     );
     Ok(binary)
+}
+
+/// Reads the service's log: counts the statements it logs into `statements`, and answers with
+/// the address once it listens (or with what it logged before it exited without listening).
+fn watch_log(
+    stderr: tokio::process::ChildStderr,
+    counted: Arc<AtomicU64>,
+) -> tokio::sync::oneshot::Receiver<Result<String, String>> {
+    let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+    let mut lines = BufReader::new(stderr).lines();
+    tokio::spawn(async move {
+        let mut listening = Some(listening_tx);
+        let mut early = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("\"target\":\"sqlx::query\"") {
+                counted.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let Ok(log) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if log["message"] == "listening"
+                && let Some(sender) = listening.take()
+            {
+                let _ = sender.send(Ok(log["addr"].as_str().unwrap_or_default().to_owned()));
+            } else if listening.is_some() {
+                early.push(line);
+            } else if log["level"] == "ERROR" {
+                eprintln!("service: {line}");
+            }
+        }
+        if let Some(sender) = listening {
+            let _ = sender.send(Err(early.join("\n")));
+        }
+    });
+    listening_rx
 }

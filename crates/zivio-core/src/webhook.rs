@@ -44,6 +44,13 @@ pub fn time_ordered_hex(unix_millis: u64, random: [u8; 10]) -> String {
         .to_string()
 }
 
+/// Whether a delivery may be sent now: its webhook is enabled (a test event goes to a disabled
+/// one too, so that an admin can check it before enabling it) and its owner is active (the
+/// privilege boundary acts for the owner; an inactive owner sends nothing).
+pub fn may_send(webhook_enabled: bool, event_type: &str, owner_active: bool) -> bool {
+    (webhook_enabled || event_type == crate::catalog::TEST_EVENT_TYPE) && owner_active
+}
+
 /// Whether `text` is `prefix` followed by 32 lowercase hex digits.
 pub fn is_prefixed_hex(text: &str, prefix: &str) -> bool {
     text.strip_prefix(prefix).is_some_and(|hex| {
@@ -162,6 +169,21 @@ pub fn validate_description(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_may_be_sent_to_an_enabled_webhook_of_an_active_owner_or_as_a_test() {
+        assert!(may_send(true, "invoice.paid", true));
+        assert!(!may_send(false, "invoice.paid", true), "disabled");
+        assert!(
+            may_send(false, "webhook.test", true),
+            "a test event reaches a disabled webhook"
+        );
+        assert!(!may_send(true, "invoice.paid", false), "owner inactive");
+        assert!(
+            !may_send(false, "webhook.test", false),
+            "not even a test without the owner"
+        );
+    }
 
     #[test]
     fn ids_are_prefixed_time_ordered_hex() {

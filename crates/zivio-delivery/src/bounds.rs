@@ -9,8 +9,6 @@ pub(crate) struct Permits {
     pub(crate) bounds: Arc<WebhookBounds>,
     pub(crate) _held: OwnedSemaphorePermit,
     pub(crate) _handed_over: Option<OwnedSemaphorePermit>,
-    /// Counts the task until it ends, so that shutdown can wait for every one.
-    pub(crate) _task: OwnedSemaphorePermit,
 }
 
 /// Per webhook: how many deliveries it may hold (waiting, sending or waiting to be recorded),
@@ -91,12 +89,13 @@ impl Engine {
             (bounds, held)
         };
         let handed_over = self.handed_over.clone().try_acquire_owned().ok()?;
-        let task = self.tasks.clone().try_acquire_owned().ok()?;
+        if self.tasks.len() >= MAX_TASKS {
+            return None;
+        }
         Some(Permits {
             bounds,
             _held: held,
             _handed_over: Some(handed_over),
-            _task: task,
         })
     }
 
@@ -148,7 +147,7 @@ impl Engine {
         bounds: &WebhookBounds,
         background: bool,
         deadline: tokio::time::Instant,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Option<Turn> {
         // The webhook's own permits first, the instance's last: a webhook queueing behind its own
         // slots holds nothing of the instance's meanwhile.
@@ -181,7 +180,7 @@ impl Engine {
         };
         tokio::select! {
             biased;
-            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+            () = stop.cancelled() => None,
             permits = tokio::time::timeout_at(deadline, waiting) => permits.ok().flatten(),
         }
     }

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zivio_app::handoff::LeasedBatch;
 use zivio_app::{Services, random, unix_millis};
 use zivio_core::retry::{RetrySchedule, Verdict};
@@ -39,7 +41,7 @@ const CLAIM_BATCH: u32 = 200;
 /// With nothing due, look again at least this often (work published by other instances).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Delivery tasks (waiting or sending) one instance runs at most.
-const MAX_TASKS: u32 = 1 << 16;
+const MAX_TASKS: usize = 1 << 16;
 /// The shortest pause between claims when the last one started nothing.
 const MIN_IDLE_WAIT: Duration = Duration::from_millis(20);
 /// What an attempt may take beyond the request timeout: resolving the host (at most 5 s) and
@@ -116,8 +118,9 @@ pub struct Engine {
     unrecorded: Arc<Semaphore>,
     /// Handed over by publishing and not yet recorded, over all webhooks.
     handed_over: Arc<Semaphore>,
-    /// One permit per running delivery task (waiting or sending).
-    tasks: Arc<Semaphore>,
+    /// The running delivery tasks (waiting, sending or waiting for their record), bounded by
+    /// `MAX_TASKS`; shutdown waits for them.
+    tasks: TaskTracker,
     webhooks: Mutex<HashMap<WebhookId, Arc<WebhookBounds>>>,
     claims: AtomicU64,
     wake: Arc<Notify>,
@@ -150,7 +153,7 @@ impl Engine {
             global: Arc::new(Semaphore::new(config.max_in_flight)),
             unrecorded: Arc::new(Semaphore::new(UNRECORDED)),
             handed_over: Arc::new(Semaphore::new(HANDED_OVER)),
-            tasks: Arc::new(Semaphore::new(MAX_TASKS as usize)),
+            tasks: TaskTracker::new(),
             services,
             client,
             config,
@@ -164,9 +167,9 @@ impl Engine {
         }))
     }
 
-    /// Delivers until `stop` turns true, then lets attempts in flight finish (bounded by the
+    /// Delivers until `stop` is cancelled, then lets attempts in flight finish (bounded by the
     /// request timeout) and gives unstarted work back.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         if self.services.store.backend() == Backend::Sqlite {
             // One instance owns an embedded database: every lease left is from before a crash.
             match self.services.store.release_all_leases().await {
@@ -195,7 +198,7 @@ impl Engine {
             })
         };
         let mut gauges_refreshed: Option<tokio::time::Instant> = None;
-        while !*stop.borrow() {
+        while !stop.is_cancelled() {
             if gauges_refreshed.is_none_or(|at| at.elapsed() >= QUEUE_GAUGE_INTERVAL) {
                 self.refresh_queue_gauges().await;
                 gauges_refreshed = Some(tokio::time::Instant::now());
@@ -220,7 +223,7 @@ impl Engine {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+                () = stop.cancelled() => {}
             }
         }
         listening.abort();
@@ -228,8 +231,9 @@ impl Engine {
         self.services.handoff.close();
         let _ = taking.await;
         let drain = self.config.request_timeout + Duration::from_secs(5);
-        // Every task ends: sends finish, waiting ones give their work back.
-        if tokio::time::timeout(drain, self.tasks.acquire_many(MAX_TASKS))
+        // Every task ends: sends finish and are recorded, waiting ones give their work back.
+        self.tasks.close();
+        if tokio::time::timeout(drain, self.tasks.wait())
             .await
             .is_err()
         {
@@ -248,7 +252,7 @@ impl Engine {
     /// Claims due work up to the free capacity, skipping webhooks already at their bound (their
     /// work stays free for other instances), and starts an attempt for each; returns how many
     /// attempts were started.
-    async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> StoreResult<usize> {
+    async fn tick(self: &Arc<Self>, stop: &CancellationToken) -> StoreResult<usize> {
         let free = u32::try_from(self.global.available_permits())
             .unwrap_or(u32::MAX)
             .min(CLAIM_BATCH);
@@ -289,17 +293,17 @@ impl Engine {
                 token: lease,
                 until: lease_until,
             };
-            let Ok(task) = self.tasks.clone().try_acquire_owned() else {
+            if self.tasks.len() >= MAX_TASKS {
                 busy.push(delivery.id);
                 continue;
-            };
+            }
             let permits = Permits {
                 bounds,
                 _held: held,
                 _handed_over: None,
-                _task: task,
             };
-            tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
+            self.tasks
+                .spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
             started += 1;
         }
         if !busy.is_empty() {
@@ -333,10 +337,10 @@ impl Engine {
     async fn take_handed_over(
         self: Arc<Self>,
         mut batches: mpsc::Receiver<LeasedBatch>,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         while let Some(LeasedBatch { lease, deliveries }) = batches.recv().await {
-            let stopping = *stop.borrow();
+            let stopping = stop.is_cancelled();
             let mut left = Vec::new();
             for delivery in deliveries {
                 if stopping {
@@ -354,7 +358,8 @@ impl Engine {
                     token: lease.token.clone(),
                     until: lease.until,
                 };
-                tokio::spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
+                self.tasks
+                    .spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
             }
             if !left.is_empty() {
                 if let Err(error) = self
@@ -393,7 +398,7 @@ impl Engine {
         delivery: ClaimedDelivery,
         lease: Lease,
         permits: Permits,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) {
         let Lease {
             token: lease,
@@ -410,7 +415,7 @@ impl Engine {
         let mut token = None;
         if let Some(limit) = delivery.rate_limit {
             match self
-                .wait_for_limit(bounds, &delivery, limit, false, deadline, &mut stop)
+                .wait_for_limit(bounds, &delivery, limit, false, deadline, &stop)
                 .await
             {
                 Some(Paced::Go(second)) => token = Some(second),
@@ -426,7 +431,7 @@ impl Engine {
             }
         }
         let Some(turn) = self
-            .wait_turn(bounds, delivery.background, deadline, &mut stop)
+            .wait_turn(bounds, delivery.background, deadline, &stop)
             .await
         else {
             // Shutting down or out of time: give the work back rather than leave it to its lease.
@@ -437,10 +442,7 @@ impl Engine {
         let Some(vetted) = self.prepare(&lease, lease_until, &mut delivery).await else {
             return;
         };
-        let Some(now) = self
-            .in_token_second(bounds, &delivery, token, &mut stop)
-            .await
-        else {
+        let Some(now) = self.in_token_second(bounds, &delivery, token, &stop).await else {
             drop(turn);
             self.give_back(&lease, delivery.id).await;
             return;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 use zivio_app::Services;
 use zivio_core::notice::AutoDisabledNotice;
@@ -55,16 +55,16 @@ impl Mailer {
     }
 
     /// Sends due mail until shutdown.
-    pub async fn run(self, mut stopped: watch::Receiver<bool>) {
+    pub async fn run(self, stopped: CancellationToken) {
         let mut ticks = tokio::time::interval(POLL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                () = async { let _ = stopped.wait_for(|stop| *stop).await; } => return,
+                () = stopped.cancelled() => return,
             }
             // One mail at a time, each under its own lease, until none is due or shutdown.
-            while !*stopped.borrow() && self.send_next().await {}
+            while !stopped.is_cancelled() && self.send_next().await {}
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use zivio_core::rate_limit::{self, Allowance, RateLimit};
 use zivio_store::StoreResult;
 
@@ -177,7 +178,7 @@ impl Engine {
         bounds: &WebhookBounds,
         delivery: &ClaimedDelivery,
         token: Option<i64>,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Option<OffsetDateTime> {
         let now = self.services.now();
         let Some(limit) = delivery.rate_limit else {
@@ -204,13 +205,13 @@ impl Engine {
         limit: zivio_core::rate_limit::RateLimit,
         ahead: bool,
         deadline: tokio::time::Instant,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> Option<Paced> {
         let pacer = self.pacer(bounds);
         let pacing = tokio::time::timeout_at(deadline, self.pace(&pacer, delivery, limit, ahead));
         tokio::select! {
             biased;
-            () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+            () = stop.cancelled() => None,
             paced = pacing => match paced {
                 Ok(Ok(paced)) => Some(paced),
                 Ok(Err(error)) => {

@@ -74,7 +74,7 @@ async fn an_answer_that_turns_forbidden_stops_the_next_attempt() {
     assert!(attempts[2].succeeded, "{:?}", attempts[2]);
     assert_eq!(received.count.load(Ordering::SeqCst), 2);
 
-    stop.send(true).unwrap();
+    stop.cancel();
     running.await.unwrap();
     world.store.close().await;
 }

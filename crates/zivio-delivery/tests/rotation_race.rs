@@ -97,7 +97,7 @@ async fn a_rotation_committed_while_resolving_signs_that_request() {
     );
     assert!(check(&old).is_err(), "never with the one before it");
 
-    stop.send(true).unwrap();
+    stop.cancel();
     running.await.unwrap();
     world.store.close().await;
 }

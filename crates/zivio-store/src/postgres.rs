@@ -28,8 +28,10 @@ const BACKEND: Backend = Backend::Postgres;
 const PAYLOAD_IDS: &str =
     "SELECT nextval(pg_get_serial_sequence('payloads', 'id')) FROM generate_series(1, $1)";
 const INSERT_PAYLOADS: &str = "INSERT INTO payloads (id, event_id, body) OVERRIDING SYSTEM VALUE ";
-/// How a query plan is asked for, and the column of its text.
+/// How a query plan is asked for, and the column of its text (tests check plans).
+#[cfg(feature = "testing")]
 const EXPLAIN: &str = "EXPLAIN ";
+#[cfg(feature = "testing")]
 const PLAN_COLUMN: usize = 0;
 /// How a record locks the webhooks it changes, in one order so that records cannot deadlock.
 const LOCK_WEBHOOKS: Option<&str> = Some(") ORDER BY id FOR NO KEY UPDATE");

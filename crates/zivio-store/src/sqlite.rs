@@ -30,8 +30,10 @@ const PAYLOAD_IDS: &str =
     "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
      SELECT (SELECT COALESCE(max(id), 0) FROM payloads) + i FROM n";
 const INSERT_PAYLOADS: &str = "INSERT INTO payloads (id, event_id, body) ";
-/// How a query plan is asked for, and the column of its text.
+/// How a query plan is asked for, and the column of its text (tests check plans).
+#[cfg(feature = "testing")]
 const EXPLAIN: &str = "EXPLAIN QUERY PLAN ";
+#[cfg(feature = "testing")]
 const PLAN_COLUMN: &str = "detail";
 /// What locks the webhooks a record changes: nothing, one writer at a time already excludes
 /// everyone.

@@ -61,6 +61,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!(
+                "`{raw}` is not a log format: expected text or json"
+            )),
+        }
+    }
+}
+
 /// Where the database lives.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -188,27 +200,18 @@ impl Reader<'_> {
         });
     }
 
-    fn duration(&mut self, name: &str) -> Option<Duration> {
-        self.parse(name, |raw| match duration::parse(raw) {
-            Ok(value) if value.is_zero() => Err("must be longer than zero".to_owned()),
-            Ok(value) => Ok(value),
-            Err(error) => Err(error.to_string()),
-        })
-    }
-
-    fn positive(&mut self, name: &str) -> Option<u32> {
-        self.parse(name, |raw| match raw.parse::<u32>() {
-            Ok(0) | Err(_) => Err(format!("`{raw}` is not a whole number of at least 1")),
-            Ok(value) => Ok(value),
-        })
-    }
-
-    fn flag(&mut self, name: &str) -> Option<bool> {
-        self.parse(name, |raw| match raw {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(format!("`{raw}` is not a boolean: expected true or false")),
-        })
+    /// Parses a variable that has a documented default. When its value is invalid, the failure
+    /// is recorded and the default stands in, so that reading can go on.
+    fn required<T, E: fmt::Display>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, E>,
+    ) -> T {
+        let default = default_of(name).expect("a required variable has a documented default");
+        match self.parse(name, &parse) {
+            Some(value) => value,
+            None => parse(default).ok().expect("documented defaults are valid"),
+        }
     }
 
     fn cidrs(&mut self, name: &str) -> Vec<IpNet> {
@@ -221,14 +224,6 @@ impl Reader<'_> {
         })
         .unwrap_or_default()
     }
-
-    fn socket_addr(&mut self, name: &str) -> Option<SocketAddr> {
-        self.parse(name, |raw| {
-            raw.parse::<SocketAddr>().map_err(|_| {
-                format!("`{raw}` is not an address: expected IP:port such as 127.0.0.1:8080")
-            })
-        })
-    }
 }
 
 fn default_of(name: &str) -> Option<&'static str> {
@@ -237,6 +232,59 @@ fn default_of(name: &str) -> Option<&'static str> {
         .find(|(variable, _)| *variable == name)
         .and_then(|(_, default)| *default)
         .filter(|default| !default.is_empty())
+}
+
+fn positive_duration(raw: &str) -> Result<Duration, String> {
+    match duration::parse(raw) {
+        Ok(value) if value.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(value) => Ok(value),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn positive(raw: &str) -> Result<u32, String> {
+    match raw.parse::<u32>() {
+        Ok(0) | Err(_) => Err(format!("`{raw}` is not a whole number of at least 1")),
+        Ok(value) => Ok(value),
+    }
+}
+
+fn flag(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{raw}` is not a boolean: expected true or false")),
+    }
+}
+
+fn socket_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.parse::<SocketAddr>()
+        .map_err(|_| format!("`{raw}` is not an address: expected IP:port such as 127.0.0.1:8080"))
+}
+
+fn ipv6_prefix(raw: &str) -> Result<u8, String> {
+    match raw.strip_prefix('/').unwrap_or(raw).parse::<u8>() {
+        Ok(bits @ 1..=128) => Ok(bits),
+        _ => Err(format!("`{raw}` is not a prefix length: expected 1 to 128")),
+    }
+}
+
+fn parse_secrets_key(raw: &str) -> Result<SecretsKey, String> {
+    SecretsKey::parse(raw)
+        .map_err(|error| format!("{error} (generate one with `openssl rand -base64 32`)"))
+}
+
+/// Several instances share one PostgreSQL database, so they must share keys: none may invent
+/// its own.
+fn require_shared_keys(read: &mut Reader<'_>) {
+    for name in ["PLATFORM_KEY", "SECRETS_KEY"] {
+        if !read.vars.contains_key(&format!("{PREFIX}{name}")) {
+            read.fail(
+                name,
+                "is required with a PostgreSQL database (keys are generated only in embedded SQLite mode)",
+            );
+        }
+    }
 }
 
 fn parse_cidr(text: &str) -> Result<IpNet, String> {
@@ -255,108 +303,53 @@ impl Config {
             vars,
             errors: Vec::new(),
         };
-        let listen = read.socket_addr("LISTEN");
         let data_dir = PathBuf::from(read.raw("DATA_DIR").unwrap_or("./zivio-data"));
         let database = read_database(&mut read, &data_dir);
-        let embedded = database.as_ref().is_some_and(Database::is_embedded);
-        let platform_keys = read.parse("PLATFORM_KEY", PlatformKeys::parse);
-        let secrets_key = read.parse("SECRETS_KEY", |raw| {
-            SecretsKey::parse(raw)
-                .map_err(|error| format!("{error} (generate one with `openssl rand -base64 32`)"))
-        });
-        let public_url = read.parse("PUBLIC_URL", parse_public_url);
-        let trusted_proxies = read.cidrs("TRUSTED_PROXIES");
-        let platform_listen = read.socket_addr("PLATFORM_LISTEN");
-        let allow_private_cidrs = read.cidrs("ALLOW_PRIVATE_CIDRS");
-        let allow_http = read.flag("ALLOW_HTTP").unwrap_or(false);
-        let extra_root_ca = read.parse("EXTRA_ROOT_CA", check_root_ca);
-        let client_certificate = read_client_certificate(&mut read);
-        let event_validation = read.parse("EVENT_VALIDATION", Checking::parse);
-        let request_timeout = read.duration("REQUEST_TIMEOUT");
-        let retry_schedule = read.parse("RETRY_SCHEDULE", RetrySchedule::parse);
-        let auto_disable_after = read.duration("AUTO_DISABLE_AFTER");
-        let rate_limit_max_wait = read.duration("RATE_LIMIT_MAX_WAIT");
-        let smtp_url = read.parse("SMTP_URL", parse_smtp_url);
-        let mail_from = read.parse("MAIL_FROM", parse_mail_address);
-        let retention = read.duration("RETENTION");
-        let log_format = read.parse("LOG_FORMAT", |raw| match raw {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(format!(
-                "`{raw}` is not a log format: expected text or json"
-            )),
-        });
-        let log_filter = read_log_filter(&mut read);
-        let lease = read.duration("LEASE");
-        let max_webhooks_per_tenant = read.positive("MAX_WEBHOOKS_PER_TENANT");
-        let max_in_flight_per_webhook = read.positive("MAX_IN_FLIGHT_PER_WEBHOOK");
-        let max_in_flight = read.positive("MAX_IN_FLIGHT");
-        let api_rate_limit = read.positive("API_RATE_LIMIT");
-        let rate_limit_ipv6_prefix = read.parse("RATE_LIMIT_IPV6_PREFIX", |raw| {
-            match raw.strip_prefix('/').unwrap_or(raw).parse::<u8>() {
-                Ok(bits @ 1..=128) => Ok(bits),
-                _ => Err(format!("`{raw}` is not a prefix length: expected 1 to 128")),
-            }
-        });
-        let client_timeout = read.duration("CLIENT_TIMEOUT");
-        let audit_retention = read.duration("AUDIT_RETENTION");
-        let bootstrap = read.flag("BOOTSTRAP").unwrap_or(embedded);
-        if database
-            .as_ref()
-            .is_some_and(|database| !database.is_embedded())
-        {
-            // Several instances must share keys, so none may invent its own.
-            for (name, given) in [
-                (
-                    "PLATFORM_KEY",
-                    vars.contains_key("ZIVIO_WEBHOOKS_PLATFORM_KEY"),
-                ),
-                (
-                    "SECRETS_KEY",
-                    vars.contains_key("ZIVIO_WEBHOOKS_SECRETS_KEY"),
-                ),
-            ] {
-                if !given {
-                    read.fail(name, "is required with a PostgreSQL database (keys are generated only in embedded SQLite mode)");
-                }
-            }
+        let embedded = database.as_ref().is_none_or(Database::is_embedded);
+        // Each variable with a default reads as its default when invalid, so that reading goes
+        // on and every error is reported at once.
+        let config = Config {
+            listen: read.required("LISTEN", socket_addr),
+            data_dir,
+            database: database.unwrap_or_else(|| Database {
+                url: String::new(),
+                backend: Backend::Sqlite,
+            }),
+            platform_keys: read.parse("PLATFORM_KEY", PlatformKeys::parse),
+            secrets_key: read.parse("SECRETS_KEY", parse_secrets_key),
+            public_url: read.parse("PUBLIC_URL", parse_public_url),
+            trusted_proxies: read.cidrs("TRUSTED_PROXIES"),
+            platform_listen: read.parse("PLATFORM_LISTEN", socket_addr),
+            allow_private_cidrs: read.cidrs("ALLOW_PRIVATE_CIDRS"),
+            allow_http: read.required("ALLOW_HTTP", flag),
+            extra_root_ca: read.parse("EXTRA_ROOT_CA", check_root_ca),
+            client_certificate: read_client_certificate(&mut read),
+            event_validation: read.required("EVENT_VALIDATION", Checking::parse),
+            request_timeout: read.required("REQUEST_TIMEOUT", positive_duration),
+            retry_schedule: read.required("RETRY_SCHEDULE", RetrySchedule::parse),
+            auto_disable_after: read.required("AUTO_DISABLE_AFTER", positive_duration),
+            rate_limit_max_wait: read.required("RATE_LIMIT_MAX_WAIT", positive_duration),
+            smtp_url: read.parse("SMTP_URL", parse_smtp_url),
+            mail_from: read.required("MAIL_FROM", parse_mail_address),
+            retention: read.required("RETENTION", positive_duration),
+            log_format: read.required("LOG_FORMAT", LogFormat::parse),
+            log_filter: read_log_filter(&mut read),
+            lease: read.required("LEASE", positive_duration),
+            max_webhooks_per_tenant: read.required("MAX_WEBHOOKS_PER_TENANT", positive),
+            max_in_flight_per_webhook: read.required("MAX_IN_FLIGHT_PER_WEBHOOK", positive),
+            max_in_flight: read.required("MAX_IN_FLIGHT", positive),
+            api_rate_limit: read.required("API_RATE_LIMIT", positive),
+            rate_limit_ipv6_prefix: read.required("RATE_LIMIT_IPV6_PREFIX", ipv6_prefix),
+            client_timeout: read.required("CLIENT_TIMEOUT", positive_duration),
+            audit_retention: read.required("AUDIT_RETENTION", positive_duration),
+            bootstrap: read.parse("BOOTSTRAP", flag).unwrap_or(embedded),
+        };
+        if !embedded {
+            require_shared_keys(&mut read);
         }
         if !read.errors.is_empty() {
             return Err(ConfigErrors(read.errors));
         }
-        let config = Config {
-            listen: listen.expect("checked"),
-            data_dir,
-            database: database.expect("checked"),
-            platform_keys,
-            secrets_key,
-            public_url,
-            trusted_proxies,
-            platform_listen,
-            allow_private_cidrs,
-            allow_http,
-            extra_root_ca,
-            client_certificate,
-            event_validation: event_validation.expect("checked"),
-            request_timeout: request_timeout.expect("checked"),
-            retry_schedule: retry_schedule.expect("checked"),
-            auto_disable_after: auto_disable_after.expect("checked"),
-            rate_limit_max_wait: rate_limit_max_wait.expect("checked"),
-            smtp_url,
-            mail_from: mail_from.expect("checked"),
-            retention: retention.expect("checked"),
-            log_format: log_format.expect("checked"),
-            log_filter,
-            lease: lease.expect("checked"),
-            max_webhooks_per_tenant: max_webhooks_per_tenant.expect("checked"),
-            max_in_flight_per_webhook: max_in_flight_per_webhook.expect("checked"),
-            max_in_flight: max_in_flight.expect("checked"),
-            api_rate_limit: api_rate_limit.expect("checked"),
-            rate_limit_ipv6_prefix: rate_limit_ipv6_prefix.expect("checked"),
-            client_timeout: client_timeout.expect("checked"),
-            audit_retention: audit_retention.expect("checked"),
-            bootstrap,
-        };
         let warnings = config.warnings(vars);
         Ok((config, warnings))
     }

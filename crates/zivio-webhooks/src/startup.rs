@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zivio_app::contracts::PayloadContracts;
 use zivio_app::metrics::Metrics;
 use zivio_app::{Services, Settings, SystemClock, SystemResolver, unix_millis};
@@ -66,55 +67,12 @@ impl App {
         if config.bootstrap {
             bootstrap(&public_url, store.as_ref(), &keys).await?;
         }
-        let services = Services {
-            store: store.clone(),
-            catalog: Catalog::builtin(),
-            secrets_key: keys.secrets.clone(),
-            url_policy: UrlPolicy {
-                allow_http: config.allow_http,
-                allowed_private: config.allow_private_cidrs.clone(),
-            },
-            resolver: Arc::new(SystemResolver),
-            clock: Arc::new(SystemClock),
-            deliveries_queued: Arc::new(tokio::sync::Notify::new()),
-            fanouts: Default::default(),
-            handoff: Default::default(),
-            contracts: Arc::new(PayloadContracts::new(
-                Catalog::builtin(),
-                config.event_validation,
-            )),
-            metrics: Arc::new(
-                Metrics::new(env!("CARGO_PKG_VERSION")).with_client_certificate_expiry(
-                    config
-                        .client_certificate
-                        .as_ref()
-                        .map(|certificate| certificate.expires_at.unix_timestamp()),
-                ),
-            ),
-            settings: Settings {
-                max_webhooks_per_tenant: config.max_webhooks_per_tenant,
-                sign_in_link_ttl: SIGN_IN_LINK_TTL,
-                retention: config.retention,
-                public_url,
-            },
-        };
+        let services = services_of(config, store.clone(), &keys, public_url);
         // Names this instance in leases (deliveries, recoveries).
         let instance = time_ordered_hex(unix_millis(OffsetDateTime::now_utc()), keys::random());
         let engine = Engine::new(
             services.clone(),
-            EngineConfig {
-                instance: instance.clone(),
-                lease: config.lease,
-                request_timeout: config.request_timeout,
-                schedule: config.retry_schedule.clone(),
-                max_in_flight_per_webhook: config.max_in_flight_per_webhook as usize,
-                max_in_flight: config.max_in_flight as usize,
-                extra_root_ca: config.extra_root_ca.clone(),
-                client_certificate: config.client_certificate.clone(),
-                auto_disable_after: config.auto_disable_after,
-                mail_notices: config.smtp_url.is_some(),
-                rate_limit_max_wait: config.rate_limit_max_wait,
-            },
+            engine_config(config, &instance),
             services.deliveries_queued.clone(),
         )
         .context("cannot set up the delivery engine")?;
@@ -127,22 +85,7 @@ impl App {
                 None
             }
         };
-        let state = AppState {
-            services: services.clone(),
-            platform_keys: keys.platform.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-            sign_in_limiter: Arc::new(zivio_http::admin::SignInLimiter::new(
-                config.rate_limit_ipv6_prefix,
-            )),
-            api_limiter: Arc::new(zivio_http::limits::RateLimiter::new(
-                f64::from(config.api_rate_limit),
-                config.api_rate_limit,
-            )),
-            api_key_failures: Arc::new(zivio_http::limits::FailedKeyLimiter::new(
-                config.rate_limit_ipv6_prefix,
-            )),
-            client_timeout: config.client_timeout,
-        };
+        let state = http_state(config, &services, &keys);
         let routers = zivio_http::routers(state, config.platform_listen.is_some());
         let platform = match config.platform_listen {
             Some(addr) => Some(bind(addr).await?),
@@ -180,29 +123,33 @@ impl App {
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop, stopped) = watch::channel(false);
+        let stopped = CancellationToken::new();
+        let stop = stopped.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop.send(true);
+            stop.cancel();
         });
-        let delivering = tokio::spawn(self.engine.clone().run(stopped.clone()));
-        let maintenance = tokio::spawn(maintain(
+        // Everything but the listeners: each ends soon after `stopped`, and the database is
+        // closed only when all have.
+        let background = TaskTracker::new();
+        background.spawn(self.engine.clone().run(stopped.clone()));
+        background.spawn(maintain(
             self.services.clone(),
             self.retention,
             self.certificate_expires_at,
             stopped.clone(),
         ));
-        let recovering = tokio::spawn(zivio_app::recoveries::worker::run(
+        background.spawn(zivio_app::recoveries::worker::run(
             self.services.clone(),
             self.instance.clone(),
             self.lease,
             stopped.clone(),
         ));
-        let mailing = self
-            .mailer
-            .take()
-            .map(|mailer| tokio::spawn(mailer.run(stopped.clone())));
+        if let Some(mailer) = self.mailer.take() {
+            background.spawn(mailer.run(stopped.clone()));
+        }
+        background.close();
         // "listening" comes last: it tells tests and operators that everything is up.
         if let Some(listener) = &self.platform {
             tracing::info!(addr = %listener.local_addr()?, "platform API and metrics listening");
@@ -221,12 +168,7 @@ impl App {
             }
             _ => public.await?,
         }
-        let _ = maintenance.await;
-        let _ = recovering.await;
-        if let Some(mailing) = mailing {
-            let _ = mailing.await;
-        }
-        let _ = delivering.await;
+        background.wait().await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -245,7 +187,7 @@ async fn maintain(
     services: Services,
     retention: Retention,
     certificate_expires_at: Option<OffsetDateTime>,
-    mut stopped: watch::Receiver<bool>,
+    stopped: CancellationToken,
 ) {
     let every = (retention.events.min(retention.audit) / 4)
         .clamp(std::time::Duration::from_secs(1), MAINTENANCE_INTERVAL);
@@ -269,7 +211,7 @@ async fn maintain(
                     Err(error) => tracing::warn!(error = %error, "retention failed; retrying at the next pass"),
                 }
             },
-            () = async { let _ = stopped.wait_for(|stop| *stop).await; } => return,
+            () = stopped.cancelled() => return,
         }
     }
 }
@@ -280,7 +222,7 @@ async fn maintain(
 async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    mut stopped: watch::Receiver<bool>,
+    stopped: CancellationToken,
     header_timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -298,7 +240,7 @@ async fn serve(
                     continue;
                 }
             },
-            _ = stopped.wait_for(|stop| *stop) => break,
+            () = stopped.cancelled() => break,
         };
         let router = router.clone();
         let service = hyper::service::service_fn(
@@ -466,4 +408,82 @@ async fn bootstrap(
     );
     tracing::info!(tenant = %seed.tenant.id, user = %seed.admin.id, "bootstrapped an empty database");
     Ok(())
+}
+
+/// What the app's operations share, from the configuration.
+fn services_of(
+    config: &Config,
+    store: Arc<dyn Store>,
+    keys: &ServiceKeys,
+    public_url: url::Url,
+) -> Services {
+    Services {
+        store,
+        catalog: Catalog::builtin(),
+        secrets_key: keys.secrets.clone(),
+        url_policy: UrlPolicy {
+            allow_http: config.allow_http,
+            allowed_private: config.allow_private_cidrs.clone(),
+        },
+        resolver: Arc::new(SystemResolver),
+        clock: Arc::new(SystemClock),
+        deliveries_queued: Arc::new(tokio::sync::Notify::new()),
+        fanouts: Default::default(),
+        handoff: Default::default(),
+        contracts: Arc::new(PayloadContracts::new(
+            Catalog::builtin(),
+            config.event_validation,
+        )),
+        metrics: Arc::new(
+            Metrics::new(env!("CARGO_PKG_VERSION")).with_client_certificate_expiry(
+                config
+                    .client_certificate
+                    .as_ref()
+                    .map(|certificate| certificate.expires_at.unix_timestamp()),
+            ),
+        ),
+        settings: Settings {
+            max_webhooks_per_tenant: config.max_webhooks_per_tenant,
+            sign_in_link_ttl: SIGN_IN_LINK_TTL,
+            retention: config.retention,
+            public_url,
+        },
+    }
+}
+
+/// The delivery engine's settings, leases named by `instance`.
+fn engine_config(config: &Config, instance: &str) -> EngineConfig {
+    EngineConfig {
+        instance: instance.to_owned(),
+        lease: config.lease,
+        request_timeout: config.request_timeout,
+        schedule: config.retry_schedule.clone(),
+        max_in_flight_per_webhook: config.max_in_flight_per_webhook as usize,
+        max_in_flight: config.max_in_flight as usize,
+        extra_root_ca: config.extra_root_ca.clone(),
+        client_certificate: config.client_certificate.clone(),
+        auto_disable_after: config.auto_disable_after,
+        mail_notices: config.smtp_url.is_some(),
+        rate_limit_max_wait: config.rate_limit_max_wait,
+    }
+}
+
+/// What the HTTP layer needs besides the services: keys, proxies, limiters.
+fn http_state(config: &Config, services: &Services, keys: &ServiceKeys) -> AppState {
+    AppState {
+        services: services.clone(),
+        platform_keys: keys.platform.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        sign_in_limiter: Arc::new(zivio_http::admin::SignInLimiter::new(
+            config.rate_limit_ipv6_prefix,
+        )),
+        api_limiter: Arc::new(zivio_http::limits::RateLimiter::new(
+            f64::from(config.api_rate_limit),
+            config.api_rate_limit,
+        )),
+        api_key_failures: Arc::new(zivio_http::limits::FailedKeyLimiter::new(
+            config.rate_limit_ipv6_prefix,
+        )),
+        client_timeout: config.client_timeout,
+    }
 }

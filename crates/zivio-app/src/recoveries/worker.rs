@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use zivio_core::access::Access;
 use zivio_core::audit::SYSTEM_ACTOR;
 use zivio_core::recovery::{self, Ending};
@@ -46,29 +48,39 @@ impl Lease {
     }
 }
 
-/// Works on recoveries until `stop` turns true. `instance` names this instance in leases;
+/// Works on recoveries until `stop` is cancelled. `instance` names this instance in leases;
 /// `lease` is how long another instance waits before it takes over a recovery whose worker
 /// stopped renewing (every step renews it).
-pub async fn run(
-    services: Services,
-    instance: String,
-    lease: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(services: Services, instance: String, lease: Duration, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(CONCURRENT));
+    let tasks = TaskTracker::new();
     let mut claims = 0_u64;
-    while !*stop.borrow() {
+    while !stop.is_cancelled() {
         let running = services.store.running_recoveries().await.unwrap_or(0);
         services.metrics.set_recoveries_running(running);
         // Claim while there is work and room for it.
         if running > 0 {
-            claim_all(&services, &instance, lease, &slots, &mut claims, &stop).await;
+            let room = Room {
+                slots: &slots,
+                tasks: &tasks,
+            };
+            claim_all(&services, &instance, lease, &room, &mut claims, &stop).await;
         }
         tokio::select! {
             () = tokio::time::sleep(POLL) => {}
-            _ = stop.changed() => {}
+            () = stop.cancelled() => {}
         }
     }
+    // Each recovery task stops at its next step; let them settle their work first.
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// Where recovery tasks run: at most `CONCURRENT` at once (`slots`), tracked so that shutdown
+/// waits for them.
+struct Room<'a> {
+    slots: &'a Arc<Semaphore>,
+    tasks: &'a TaskTracker,
 }
 
 /// Claims running recoveries nobody works on, while this instance has room, and starts a task
@@ -77,12 +89,12 @@ async fn claim_all(
     services: &Services,
     instance: &str,
     lease_for: Duration,
-    slots: &Arc<Semaphore>,
+    room: &Room<'_>,
     claims: &mut u64,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) {
     loop {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(slot) = room.slots.clone().try_acquire_owned() else {
             break;
         };
         *claims += 1;
@@ -98,7 +110,7 @@ async fn claim_all(
         match claimed {
             Ok(Some(recovery)) => {
                 let (services, stop) = (services.clone(), stop.clone());
-                tokio::spawn(async move {
+                room.tasks.spawn(async move {
                     let id = recovery.id.clone();
                     if let Err(error) = work(&services, recovery, &lease, stop).await {
                         tracing::warn!(recovery = %id, error = %error, "recovery interrupted; its lease expires and it resumes");
@@ -130,7 +142,7 @@ async fn work(
     services: &Services,
     recovery: Recovery,
     lease: &Lease,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> AppResult<()> {
     let mut progress = Progress {
         outstanding: Vec::new(),
@@ -139,7 +151,7 @@ async fn work(
         renewed: Instant::now(),
     };
     let mut checked: Option<(Instant, Target, Access)> = None;
-    while !*stop.borrow() {
+    while !stop.is_cancelled() {
         if checked
             .as_ref()
             .is_none_or(|(at, _, _)| at.elapsed() >= RECHECK)
@@ -165,7 +177,7 @@ async fn work(
                 });
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+                () = stop.cancelled() => {}
             }
             continue;
         }

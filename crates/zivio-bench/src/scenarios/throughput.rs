@@ -22,21 +22,60 @@ impl Bench {
             Some(Target::AtMost(50.0)),
         );
 
+        let target = match backend {
+            Backend::Sqlite => 15_000.0,
+            Backend::Postgres => 8_000.0,
+        };
+        self.batches_to_one_webhook(&service, target).await?;
+        let (_, peak) = service.memory();
+        self.receiver.take();
+        self.one_event_per_request(&service, target).await?;
+        self.receiver.take();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (after_rss, later_peak) = service.memory();
+        self.report.add(
+            "memory",
+            Some(backend),
+            "peak RSS, throughput runs",
+            mib(peak.max(later_peak)),
+            "MiB",
+            Some(Target::AtMost(200.0)),
+        );
+        self.report.add(
+            "memory",
+            Some(backend),
+            "RSS 2 s after the throughput runs",
+            mib(after_rss),
+            "MiB",
+            None,
+        );
+        Arc::into_inner(service)
+            .context("publishers done")?
+            .stop()
+            .await;
+
+        self.batches_with_a_wider_bound().await
+    }
+
+    /// Batches to one webhook: deliveries/s against `target`, the cost per delivery, and the
+    /// database bytes (and PostgreSQL WAL) per delivered event.
+    async fn batches_to_one_webhook(
+        &mut self,
+        service: &Service,
+        target: f64,
+    ) -> anyhow::Result<()> {
+        let backend = self.backend();
         let events = self.count(20_000);
         let database_before = service.database_bytes().await?;
         let wal_before = match backend {
             Backend::Postgres => Some(service.wal_position().await?),
             Backend::Sqlite => None,
         };
-        let usage = Usage::now(&service);
+        let usage = Usage::now(service);
         let drained = self
-            .publish_in_batches(&[&service], events, BATCH, 1)
+            .publish_in_batches(&[service], events, BATCH, 1)
             .await?;
-        let used = usage.since(&service);
-        let target = match backend {
-            Backend::Sqlite => 15_000.0,
-            Backend::Postgres => 8_000.0,
-        };
+        let used = usage.since(service);
         self.report.add(
             "throughput",
             Some(backend),
@@ -81,8 +120,16 @@ impl Bench {
             "bytes",
             None,
         );
-        let (_, peak) = service.memory();
-        self.receiver.take();
+        Ok(())
+    }
+
+    /// One event per request from 64 publishers at once: deliveries/s against `target`.
+    async fn one_event_per_request(
+        &mut self,
+        service: &Arc<Service>,
+        target: f64,
+    ) -> anyhow::Result<()> {
+        let backend = self.backend();
 
         let events = self.count(10_000);
         let publishers = 64;
@@ -120,31 +167,12 @@ impl Bench {
             "events/s",
             None,
         );
-        self.receiver.take();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let (after_rss, later_peak) = service.memory();
-        self.report.add(
-            "memory",
-            Some(backend),
-            "peak RSS, throughput runs",
-            mib(peak.max(later_peak)),
-            "MiB",
-            Some(Target::AtMost(200.0)),
-        );
-        self.report.add(
-            "memory",
-            Some(backend),
-            "RSS 2 s after the throughput runs",
-            mib(after_rss),
-            "MiB",
-            None,
-        );
-        Arc::into_inner(service)
-            .context("publishers done")?
-            .stop()
-            .await;
+        Ok(())
+    }
 
-        // What the per-webhook bound costs: the same batches with 4 times the bound.
+    /// What the per-webhook bound costs: the same batches with 4 times the bound.
+    async fn batches_with_a_wider_bound(&mut self) -> anyhow::Result<()> {
+        let backend = self.backend();
         let service = self
             .start(&[("ZIVIO_WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK", "64")])
             .await?;

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use zivio_app::metrics::Metrics;
 use zivio_app::{Resolver, Services, Settings, SystemClock};
 use zivio_core::catalog::Catalog;
@@ -193,11 +194,12 @@ impl World {
     }
 
     /// Starts an engine that resolves every name through `resolver`, where 127.0.0.2 plays a
-    /// public address (`allowed_private`) and 127.0.0.1 stays forbidden. Send `true` to stop it.
+    /// public address (`allowed_private`) and 127.0.0.1 stays forbidden. Cancel the token to stop
+    /// it.
     pub fn start_engine(
         &self,
         resolver: Arc<dyn Resolver>,
-    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let services = Services {
             store: self.store.clone(),
             catalog: Catalog::builtin(),
@@ -238,8 +240,8 @@ impl World {
         };
         let engine =
             Engine::new(services.clone(), config, services.deliveries_queued.clone()).unwrap();
-        let (stop, stopped) = watch::channel(false);
-        (stop, tokio::spawn(engine.run(stopped)))
+        let stop = CancellationToken::new();
+        (stop.clone(), tokio::spawn(engine.run(stop)))
     }
 
     /// Waits until at least `count` attempts of the event are recorded.

@@ -13,7 +13,7 @@ pub(crate) const NEXT_DUE: &str = "SELECT min(due) FROM (
 /// What a claim took (its lease token is `$1`), with all a send needs.
 pub(crate) const CLAIMED: &str = "SELECT d.id, d.tenant_id, d.webhook_id, d.event_id, d.attempts,
         d.next_attempt_at, e.type, p.body, w.url, w.secret_ciphertext, w.custom_headers, w.rate_limit,
-        (w.enabled OR e.type = 'webhook.test') AND COALESCE(u.active, FALSE) AS may_send
+        w.enabled, COALESCE(u.active, FALSE) AS owner_active
  FROM deliveries d
  JOIN events e ON e.id = d.event_id
  JOIN payloads p ON p.id = d.payload_id

@@ -18,7 +18,8 @@ pub trait HistoryStore: Send + Sync {
         filter: &AttemptFilter,
     ) -> StoreResult<Vec<AttemptSummary>>;
 
-    /// The database's plan for that page (operators and tests check that an index serves it).
+    /// The database's plan for that page (tests check that an index serves it).
+    #[cfg(feature = "testing")]
     async fn explain_delivery_attempts(
         &self,
         tenant: &TenantId,

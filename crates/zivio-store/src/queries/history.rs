@@ -1,5 +1,4 @@
-//! The deliveries log, webhook health, the mail outbox and retention. `$explain` is the
-//! backend's way to ask for a query plan, `$plan_column` the column of its rows that holds it.
+//! The deliveries log, webhook health, the mail outbox and retention.
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
@@ -11,7 +10,9 @@ use crate::{
     StoreError, StoreResult,
 };
 
-use super::{Connection, Db, DbTime, EXPLAIN, PLAN_COLUMN, Pool, Row, from_db, to_db};
+use super::{Connection, Db, DbTime, Pool, Row, from_db, to_db};
+#[cfg(feature = "testing")]
+use super::{EXPLAIN, PLAN_COLUMN};
 
 fn webhook_id(text: String) -> StoreResult<WebhookId> {
     WebhookId::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("webhook id `{text}`")))
@@ -110,6 +111,7 @@ pub(crate) async fn attempts(
     rows.iter().map(summary_from_row).collect()
 }
 
+#[cfg(feature = "testing")]
 pub(crate) async fn explain_attempts(
     pool: &Pool,
     tenant: &TenantId,

@@ -25,9 +25,11 @@ mod store_impl;
 pub(crate) mod webhooks;
 
 use super::{
-    BACKEND, BackendStore, CLAIM, Db, DbTime, EXPLAIN, INSERT_PAYLOADS, LOCK_WEBHOOKS, PAYLOAD_IDS,
-    PLAN_COLUMN, SKIP_LOCKED, TAKE_OVER_ENDED_LEASES, announce_work, from_db, to_db,
+    BACKEND, BackendStore, CLAIM, Db, DbTime, INSERT_PAYLOADS, LOCK_WEBHOOKS, PAYLOAD_IDS,
+    SKIP_LOCKED, TAKE_OVER_ENDED_LEASES, announce_work, from_db, to_db,
 };
+#[cfg(feature = "testing")]
+use super::{EXPLAIN, PLAN_COLUMN};
 
 type Pool = sqlx::Pool<Db>;
 type Connection = <Db as sqlx::Database>::Connection;

@@ -4,7 +4,7 @@
 use sqlx::Row as _;
 use time::OffsetDateTime;
 use zivio_core::ids::TenantId;
-use zivio_core::webhook::WebhookId;
+use zivio_core::webhook::{WebhookId, may_send};
 
 use crate::{AttemptRecord, ClaimedDelivery, StoreError, StoreResult, stored};
 
@@ -57,29 +57,16 @@ pub(crate) async fn claim(
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
         let id: i64 = row.get("id");
-        let decoded = (|| {
-            Ok::<_, StoreError>(ClaimedDelivery {
-                id,
-                tenant: stored(TenantId::parse(row.get("tenant_id")))?,
-                webhook_id: webhook_id(row.get("webhook_id"))?,
-                url: row.get("url"),
-                secret_ciphertext: row.get("secret_ciphertext"),
-                headers: stored(zivio_core::custom_header::decode(row.get("custom_headers")))?,
-                rate_limit: crate::common::rate_limit_of(row.get("rate_limit"))?,
-                due_at: row
-                    .get::<Option<DbTime>, _>("next_attempt_at")
-                    .map(from_db)
-                    .unwrap_or(now),
-                event_id: row.get("event_id"),
-                event_type: row.get("type"),
-                attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
-                body: bytes::Bytes::from(row.get::<Vec<u8>, _>("body")),
-                generation: None,
-                background: false,
-            })
-        })();
+        let decoded = claimed_from_row(&row, id, now);
         match decoded {
-            Ok(delivery) => claimed.push((delivery, row.get::<bool, _>("may_send"))),
+            Ok(delivery) => {
+                let may_send = may_send(
+                    row.get("enabled"),
+                    &delivery.event_type,
+                    row.get("owner_active"),
+                );
+                claimed.push((delivery, may_send));
+            }
             Err(error) => {
                 // One corrupt row must not stop every other delivery: it fails alone.
                 tracing::error!(delivery = id, error = %error, "a queued delivery cannot be read; marked failed");
@@ -91,6 +78,29 @@ pub(crate) async fn claim(
         }
     }
     Ok(claimed)
+}
+
+/// A claimed delivery as `CLAIMED` reads it (`now` stands in for a missing due time).
+fn claimed_from_row(row: &Row, id: i64, now: OffsetDateTime) -> StoreResult<ClaimedDelivery> {
+    Ok(ClaimedDelivery {
+        id,
+        tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+        webhook_id: webhook_id(row.get("webhook_id"))?,
+        url: row.get("url"),
+        secret_ciphertext: row.get("secret_ciphertext"),
+        headers: stored(zivio_core::custom_header::decode(row.get("custom_headers")))?,
+        rate_limit: crate::common::rate_limit_of(row.get("rate_limit"))?,
+        due_at: row
+            .get::<Option<DbTime>, _>("next_attempt_at")
+            .map(from_db)
+            .unwrap_or(now),
+        event_id: row.get("event_id"),
+        event_type: row.get("type"),
+        attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
+        body: bytes::Bytes::from(row.get::<Vec<u8>, _>("body")),
+        generation: None,
+        background: false,
+    })
 }
 
 /// The webhook's current URL and secret, and whether it may still send (enabled or a test
@@ -125,7 +135,7 @@ pub(crate) async fn current_targets(
         select.push(
             ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
                       w.secret_ciphertext, w.custom_headers, w.rate_limit,
-                      w.enabled OR e.type = 'webhook.test' AS enabled,
+                      w.enabled, e.type AS event_type,
                       u.active AS owner_active, d.lease_expires_at
                FROM v
                JOIN deliveries d ON d.id = v.id
@@ -159,8 +169,11 @@ pub(crate) async fn current_targets(
                     secret_ciphertext: row.get("secret_ciphertext"),
                     headers,
                     rate_limit,
-                    may_send: row.get::<bool, _>("enabled")
-                        && row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
+                    may_send: may_send(
+                        row.get("enabled"),
+                        row.get("event_type"),
+                        row.get::<Option<bool>, _>("owner_active").unwrap_or(false),
+                    ),
                     leased_until: row
                         .get::<Option<DbTime>, _>("lease_expires_at")
                         .map(from_db)

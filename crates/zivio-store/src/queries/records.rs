@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sqlx::Row as _;
 use time::OffsetDateTime;
 use zivio_core::notice::AutoDisabledNotice;
+use zivio_core::permission::Permission;
 use zivio_core::rate_limit::counts_toward_health;
 use zivio_core::webhook::WebhookId;
 
@@ -449,10 +450,11 @@ pub(crate) async fn webhook_managers(
         "SELECT DISTINCT u.email FROM users u
          JOIN user_roles ur ON ur.tenant_id = u.tenant_id AND ur.user_id = u.id
          JOIN role_permissions rp ON rp.tenant_id = ur.tenant_id AND rp.role_name = ur.role_name
-         WHERE u.tenant_id = $1 AND u.active AND rp.permission = 'webhooks:manage'
+         WHERE u.tenant_id = $1 AND u.active AND rp.permission = $2
          ORDER BY u.email",
     )
     .bind(tenant)
+    .bind(Permission::ManageWebhooks.to_string())
     .fetch_all(&mut *tx)
     .await?)
 }

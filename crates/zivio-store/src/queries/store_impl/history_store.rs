@@ -21,6 +21,7 @@ impl HistoryStore for BackendStore {
         history::attempts(self.reader(), tenant, filter).await
     }
 
+    #[cfg(feature = "testing")]
     async fn explain_delivery_attempts(
         &self,
         tenant: &TenantId,
