@@ -18,7 +18,7 @@ use crate::events::{TEST_EVENT_TYPE, test_event};
 use crate::handoff::Handed;
 use crate::resending::{NotResent, resend_event};
 use crate::rfc3339;
-use crate::webhooks::{find, require_cover};
+use crate::webhook_access::{find, require_cover};
 use crate::{AppError, AppResult, Caller, FieldError, Services};
 
 pub const MAX_PAGE: u32 = 100;

@@ -28,6 +28,7 @@ pub mod recoveries;
 mod resending;
 pub mod retention;
 pub mod sessions;
+mod webhook_access;
 pub mod webhook_headers;
 pub mod webhook_preview;
 mod webhook_status;

@@ -10,7 +10,7 @@ use zivio_core::recovery::{self, Ending};
 use zivio_store::{Recovery, StoreError};
 
 use crate::caller::owner_access;
-use crate::webhooks::{find, require_cover};
+use crate::webhook_access::{find, require_cover};
 use crate::{AppError, AppResult, Caller, FieldError, Services, random, rfc3339, unix_millis};
 
 pub mod worker;

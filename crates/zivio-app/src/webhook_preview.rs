@@ -8,7 +8,7 @@ use zivio_core::event::envelope;
 use zivio_core::shaping::{ShapeProfile, shape};
 
 use crate::caller::owner_access;
-use crate::webhooks::{find, require_cover};
+use crate::webhook_access::{find, require_cover};
 use crate::{AppError, AppResult, Caller, FieldError, Services};
 
 /// What a webhook's owner would receive for an event type: the catalog example, shaped.

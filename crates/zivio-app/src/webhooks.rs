@@ -22,6 +22,7 @@ use zivio_core::webhook::{self as wh, Disabled, DisabledReason, SealedSecret, We
 use changes::CheckedChanges;
 
 use crate::caller::owner_access;
+use crate::webhook_access::{find, require_cover};
 use crate::webhook_headers;
 pub use crate::webhook_headers::HeaderView;
 pub use crate::webhook_status::Health;
@@ -351,32 +352,6 @@ pub async fn delete(services: &Services, caller: &Caller, id: &str) -> AppResult
     }
     tracing::info!(webhook = %webhook.id, tenant = %caller.tenant, "webhook deleted");
     Ok(())
-}
-
-/// The caller's tenant's webhook, or 404 (also for another tenant's id: never confirm it).
-pub(crate) async fn find(services: &Services, caller: &Caller, id: &str) -> AppResult<Webhook> {
-    let id = WebhookId::parse(id).ok_or(AppError::NotFound("webhook"))?;
-    services
-        .store
-        .webhook(&caller.tenant, &id)
-        .await?
-        .ok_or(AppError::NotFound("webhook"))
-}
-
-pub(crate) async fn require_cover(
-    services: &Services,
-    caller: &Caller,
-    webhook: &Webhook,
-    action: &str,
-) -> AppResult<()> {
-    let (owner, _) = owner_access(services, &caller.tenant, &webhook.owner).await?;
-    match caller.access.coverage_gap(&owner) {
-        None => Ok(()),
-        Some(gap) => Err(AppError::Forbidden(format!(
-            "Only the owner ({}) or an admin whose access covers the owner's may {action} this webhook: {gap}.",
-            webhook.owner
-        ))),
-    }
 }
 
 async fn present(
