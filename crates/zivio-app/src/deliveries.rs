@@ -400,7 +400,7 @@ fn view(attempt: &AttemptSummary) -> DeliveryView {
         },
         response_status: attempt.response_status,
         duration_ms: attempt.duration_ms,
-        error_kind: attempt.error_kind.clone(),
+        error_kind: attempt.error_kind.map(|kind| kind.as_str().to_owned()),
         error_detail: attempt.error_detail.clone(),
         created_at: rfc3339(attempt.created_at),
         next_attempt_at: attempt.next_attempt_at.map(rfc3339),

@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use zivio_core::error_kind::ErrorKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -214,10 +215,15 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn record_attempt(&self, outcome: &'static str, error_kind: Option<&str>, seconds: f64) {
+    pub fn record_attempt(
+        &self,
+        outcome: &'static str,
+        error_kind: Option<ErrorKind>,
+        seconds: f64,
+    ) {
         let labels = AttemptLabels {
             outcome,
-            error_kind: error_kind.unwrap_or("none").to_owned(),
+            error_kind: error_kind.map_or("none", ErrorKind::as_str).to_owned(),
         };
         self.attempts.get_or_create(&labels).inc();
         self.attempt_durations.observe(seconds);

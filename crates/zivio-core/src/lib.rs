@@ -10,6 +10,7 @@ pub mod contract;
 pub mod custom_header;
 pub mod directory;
 pub mod duration;
+pub mod error_kind;
 pub mod event;
 pub mod ids;
 pub mod keys;

@@ -4,10 +4,6 @@
 
 use time::OffsetDateTime;
 
-/// The error kind of a delivery that waited longer than the operator allows for its webhook's
-/// rate limit. It ends the delivery but says nothing about the receiver's health.
-pub const RATE_LIMITED: &str = "rate_limited";
-
 /// Requests per second a webhook may receive, 1 to 10,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RateLimit(u32);
@@ -44,13 +40,6 @@ pub fn second_of(at: OffsetDateTime) -> i64 {
 pub fn next_second(second: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(second.saturating_add(1))
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// Whether a failure with this error kind counts toward the webhook's failure streak (and so
-/// toward auto-disable): every failure does, except one that never reached the receiver because
-/// the webhook's own rate limit held it back.
-pub fn counts_toward_health(error_kind: Option<&str>) -> bool {
-    error_kind != Some(RATE_LIMITED)
 }
 
 /// Whether a delivery due at `due` has waited for its rate limit longer than `max_wait` by `now`.
@@ -130,14 +119,6 @@ mod tests {
         assert_eq!(allowance.left(101), 0);
         allowance.add(102, 3);
         assert_eq!(allowance.left(102), 3);
-    }
-
-    #[test]
-    fn only_rate_limited_failures_leave_health_alone() {
-        assert!(!counts_toward_health(Some(RATE_LIMITED)));
-        for kind in [None, Some("timeout"), Some("http_status"), Some("dns")] {
-            assert!(counts_toward_health(kind));
-        }
     }
 
     #[test]

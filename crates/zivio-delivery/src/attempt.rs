@@ -7,6 +7,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use zivio_app::Resolver;
+use zivio_core::error_kind::ErrorKind;
 use zivio_core::keys::SecretsKey;
 use zivio_core::retry::{Verdict, verdict_for_status};
 use zivio_core::secret::SigningSecret;
@@ -30,7 +31,7 @@ pub struct Outcome {
     pub response_body: Option<Vec<u8>>,
     pub response_truncated: bool,
     pub duration: Duration,
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<ErrorKind>,
     pub error_detail: Option<String>,
     /// A receiver's `Retry-After` on 429 or 503.
     pub retry_after: Option<Duration>,
@@ -38,7 +39,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn failed(
-        kind: &'static str,
+        kind: ErrorKind,
         detail: String,
         request_headers: Map<String, Value>,
         duration: Duration,
@@ -64,12 +65,7 @@ impl Outcome {
     pub fn rate_limited(detail: String) -> Self {
         Outcome {
             verdict: Verdict::GiveUp,
-            ..Outcome::failed(
-                zivio_core::rate_limit::RATE_LIMITED,
-                detail,
-                Map::new(),
-                Duration::ZERO,
-            )
+            ..Outcome::failed(ErrorKind::RateLimited, detail, Map::new(), Duration::ZERO)
         }
     }
 }
@@ -82,7 +78,7 @@ pub struct Route<'a> {
 
 /// A destination that passed the URL policy just now, or the error kind and detail of why it
 /// may not be reached.
-pub type Vetted = Result<WebhookUrl, (&'static str, String)>;
+pub type Vetted = Result<WebhookUrl, (ErrorKind, String)>;
 
 /// Vets `url` again, as at every attempt (even when a pooled connection would skip the
 /// resolver): literal addresses by the policy, host names by resolving them now (and again by
@@ -90,14 +86,14 @@ pub type Vetted = Result<WebhookUrl, (&'static str, String)>;
 pub async fn vet(policy: &UrlPolicy, resolver: &dyn Resolver, url: &str) -> Vetted {
     let url = policy
         .parse(url)
-        .map_err(|error| ("refused_destination", error.to_string()))?;
+        .map_err(|error| (ErrorKind::RefusedDestination, error.to_string()))?;
     if let Ok(Destination::Name(host)) = url.destination()
         && let Err(error) = resolve_vetted(resolver, policy, &host).await
     {
         let kind = if error.is::<Unresolved>() {
-            "dns"
+            ErrorKind::Dns
         } else {
-            "refused_destination"
+            ErrorKind::RefusedDestination
         };
         return Err((kind, error.to_string()));
     }
@@ -132,7 +128,7 @@ pub async fn send(
     };
     let request_headers = match signed(&mut headers, delivery, secrets_key, timestamp) {
         Ok(request_headers) => request_headers,
-        Err(detail) => return Outcome::failed("secret", detail, headers, Duration::ZERO),
+        Err(detail) => return Outcome::failed(ErrorKind::Secret, detail, headers, Duration::ZERO),
     };
     let started = Instant::now();
     let response = client
@@ -205,13 +201,13 @@ async fn outcome_of(
     let (error_kind, error_detail) = match (verdict, status) {
         (Verdict::Delivered, _) => (None, None),
         (_, 300..=399) => (
-            Some("redirect"),
+            Some(ErrorKind::Redirect),
             Some(format!(
                 "the receiver answered {status}; redirects are never followed"
             )),
         ),
         _ => (
-            Some("http_status"),
+            Some(ErrorKind::HttpStatus),
             Some(format!("the receiver answered {status}")),
         ),
     };
@@ -318,33 +314,33 @@ fn retry_after(value: &HeaderValue, now: OffsetDateTime) -> Option<Duration> {
 }
 
 /// The error kind and a plain detail for a request that got no response.
-fn classify(error: &reqwest::Error) -> (&'static str, String) {
+fn classify(error: &reqwest::Error) -> (ErrorKind, String) {
     if let Some(refused) = find::<Refused>(error) {
-        return ("refused_destination", refused.to_string());
+        return (ErrorKind::RefusedDestination, refused.to_string());
     }
     if let Some(unresolved) = find::<Unresolved>(error) {
-        return ("dns", unresolved.to_string());
+        return (ErrorKind::Dns, unresolved.to_string());
     }
     if let Some(tls) = find::<rustls::Error>(error) {
         return (
-            "tls",
+            ErrorKind::Tls,
             format!("TLS failed: {tls}{}", client_certificate_hint(tls)),
         );
     }
     if error.is_timeout() {
         return (
-            "timeout",
+            ErrorKind::Timeout,
             "no complete answer within the request timeout".to_owned(),
         );
     }
     if error.is_connect() {
         return (
-            "connect",
+            ErrorKind::Connect,
             format!("could not connect: {}", root_cause(error)),
         );
     }
     (
-        "connection",
+        ErrorKind::Connection,
         format!("the connection failed: {}", root_cause(error)),
     )
 }

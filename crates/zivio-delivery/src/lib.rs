@@ -474,7 +474,7 @@ impl Engine {
     ) -> Unrecorded {
         // Slow: the attempt ran into the timeout, whether before the answer or while reading it.
         // Marked before the slot is free, so that the next request queued for it knows.
-        let timed_out = outcome.error_kind == Some("timeout")
+        let timed_out = outcome.error_kind == Some(zivio_core::error_kind::ErrorKind::Timeout)
             || outcome.duration + Duration::from_millis(50) >= self.config.request_timeout;
         let was_slow = bounds.slow.swap(timed_out, Ordering::Relaxed);
         let Turn {

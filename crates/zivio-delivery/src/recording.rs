@@ -137,7 +137,7 @@ impl Engine {
             response_body: outcome.response_body,
             response_truncated: outcome.response_truncated,
             duration_ms: i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX),
-            error_kind: outcome.error_kind.map(str::to_owned),
+            error_kind: outcome.error_kind,
             error_detail: outcome.error_detail,
             created_at: at,
             next_attempt_at,

@@ -45,7 +45,7 @@ async fn an_answer_that_turns_forbidden_stops_the_next_attempt() {
     *resolver.0.lock().unwrap() = forbidden;
     let attempts = world.attempts(2).await;
     assert_eq!(
-        attempts[1].error_kind.as_deref(),
+        attempts[1].error_kind.map(|kind| kind.as_str()),
         Some("refused_destination"),
         "{:?}",
         attempts[1]

@@ -4,6 +4,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::error_kind::ErrorKind;
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::webhook::WebhookId;
 
@@ -168,7 +169,7 @@ pub struct AttemptRecord {
     pub response_body: Option<Vec<u8>>,
     pub response_truncated: bool,
     pub duration_ms: i64,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub error_detail: Option<String>,
     pub created_at: OffsetDateTime,
     /// When the next attempt is due; `None` ends the delivery (as `succeeded` says).
@@ -242,7 +243,7 @@ pub struct AttemptSummary {
     pub succeeded: bool,
     pub response_status: Option<u16>,
     pub duration_ms: i64,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
     pub error_detail: Option<String>,
     pub created_at: OffsetDateTime,
     /// When the next attempt of this delivery is due, if this is its latest attempt and one

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use zivio_core::audit::AuditAction;
-use zivio_core::rate_limit::{RATE_LIMITED, RateLimit};
+use zivio_core::error_kind::ErrorKind;
+use zivio_core::rate_limit::RateLimit;
 use zivio_store::testing::TestDatabase;
 use zivio_store::{AutoDisable, Backend, FinishedAttempt};
 
@@ -186,7 +187,7 @@ async fn waiting_too_long_leaves_health_alone(database: &TestDatabase, _: Backen
         .unwrap();
     let mut record = attempt_of(&claimed[0], false, None);
     record.response_status = None;
-    record.error_kind = Some(RATE_LIMITED.to_owned());
+    record.error_kind = Some(ErrorKind::RateLimited);
     // Even a failure that would disable the webhook at once.
     let outcomes = store
         .record_attempts(vec![FinishedAttempt {

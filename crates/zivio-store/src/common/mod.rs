@@ -22,6 +22,18 @@ pub(crate) fn rate_limit_of(
         .transpose()
 }
 
+/// A stored error kind (only the service writes them).
+pub(crate) fn error_kind_of(
+    stored: Option<String>,
+) -> crate::StoreResult<Option<zivio_core::error_kind::ErrorKind>> {
+    stored
+        .map(|text| {
+            zivio_core::error_kind::ErrorKind::parse(&text)
+                .ok_or_else(|| crate::StoreError::Corrupt(format!("error_kind `{text}`")))
+        })
+        .transpose()
+}
+
 /// `items` in consecutive chunks of [`CHUNK_SIZES`], largest first.
 pub(crate) fn fixed_chunks<T>(mut items: &[T]) -> Vec<&[T]> {
     let mut chunks = Vec::new();

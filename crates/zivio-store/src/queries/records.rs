@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::error_kind::ErrorKind;
 use zivio_core::notice::AutoDisabledNotice;
 use zivio_core::permission::Permission;
-use zivio_core::rate_limit::counts_toward_health;
 use zivio_core::webhook::WebhookId;
 
 use crate::{AttemptOutcome, AttemptRecord, FinishedAttempt, StoreResult};
@@ -51,7 +51,9 @@ pub(crate) async fn record_finished(
 /// Whether an attempt says something of its receiver: a delivery its rate limit held back too
 /// long does not.
 fn about_receiver(attempt: &AttemptRecord) -> bool {
-    counts_toward_health(attempt.error_kind.as_deref())
+    attempt
+        .error_kind
+        .is_none_or(ErrorKind::counts_toward_health)
 }
 
 /// What a recorded batch adds up to before auto-disable.
@@ -244,7 +246,7 @@ async fn store_attempts(
                 .push_bind(attempt.response_body.as_deref())
                 .push_bind(attempt.response_truncated)
                 .push_bind(attempt.duration_ms)
-                .push_bind(attempt.error_kind.as_deref())
+                .push_bind(attempt.error_kind.map(ErrorKind::as_str))
                 .push_bind(attempt.error_detail.as_deref())
                 .push_bind(next)
                 .push_bind(to_db(attempt.created_at))
@@ -340,7 +342,7 @@ pub(crate) async fn note_latest_attempts(
                 row.push_bind(*webhook)
                     .push_bind(to_db(latest.created_at))
                     .push_bind(latest.succeeded)
-                    .push_bind(latest.error_kind.as_deref())
+                    .push_bind(latest.error_kind.map(ErrorKind::as_str))
                     .push_bind(latest.error_detail.as_deref())
                     .push_bind(latest.delivery_id)
                     .push_bind(*failing)

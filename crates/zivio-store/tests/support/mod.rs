@@ -171,7 +171,7 @@ pub fn attempt_of(
         response_body: Some(b"ok".to_vec()),
         response_truncated: false,
         duration_ms: 12,
-        error_kind: (!succeeded).then(|| "http_status".to_owned()),
+        error_kind: (!succeeded).then_some(zivio_core::error_kind::ErrorKind::HttpStatus),
         error_detail: None,
         created_at: NOW,
         next_attempt_at: next,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use zivio_app::AppError;
 use zivio_app::deliveries::{self, DeliveryDetailView, DeliveryQuery, DeliveryView};
 use zivio_app::webhooks;
+use zivio_core::error_kind::ErrorKind;
 
 use crate::AppState;
 use crate::admin::{Admin, AdminForm, PageResult};
@@ -193,15 +194,5 @@ pub async fn resend(
 
 /// An error kind in plain words.
 fn error_words(kind: &str) -> &'static str {
-    match kind {
-        "timeout" => "The receiver did not answer within the request timeout.",
-        "dns" => "The host name could not be resolved.",
-        "connect" => "No connection could be made to the receiver.",
-        "connection" => "The connection broke before an answer came.",
-        "tls" => "The TLS handshake failed (certificate or protocol).",
-        "refused_destination" => "The URL policy refused the address the host resolved to.",
-        "redirect" => "The receiver answered with a redirect, which is never followed.",
-        "http_status" => "The receiver answered with an error status.",
-        _ => "The attempt failed.",
-    }
+    ErrorKind::parse(kind).map_or("The attempt failed.", ErrorKind::in_plain_words)
 }
