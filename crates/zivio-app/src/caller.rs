@@ -4,6 +4,7 @@
 use zivio_core::access::Access;
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::keys::ApiKeyFormat;
+use zivio_store::{KeyHolder, UserWithRoles};
 
 use crate::{AppError, AppResult, Services, digest};
 
@@ -30,13 +31,22 @@ pub async fn authenticate_api_key(
     let key_digest = digest(key);
     services.metrics.api_key_looked_up();
     let holder = services.store.api_key_holder(&key_digest).await?;
-    let Some((key_tenant, user, last_used)) = holder else {
+    let Some(KeyHolder {
+        tenant: key_tenant,
+        user,
+        last_used_at: last_used,
+    }) = holder
+    else {
         return Err(AppError::Unauthenticated(REFUSED));
     };
     if key_tenant != tenant {
         return Err(AppError::Unauthenticated(REFUSED));
     }
-    let Some((record, roles)) = services.store.user_with_roles(&tenant, &user).await? else {
+    let Some(UserWithRoles {
+        user: record,
+        roles,
+    }) = services.store.user_with_roles(&tenant, &user).await?
+    else {
         return Err(AppError::Unauthenticated(REFUSED));
     };
     if !record.active {
@@ -72,7 +82,7 @@ pub async fn owner_access(
     owner: &UserId,
 ) -> AppResult<(Access, bool)> {
     Ok(match services.store.user_with_roles(tenant, owner).await? {
-        Some((user, roles)) => (Access::of(&user, &roles), user.active),
+        Some(UserWithRoles { user, roles }) => (Access::of(&user, &roles), user.active),
         None => (Access::deleted_user(owner), false),
     })
 }

@@ -11,7 +11,9 @@ use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::subscription::EventFilter;
 use zivio_core::url_policy::mask_str;
 use zivio_core::webhook::{Webhook, WebhookId};
-use zivio_store::{AttemptCursor, AttemptFilter, AttemptSummary, EventTypeFilter, NewEvent};
+use zivio_store::{
+    AttemptCursor, AttemptFilter, AttemptSummary, EventTypeFilter, NewEvent, UserWithRoles,
+};
 
 use crate::caller::owner_access;
 use crate::events::{TEST_EVENT_TYPE, test_event};
@@ -266,7 +268,7 @@ pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult
             "The webhook is disabled: enable it before resending (a test event may be sent to a disabled webhook).".to_owned(),
         ));
     }
-    let Some((owner, roles)) = services
+    let Some(UserWithRoles { user: owner, roles }) = services
         .store
         .user_with_roles(&caller.tenant, &webhook.owner)
         .await?

@@ -15,7 +15,7 @@ use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::secret::SigningSecret;
-use zivio_store::StoreError;
+use zivio_store::{LinkHolder, StoreError, UserWithRoles};
 
 use crate::passwords::HashingPool;
 use crate::{AppError, AppResult, Caller, Services, digest, random};
@@ -83,7 +83,7 @@ pub async fn sign_in_with_link(services: &Services, token: &str) -> AppResult<St
     const EXPIRED: &str =
         "This sign-in link is not valid: it was used already, has expired, or never existed.";
     let now = services.now();
-    let Some((tenant, user)) = services
+    let Some(LinkHolder { tenant, user }) = services
         .store
         .consume_sign_in_link(&digest(token), now)
         .await?
@@ -99,7 +99,9 @@ async fn open(
     user: &UserId,
     method: &str,
 ) -> AppResult<String> {
-    let Some((record, _)) = services.store.user_with_roles(tenant, user).await? else {
+    let Some(UserWithRoles { user: record, .. }) =
+        services.store.user_with_roles(tenant, user).await?
+    else {
         return Err(AppError::Unauthenticated(REFUSED));
     };
     if !record.active {
@@ -139,8 +141,8 @@ pub async fn resume(services: &Services, id: &str) -> AppResult<Option<Signed>> 
         .store
         .user_with_roles(&session.tenant, &session.user)
         .await?
-        .filter(|(user, _)| user.active);
-    let Some((user, roles)) = user.filter(|_| !expired) else {
+        .filter(|found| found.user.active);
+    let Some(UserWithRoles { user, roles }) = user.filter(|_| !expired) else {
         services.store.delete_session(&key).await?;
         return Ok(None);
     };

@@ -4,6 +4,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::directory::{Role, User};
 use zivio_core::error_kind::ErrorKind;
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::webhook::WebhookId;
@@ -344,4 +345,36 @@ pub struct RecoveryStep {
     /// Stores the resends' deliveries leased to the publishing instance (for its engine's
     /// hand-off), when given.
     pub deliveries_lease: Option<PublishLease>,
+}
+
+/// Who holds a live API key, and when it was last used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// Whose sign-in link was used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkHolder {
+    pub tenant: TenantId,
+    pub user: UserId,
+}
+
+/// A user and the roles they hold that exist: everything access is computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserWithRoles {
+    pub user: User,
+    pub roles: Vec<Role>,
+}
+
+/// A webhook's attempts in one hour, for the health charts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyCounts {
+    pub webhook_id: WebhookId,
+    /// The start of the hour.
+    pub hour: OffsetDateTime,
+    pub succeeded: i64,
+    pub failed: i64,
 }

@@ -7,7 +7,7 @@
 use zivio_core::audit::AuditAction;
 use zivio_core::directory::{ApiKey, Revocation, RevokedReason};
 use zivio_store::testing::TestDatabase;
-use zivio_store::{Backend, StoreError};
+use zivio_store::{Backend, KeyHolder, LinkHolder, StoreError};
 
 mod support;
 use support::*;
@@ -50,7 +50,11 @@ async fn api_keys_are_found_by_digest_listed_and_revoked(
     let used = NOW + time::Duration::minutes(5);
     assert_eq!(
         store.api_key_holder(&[7; 32]).await.unwrap(),
-        Some((t.clone(), user_id("u1"), None))
+        Some(KeyHolder {
+            tenant: t.clone(),
+            user: user_id("u1"),
+            last_used_at: None
+        })
     );
     assert_eq!(store.api_key_holder(&[8; 32]).await.unwrap(), None);
     store.touch_api_key(&[7; 32], used).await.unwrap();
@@ -309,7 +313,13 @@ async fn admin_sessions_links_and_pending_secrets(database: &TestDatabase, _: Ba
         .await
         .unwrap();
     let used = store.consume_sign_in_link(b"link-1", NOW).await.unwrap();
-    assert_eq!(used, Some((acme.clone(), u1.clone())));
+    assert_eq!(
+        used,
+        Some(LinkHolder {
+            tenant: acme.clone(),
+            user: u1.clone()
+        })
+    );
     assert_eq!(
         store.consume_sign_in_link(b"link-1", NOW).await.unwrap(),
         None,

@@ -7,7 +7,7 @@
 use zivio_core::directory::{BootstrapSeed, Role, Tenant};
 use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_store::testing::TestDatabase;
-use zivio_store::{Backend, KeyCheck, StoreError};
+use zivio_store::{Backend, KeyCheck, StoreError, UserWithRoles};
 
 mod support;
 use support::*;
@@ -166,7 +166,7 @@ async fn directory_upserts_replace_and_deletes_cascade(database: &TestDatabase, 
     changed.active = false;
     changed.placement.department = Some("finance".into());
     store.upsert_user(&t, &changed, NOW).await.unwrap();
-    let (found, roles) = store
+    let UserWithRoles { user: found, roles } = store
         .user_with_roles(&t, &user_id("u1"))
         .await
         .unwrap()
@@ -219,7 +219,7 @@ async fn directory_upserts_replace_and_deletes_cascade(database: &TestDatabase, 
             .await
             .unwrap()
             .unwrap()
-            .1
+            .roles
             .is_empty()
     );
 

@@ -1,6 +1,8 @@
 //! Fan-out: which of a tenant's webhooks an event goes to and with which payload, from a cached
 //! view of the tenant's webhooks and their owners' access.
 
+use zivio_store::UserWithRoles;
+
 use super::*;
 
 /// Each tenant's fan-out as of the store's change generation, where the store has one (SQLite:
@@ -83,7 +85,7 @@ impl Fanout {
                 continue;
             }
             if !owners.contains_key(&webhook.owner)
-                && let Some((user, roles)) = services
+                && let Some(UserWithRoles { user, roles }) = services
                     .store
                     .user_with_roles(tenant, &webhook.owner)
                     .await?

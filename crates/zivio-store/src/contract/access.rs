@@ -5,7 +5,7 @@ use zivio_core::audit::AuditEntry;
 use zivio_core::directory::ApiKey;
 use zivio_core::ids::{TenantId, UserId};
 
-use crate::{AdminSession, StoreResult};
+use crate::{AdminSession, KeyHolder, LinkHolder, StoreResult};
 
 #[async_trait::async_trait]
 pub trait AccessStore: Send + Sync {
@@ -33,10 +33,7 @@ pub trait AccessStore: Send + Sync {
     ) -> StoreResult<bool>;
 
     /// Who holds the live (unrevoked) key with this digest, and when it was last used.
-    async fn api_key_holder(
-        &self,
-        digest: &[u8],
-    ) -> StoreResult<Option<(TenantId, UserId, Option<OffsetDateTime>)>>;
+    async fn api_key_holder(&self, digest: &[u8]) -> StoreResult<Option<KeyHolder>>;
 
     /// Records that the key with this digest was used now.
     async fn touch_api_key(&self, digest: &[u8], now: OffsetDateTime) -> StoreResult<()>;
@@ -60,7 +57,7 @@ pub trait AccessStore: Send + Sync {
         &self,
         digest: &[u8],
         now: OffsetDateTime,
-    ) -> StoreResult<Option<(TenantId, UserId)>>;
+    ) -> StoreResult<Option<LinkHolder>>;
 
     /// Stores a new session under the digest of its id, with the sign-in's audit entry.
     /// `NotFound` without the user, `Conflict` when the user is inactive.

@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use zivio_core::directory::{Role, Tenant, User};
 use zivio_core::ids::{RoleName, TenantId, UserId};
 
-use crate::StoreResult;
+use crate::{StoreResult, UserWithRoles};
 
 #[async_trait::async_trait]
 pub trait DirectoryStore: Send + Sync {
@@ -65,7 +65,7 @@ pub trait DirectoryStore: Send + Sync {
         &self,
         tenant: &TenantId,
         user: &UserId,
-    ) -> StoreResult<Option<(User, Vec<Role>)>>;
+    ) -> StoreResult<Option<UserWithRoles>>;
 
     /// Sets the argon2id hash; `false` when there is no such user.
     async fn set_password(

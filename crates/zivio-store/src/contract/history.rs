@@ -6,7 +6,7 @@ use zivio_core::webhook::WebhookId;
 
 use crate::{
     AttemptDetail, AttemptFilter, AttemptSummary, AuditCursor, AuditRecord, HealthCounts,
-    StoreResult,
+    HourlyCounts, StoreResult,
 };
 
 #[async_trait::async_trait]
@@ -42,13 +42,13 @@ pub trait HistoryStore: Send + Sync {
         since_24h: OffsetDateTime,
     ) -> StoreResult<Vec<(WebhookId, HealthCounts)>>;
 
-    /// The hourly attempt counters of the tenant's webhooks since `since`: (webhook, hour start,
-    /// succeeded, failed), for the health charts.
+    /// The hourly attempt counters of the tenant's webhooks since `since`, for the health
+    /// charts.
     async fn webhook_hours(
         &self,
         tenant: &TenantId,
         since: OffsetDateTime,
-    ) -> StoreResult<Vec<(WebhookId, OffsetDateTime, i64, i64)>>;
+    ) -> StoreResult<Vec<HourlyCounts>>;
 
     /// Newest first, strictly older than `before` when given.
     async fn audit_entries(

@@ -11,7 +11,7 @@ use zivio_core::directory::{
 };
 use zivio_core::ids::{RoleName, TenantId, UserId};
 
-use crate::{KeyCheck, StoreError, StoreResult, conflict_on_unique, stored};
+use crate::{KeyCheck, StoreError, StoreResult, UserWithRoles, conflict_on_unique, stored};
 
 use super::{Connection, Db, Pool, to_db};
 
@@ -534,12 +534,12 @@ pub(crate) async fn user_with_roles(
     pool: &Pool,
     tenant: &TenantId,
     id: &UserId,
-) -> StoreResult<Option<(User, Vec<Role>)>> {
+) -> StoreResult<Option<UserWithRoles>> {
     let Some(user) = user(pool, tenant, id).await? else {
         return Ok(None);
     };
     let roles = roles_named(pool, tenant, &user.roles).await?;
-    Ok(Some((user, roles)))
+    Ok(Some(UserWithRoles { user, roles }))
 }
 
 pub(crate) async fn set_password(

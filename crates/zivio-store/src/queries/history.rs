@@ -6,8 +6,8 @@ use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
 use crate::{
-    AttemptDetail, AttemptFilter, AttemptSummary, EventTypeFilter, HealthCounts, OutboxMail,
-    StoreError, StoreResult,
+    AttemptDetail, AttemptFilter, AttemptSummary, EventTypeFilter, HealthCounts, HourlyCounts,
+    OutboxMail, StoreError, StoreResult,
 };
 
 use super::{Connection, Db, DbTime, Pool, Row, from_db, to_db};
@@ -207,7 +207,7 @@ pub(crate) async fn hourly(
     pool: &Pool,
     tenant: &TenantId,
     since: OffsetDateTime,
-) -> StoreResult<Vec<(WebhookId, OffsetDateTime, i64, i64)>> {
+) -> StoreResult<Vec<HourlyCounts>> {
     let rows = sqlx::query(
         "SELECT h.webhook_id, h.hour_start, h.succeeded, h.failed
          FROM webhook_attempt_hours h JOIN webhooks w ON w.id = h.webhook_id
@@ -220,12 +220,12 @@ pub(crate) async fn hourly(
     .await?;
     rows.iter()
         .map(|row| {
-            Ok((
-                webhook_id(row.get("webhook_id"))?,
-                from_db(row.get::<DbTime, _>("hour_start")),
-                i64::from(row.get::<i32, _>("succeeded")),
-                i64::from(row.get::<i32, _>("failed")),
-            ))
+            Ok(HourlyCounts {
+                webhook_id: webhook_id(row.get("webhook_id"))?,
+                hour: from_db(row.get::<DbTime, _>("hour_start")),
+                succeeded: i64::from(row.get::<i32, _>("succeeded")),
+                failed: i64::from(row.get::<i32, _>("failed")),
+            })
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use zivio_core::directory::{ApiKey, Revocation, RevokedReason};
 use zivio_core::ids::{TenantId, UserId};
 
-use crate::{StoreError, StoreResult, conflict_on_unique, stored};
+use crate::{KeyHolder, StoreError, StoreResult, conflict_on_unique, stored};
 
 use super::{Connection, DbTime, Pool, from_db, to_db};
 
@@ -125,10 +125,7 @@ pub(crate) async fn revoke_api_key(
     Ok(revoked.rows_affected() > 0)
 }
 
-pub(crate) async fn api_key_holder(
-    pool: &Pool,
-    digest: &[u8],
-) -> StoreResult<Option<(TenantId, UserId, Option<OffsetDateTime>)>> {
+pub(crate) async fn api_key_holder(pool: &Pool, digest: &[u8]) -> StoreResult<Option<KeyHolder>> {
     let row = sqlx::query(
         "SELECT tenant_id, user_id, last_used_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
     )
@@ -136,11 +133,11 @@ pub(crate) async fn api_key_holder(
         .fetch_optional(pool)
         .await?;
     row.map(|row| {
-        Ok((
-            stored(TenantId::parse(row.get("tenant_id")))?,
-            stored(UserId::parse(row.get("user_id")))?,
-            row.get::<Option<DbTime>, _>("last_used_at").map(from_db),
-        ))
+        Ok(KeyHolder {
+            tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+            user: stored(UserId::parse(row.get("user_id")))?,
+            last_used_at: row.get::<Option<DbTime>, _>("last_used_at").map(from_db),
+        })
     })
     .transpose()
 }

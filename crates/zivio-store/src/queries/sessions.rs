@@ -4,7 +4,7 @@ use sqlx::Row as _;
 use time::OffsetDateTime;
 use zivio_core::ids::{TenantId, UserId};
 
-use crate::{AdminSession, StoreError, StoreResult, stored};
+use crate::{AdminSession, LinkHolder, StoreError, StoreResult, stored};
 
 use super::{Connection, DbTime, Pool, from_db, to_db};
 
@@ -28,7 +28,7 @@ pub(crate) async fn consume_sign_in_link(
     tx: &mut Connection,
     digest: &[u8],
     now: OffsetDateTime,
-) -> StoreResult<Option<(TenantId, UserId)>> {
+) -> StoreResult<Option<LinkHolder>> {
     let row = sqlx::query(
         "UPDATE sign_in_links SET used_at = $2
          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
@@ -39,10 +39,10 @@ pub(crate) async fn consume_sign_in_link(
     .fetch_optional(&mut *tx)
     .await?;
     row.map(|row| {
-        Ok((
-            stored(TenantId::parse(row.get("tenant_id")))?,
-            stored(UserId::parse(row.get("user_id")))?,
-        ))
+        Ok(LinkHolder {
+            tenant: stored(TenantId::parse(row.get("tenant_id")))?,
+            user: stored(UserId::parse(row.get("user_id")))?,
+        })
     })
     .transpose()
 }

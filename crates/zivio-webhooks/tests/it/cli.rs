@@ -196,7 +196,7 @@ async fn platform_tools_publish_and_manage_the_directory() {
         states.push(store.user_with_roles(&globex, &g1).await.unwrap().unwrap());
     }
     assert_eq!(states[0], states[1], "applying again changes nothing");
-    assert_eq!(states[0].0.email, "g1@globex.example");
+    assert_eq!(states[0].user.email, "g1@globex.example");
 
     // API keys: create (works at once), list, revoke (stops working).
     let user = ["--tenant", "globex", "--user", "g1"];

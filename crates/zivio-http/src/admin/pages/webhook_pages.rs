@@ -50,17 +50,17 @@ pub async fn webhooks(State(state): State<AppState>, admin: Admin) -> PageResult
         - time::Duration::nanoseconds(i64::from(now.nanosecond()));
     let since = this_hour - time::Duration::hours(23);
     let mut hours: HashMap<String, Vec<(i64, i64, i64)>> = HashMap::new();
-    for (webhook, hour, ok, failed) in services
+    for counts in services
         .store
         .webhook_hours(&admin.caller.tenant, since)
         .await
         .map_err(AppError::from)?
     {
-        let slot = (hour - since).whole_hours();
+        let slot = (counts.hour - since).whole_hours();
         hours
-            .entry(webhook.to_string())
+            .entry(counts.webhook_id.to_string())
             .or_default()
-            .push((slot, ok, failed));
+            .push((slot, counts.succeeded, counts.failed));
     }
     let rows = list
         .into_iter()

@@ -5,7 +5,7 @@ use zivio_core::audit::AuditEntry;
 use zivio_core::directory::ApiKey;
 use zivio_core::ids::{TenantId, UserId};
 
-use crate::{AccessStore, AdminSession, StoreResult};
+use crate::{AccessStore, AdminSession, KeyHolder, LinkHolder, StoreResult};
 
 use super::{BackendStore, directory, keys, sessions};
 
@@ -45,10 +45,7 @@ impl AccessStore for BackendStore {
         Ok(revoked)
     }
 
-    async fn api_key_holder(
-        &self,
-        digest: &[u8],
-    ) -> StoreResult<Option<(TenantId, UserId, Option<OffsetDateTime>)>> {
+    async fn api_key_holder(&self, digest: &[u8]) -> StoreResult<Option<KeyHolder>> {
         keys::api_key_holder(self.reader(), digest).await
     }
 
@@ -78,7 +75,7 @@ impl AccessStore for BackendStore {
         &self,
         digest: &[u8],
         now: OffsetDateTime,
-    ) -> StoreResult<Option<(TenantId, UserId)>> {
+    ) -> StoreResult<Option<LinkHolder>> {
         let mut tx = self.begin_write().await?;
         let owner = sessions::consume_sign_in_link(&mut tx, digest, now).await?;
         tx.commit().await?;

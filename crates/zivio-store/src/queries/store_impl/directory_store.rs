@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use zivio_core::directory::{Role, Tenant, User};
 use zivio_core::ids::{RoleName, TenantId, UserId};
 
-use crate::{DirectoryStore, StoreResult};
+use crate::{DirectoryStore, StoreResult, UserWithRoles};
 
 use super::{BackendStore, directory};
 
@@ -85,7 +85,7 @@ impl DirectoryStore for BackendStore {
         &self,
         tenant: &TenantId,
         user: &UserId,
-    ) -> StoreResult<Option<(User, Vec<Role>)>> {
+    ) -> StoreResult<Option<UserWithRoles>> {
         directory::user_with_roles(self.reader(), tenant, user).await
     }
 

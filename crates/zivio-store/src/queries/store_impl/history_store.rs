@@ -6,7 +6,7 @@ use zivio_core::webhook::WebhookId;
 
 use crate::{
     AttemptDetail, AttemptFilter, AttemptSummary, AuditCursor, AuditRecord, HealthCounts,
-    HistoryStore, StoreResult,
+    HistoryStore, HourlyCounts, StoreResult,
 };
 
 use super::{BackendStore, history, webhooks};
@@ -52,7 +52,7 @@ impl HistoryStore for BackendStore {
         &self,
         tenant: &TenantId,
         since: OffsetDateTime,
-    ) -> StoreResult<Vec<(WebhookId, OffsetDateTime, i64, i64)>> {
+    ) -> StoreResult<Vec<HourlyCounts>> {
         history::hourly(self.reader(), tenant, since).await
     }
 
