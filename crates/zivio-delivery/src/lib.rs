@@ -170,18 +170,7 @@ impl Engine {
     /// Delivers until `stop` is cancelled, then lets attempts in flight finish (bounded by the
     /// request timeout) and gives unstarted work back.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        if self.services.store.backend() == Backend::Sqlite {
-            // One instance owns an embedded database: every lease left is from before a crash.
-            match self.services.store.release_all_leases().await {
-                Ok(0) => {}
-                Ok(released) => {
-                    tracing::info!(released, "resumed deliveries leased before a restart")
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, "could not release old leases; they expire on their own")
-                }
-            }
-        }
+        self.resume_after_restart().await;
         let recordings = self.recordings.lock().expect("not poisoned").take();
         let recording = recordings.map(|queue| tokio::spawn(self.clone().record_batches(queue)));
         let checks = self.checks.lock().expect("not poisoned").take();
@@ -249,6 +238,21 @@ impl Engine {
         }
         if let Some(checking) = checking {
             checking.abort();
+        }
+    }
+
+    /// On SQLite, frees every lease: one instance owns an embedded database, so every lease left
+    /// is from before a crash.
+    async fn resume_after_restart(&self) {
+        if self.services.store.backend() != Backend::Sqlite {
+            return;
+        }
+        match self.services.store.release_all_leases().await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "resumed deliveries leased before a restart"),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not release old leases; they expire on their own")
+            }
         }
     }
 

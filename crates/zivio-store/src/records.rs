@@ -378,3 +378,10 @@ pub struct HourlyCounts {
     pub succeeded: i64,
     pub failed: i64,
 }
+
+/// A statement's query plan, as the database explains it (tests check plans).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementPlan {
+    pub statement: &'static str,
+    pub plan: String,
+}

@@ -1,16 +1,23 @@
-//! The plans of the statements every claim runs, on a queue of realistic size: most deliveries
-//! done, many held by the instance that published them (the hand-off), a few free. Each reads
-//! an index; none reads the whole `deliveries` table, whatever its size. Runs on SQLite and,
-//! when `ZIVIO_TEST_DATABASE_URL` is set, on PostgreSQL.
+//! The plans of the hot statements (every statement a claim runs; recording attempts, the
+//! pre-send read and queueing a publish's deliveries) on a queue of realistic size: most
+//! deliveries done, many held by the instance that published them (the hand-off), a few free.
+//! Each reads an index; none reads the whole `deliveries`, `events`, `payloads` or
+//! `delivery_attempts` table, whatever its size. Runs on SQLite and, when
+//! `ZIVIO_TEST_DATABASE_URL` is set, on PostgreSQL.
+
+use std::sync::Arc;
 
 use sqlx::Row as _;
 use zivio_store::testing::{ClaimStatement, TestDatabase, claim_statements};
-use zivio_store::{Backend, NewEvent};
+use zivio_store::{Backend, NewEvent, StatementPlan, Store};
 
 mod support;
 use support::*;
 
-contract!(claims_read_indexes_however_large_the_queue);
+contract!(
+    claims_read_indexes_however_large_the_queue,
+    hot_statements_read_indexes_however_large_the_queue
+);
 
 const EVENTS: usize = 1_000;
 const WEBHOOKS: u64 = 20;
@@ -26,7 +33,10 @@ fn expected_index(statement: &str) -> &'static [&'static str] {
     }
 }
 
-async fn claims_read_indexes_however_large_the_queue(database: &TestDatabase, backend: Backend) {
+/// 20,000 deliveries: three in four done, most of the rest held by a live instance for another
+/// minute (one in ten of those by a dead one, whose lease has ended), one in forty free; the
+/// statistics taken.
+async fn realistic_queue(database: &TestDatabase, backend: Backend) -> Arc<dyn Store> {
     let store = open(database).await;
     let (acme, hooks) = queued(&store, WEBHOOKS).await;
     let to_every_webhook: Vec<_> = hooks.iter().map(|hook| (hook.id.clone(), 0)).collect();
@@ -36,9 +46,6 @@ async fn claims_read_indexes_however_large_the_queue(database: &TestDatabase, ba
     for chunk in events.chunks(100) {
         store.publish_events(&acme, chunk, NOW, None).await.unwrap();
     }
-    // Of 20,000 deliveries: three in four done, most of the rest held by a live instance for
-    // another minute (one in ten of those by a dead one, whose lease has ended), one in forty
-    // free.
     let (settle, hold) = match backend {
         Backend::Sqlite => (
             "UPDATE deliveries SET state = 'succeeded', next_attempt_at = NULL WHERE id % 4 <> 0",
@@ -54,12 +61,44 @@ async fn claims_read_indexes_however_large_the_queue(database: &TestDatabase, ba
              WHERE state = 'pending' AND id % 40 <> 0",
         ),
     };
-    let plans = match backend {
+    match backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
             for sql in [settle, hold, "ANALYZE"] {
                 sqlx::query(sql).execute(&pool).await.unwrap();
             }
+        }
+        Backend::Postgres => {
+            use sqlx::Connection as _;
+            let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            for sql in [settle, hold, "ANALYZE"] {
+                sqlx::query(sql).execute(&mut connection).await.unwrap();
+            }
+        }
+    }
+    store
+}
+
+async fn hot_statements_read_indexes_however_large_the_queue(
+    database: &TestDatabase,
+    backend: Backend,
+) {
+    let store = realistic_queue(database, backend).await;
+    let plans = store.hot_statement_plans().await.unwrap();
+    assert_eq!(plans.len(), 4);
+    for StatementPlan { statement, plan } in plans {
+        assert!(
+            !reads_a_whole_large_table(&plan),
+            "{statement} reads the whole table:\n{plan}"
+        );
+    }
+}
+
+async fn claims_read_indexes_however_large_the_queue(database: &TestDatabase, backend: Backend) {
+    let _store = realistic_queue(database, backend).await;
+    let plans = match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&database.url).await.unwrap();
             let now = (NOW.unix_timestamp_nanos() / 1_000_000) as i64;
             let until = now + 60_000;
             let mut plans = Vec::new();
@@ -76,9 +115,6 @@ async fn claims_read_indexes_however_large_the_queue(database: &TestDatabase, ba
         Backend::Postgres => {
             use sqlx::Connection as _;
             let mut connection = sqlx::PgConnection::connect(&database.url).await.unwrap();
-            for sql in [settle, hold, "ANALYZE"] {
-                sqlx::query(sql).execute(&mut connection).await.unwrap();
-            }
             let mut plans = Vec::new();
             // The plan for these values, and, for statements the store prepares once, the
             // generic plan that PostgreSQL may switch to after a few runs, which knows no values.

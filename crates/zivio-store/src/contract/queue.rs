@@ -11,6 +11,11 @@ use crate::{
 
 #[async_trait::async_trait]
 pub trait QueueStore: Send + Sync {
+    /// The plans of the hot statements outside a claim (recording, the pre-send read, queueing
+    /// a publish's deliveries) for one row each: tests check that none reads a whole table.
+    #[cfg(feature = "testing")]
+    async fn hot_statement_plans(&self) -> StoreResult<Vec<crate::StatementPlan>>;
+
     /// Leases up to `limit` due deliveries to `lease` until `lease_until` (expired leases count
     /// as free), oldest first but at most `per_webhook` of any one webhook (a backlog cannot
     /// crowd the others out), skipping the webhooks in `skip` (those the caller cannot take more

@@ -94,12 +94,12 @@ struct PayloadRow<'a> {
 }
 
 /// A delivery row to insert: an event's payload queued for a webhook.
-struct DeliveryRow<'a> {
-    webhook_id: &'a str,
-    event_id: &'a str,
-    payload_id: i64,
-    accepted_at: OffsetDateTime,
-    is_test: bool,
+pub(crate) struct DeliveryRow<'a> {
+    pub(crate) webhook_id: &'a str,
+    pub(crate) event_id: &'a str,
+    pub(crate) payload_id: i64,
+    pub(crate) accepted_at: OffsetDateTime,
+    pub(crate) is_test: bool,
 }
 
 /// Frees the batch's producer keys that are older than the retention window.
@@ -217,13 +217,40 @@ async fn insert_deliveries(
     chunk: &[DeliveryRow<'_>],
     lease: Option<&PublishLease>,
 ) -> StoreResult<Vec<LeasedDelivery>> {
+    let mut insert = deliveries_statement("", tenant, chunk, lease);
+    if lease.is_none() {
+        insert.build().execute(&mut *tx).await?;
+        return Ok(Vec::new());
+    }
+    insert.push(" RETURNING id, webhook_id, event_id");
+    let mut leased = Vec::new();
+    for row in insert.build().fetch_all(&mut *tx).await? {
+        let webhook: String = row.get("webhook_id");
+        leased.push(LeasedDelivery {
+            id: row.get("id"),
+            webhook_id: WebhookId::parse(&webhook)
+                .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
+            event_id: row.get("event_id"),
+        });
+    }
+    Ok(leased)
+}
+
+/// The insert of a chunk of deliveries, behind `prefix` (`EXPLAIN` in tests), leased to `lease`
+/// if given.
+pub(crate) fn deliveries_statement(
+    prefix: &str,
+    tenant: &TenantId,
+    chunk: &[DeliveryRow<'_>],
+    lease: Option<&PublishLease>,
+) -> sqlx::QueryBuilder<Db> {
     let (lease_owner, lease_until) = match lease {
         Some(lease) => (Some(lease.token.as_str()), Some(to_db(lease.until))),
         None => (None, None),
     };
-    let mut insert = sqlx::QueryBuilder::<Db>::new(
-        "WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS (",
-    );
+    let mut insert = sqlx::QueryBuilder::<Db>::new(format!(
+        "{prefix}WITH v (webhook_id, event_id, payload_id, accepted_at, is_test) AS ("
+    ));
     insert.push_values(chunk, |mut row, delivery| {
         row.push_bind(delivery.webhook_id)
             .push_bind(delivery.event_id)
@@ -250,22 +277,7 @@ async fn insert_deliveries(
         )
         .push_bind(tenant.as_str())
         .push(" AND (w.enabled OR v.is_test) AND u.active");
-    if lease.is_none() {
-        insert.build().execute(&mut *tx).await?;
-        return Ok(Vec::new());
-    }
-    insert.push(" RETURNING id, webhook_id, event_id");
-    let mut leased = Vec::new();
-    for row in insert.build().fetch_all(&mut *tx).await? {
-        let webhook: String = row.get("webhook_id");
-        leased.push(LeasedDelivery {
-            id: row.get("id"),
-            webhook_id: WebhookId::parse(&webhook)
-                .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
-            event_id: row.get("event_id"),
-        });
-    }
-    Ok(leased)
+    insert
 }
 
 pub(crate) async fn event(

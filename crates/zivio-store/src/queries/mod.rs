@@ -17,6 +17,8 @@ pub(crate) mod events;
 pub(crate) mod history;
 pub(crate) mod keys;
 pub(crate) mod pacing;
+#[cfg(feature = "testing")]
+pub(crate) mod plans;
 pub(crate) mod queue;
 pub(crate) mod records;
 pub(crate) mod recoveries;

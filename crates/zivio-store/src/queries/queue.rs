@@ -126,23 +126,7 @@ pub(crate) async fn current_targets(
 ) -> StoreResult<std::collections::HashMap<i64, crate::SendTarget>> {
     let mut targets = std::collections::HashMap::with_capacity(deliveries.len());
     for chunk in crate::common::fixed_chunks(deliveries) {
-        let mut select = sqlx::QueryBuilder::<Db>::new("WITH v (id, lease) AS (");
-        select.push_values(chunk, |mut row, (lease, id)| {
-            row.push_bind(*id).push_bind(lease.as_str());
-        });
-        // Looked up by id only, state and lease compared here: a constant state would let
-        // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
-        select.push(
-            ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
-                      w.secret_ciphertext, w.custom_headers, w.rate_limit,
-                      w.enabled, e.type AS event_type,
-                      u.active AS owner_active, d.lease_expires_at
-               FROM v
-               JOIN deliveries d ON d.id = v.id
-               JOIN events e ON e.id = d.event_id
-               JOIN webhooks w ON w.id = d.webhook_id
-               LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id",
-        );
+        let mut select = targets_statement("", chunk);
         for row in select.build().fetch_all(pool).await? {
             if row.get::<String, _>("state") != "pending"
                 || !row.get::<Option<bool>, _>("ours").unwrap_or(false)
@@ -183,6 +167,28 @@ pub(crate) async fn current_targets(
         }
     }
     Ok(targets)
+}
+
+/// The pre-send read of a chunk of `(lease, delivery)`, behind `prefix` (`EXPLAIN` in tests).
+pub(crate) fn targets_statement(prefix: &str, chunk: &[(String, i64)]) -> sqlx::QueryBuilder<Db> {
+    let mut select = sqlx::QueryBuilder::<Db>::new(format!("{prefix}WITH v (id, lease) AS ("));
+    select.push_values(chunk, |mut row, (lease, id)| {
+        row.push_bind(*id).push_bind(lease.as_str());
+    });
+    // Looked up by id only, state and lease compared here: a constant state would let
+    // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
+    select.push(
+        ") SELECT d.id, d.webhook_id, d.state, d.lease_owner = v.lease AS ours, w.url,
+                  w.secret_ciphertext, w.custom_headers, w.rate_limit,
+                  w.enabled, e.type AS event_type,
+                  u.active AS owner_active, d.lease_expires_at
+           FROM v
+           JOIN deliveries d ON d.id = v.id
+           JOIN events e ON e.id = d.event_id
+           JOIN webhooks w ON w.id = d.webhook_id
+           LEFT JOIN users u ON u.tenant_id = w.tenant_id AND u.id = w.owner_id",
+    );
+    select
 }
 
 /// Extends a live lease; `false` when it was lost or has expired.

@@ -177,32 +177,7 @@ async fn move_deliveries(
 ) -> StoreResult<HashSet<i64>> {
     let mut moved = HashSet::new();
     for chunk in crate::common::fixed_chunks(attempts) {
-        // The state a delivery must still be in comes through `v`, not as a constant: with
-        // a constant, PostgreSQL may scan its whole partial index of pending deliveries
-        // (as large as the backlog, and planned from statistics taken when it was small)
-        // instead of looking each id up.
-        let mut update =
-            sqlx::QueryBuilder::<Db>::new("WITH v (id, lease, pending, state, next) AS (");
-        update.push_values(chunk, |mut row, (lease, attempt)| {
-            let state = match (attempt.next_attempt_at, attempt.succeeded) {
-                (Some(_), _) => "pending",
-                (None, true) => "succeeded",
-                (None, false) => "failed",
-            };
-            row.push_bind(attempt.delivery_id)
-                .push_bind(*lease)
-                .push_bind("pending")
-                .push_bind(state)
-                .push_bind(attempt.next_attempt_at.map(to_db));
-        });
-        update.push(
-            ") UPDATE deliveries SET attempts = attempts + 1, state = v.state,
-                 next_attempt_at = v.next, lease_owner = NULL, lease_expires_at = NULL
-             FROM v
-             WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
-               AND deliveries.state = v.pending
-             RETURNING deliveries.id",
-        );
+        let mut update = move_statement("", chunk);
         let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
         moved.extend(ids);
     }
@@ -218,64 +193,109 @@ async fn store_attempts(
 ) -> StoreResult<HashSet<String>> {
     let mut stored = HashSet::new();
     for chunk in crate::common::fixed_chunks(attempts) {
-        let mut insert = sqlx::QueryBuilder::<Db>::new(
-            "WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
-                     succeeded, request_url, request_headers, response_status,
-                     response_headers, response_body, response_truncated, duration_ms,
-                     error_kind, error_detail, next_attempt_at, created_at,
-                     event_type_prefix) AS (",
-        );
-        insert.push_values(chunk, |mut row, (_, attempt)| {
-            let next = if moved.contains(&attempt.delivery_id) {
-                attempt.next_attempt_at.map(to_db)
-            } else {
-                None
-            };
-            row.push_bind(attempt.id.as_str())
-                .push_bind(attempt.tenant.as_str())
-                .push_bind(attempt.delivery_id)
-                .push_bind(attempt.webhook_id.as_str())
-                .push_bind(attempt.event_id.as_str())
-                .push_bind(attempt.event_type.as_str())
-                .push_bind(i32::try_from(attempt.attempt).unwrap_or(i32::MAX))
-                .push_bind(attempt.succeeded)
-                .push_bind(attempt.request_url.as_str())
-                .push_bind(attempt.request_headers.as_str())
-                .push_bind(attempt.response_status.map(i32::from))
-                .push_bind(attempt.response_headers.as_deref())
-                .push_bind(attempt.response_body.as_deref())
-                .push_bind(attempt.response_truncated)
-                .push_bind(attempt.duration_ms)
-                .push_bind(attempt.error_kind.map(ErrorKind::as_str))
-                .push_bind(attempt.error_detail.as_deref())
-                .push_bind(next)
-                .push_bind(to_db(attempt.created_at))
-                .push_bind(
-                    attempt
-                        .event_type
-                        .split_once('.')
-                        .map_or("", |(prefix, _)| prefix),
-                );
-        });
-        insert.push(
-            ") INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id,
-                 event_type, attempt, succeeded, request_url, request_headers,
-                 response_status, response_headers, response_body, response_truncated,
-                 duration_ms, error_kind, error_detail, next_attempt_at, created_at,
-                 event_type_prefix)
-             SELECT id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
-                    succeeded, request_url, request_headers, response_status,
-                    response_headers, response_body, response_truncated, duration_ms,
-                    error_kind, error_detail, next_attempt_at, created_at, event_type_prefix
-             FROM v
-             WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.delivery_id)
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id",
-        );
+        let mut insert = store_statement("", chunk, moved);
         let ids: Vec<String> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
         stored.extend(ids);
     }
     Ok(stored)
+}
+
+/// The statement that moves a chunk of deliveries on, behind `prefix` (`EXPLAIN` in tests).
+pub(crate) fn move_statement(
+    prefix: &str,
+    chunk: &[(&str, &AttemptRecord)],
+) -> sqlx::QueryBuilder<Db> {
+    // The state a delivery must still be in comes through `v`, not as a constant: with
+    // a constant, PostgreSQL may scan its whole partial index of pending deliveries
+    // (as large as the backlog, and planned from statistics taken when it was small)
+    // instead of looking each id up.
+    let mut update = sqlx::QueryBuilder::<Db>::new(format!(
+        "{prefix}WITH v (id, lease, pending, state, next) AS ("
+    ));
+    update.push_values(chunk, |mut row, (lease, attempt)| {
+        let state = match (attempt.next_attempt_at, attempt.succeeded) {
+            (Some(_), _) => "pending",
+            (None, true) => "succeeded",
+            (None, false) => "failed",
+        };
+        row.push_bind(attempt.delivery_id)
+            .push_bind(*lease)
+            .push_bind("pending")
+            .push_bind(state)
+            .push_bind(attempt.next_attempt_at.map(to_db));
+    });
+    update.push(
+        ") UPDATE deliveries SET attempts = attempts + 1, state = v.state,
+             next_attempt_at = v.next, lease_owner = NULL, lease_expires_at = NULL
+         FROM v
+         WHERE deliveries.id = v.id AND deliveries.lease_owner = v.lease
+           AND deliveries.state = v.pending
+         RETURNING deliveries.id",
+    );
+    update
+}
+
+/// The statement that stores a chunk of attempts, behind `prefix` (`EXPLAIN` in tests).
+pub(crate) fn store_statement(
+    prefix: &str,
+    chunk: &[(&str, &AttemptRecord)],
+    moved: &HashSet<i64>,
+) -> sqlx::QueryBuilder<Db> {
+    let mut insert = sqlx::QueryBuilder::<Db>::new(format!(
+        "{prefix}WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
+                 succeeded, request_url, request_headers, response_status,
+                 response_headers, response_body, response_truncated, duration_ms,
+                 error_kind, error_detail, next_attempt_at, created_at,
+                 event_type_prefix) AS ("
+    ));
+    insert.push_values(chunk, |mut row, (_, attempt)| {
+        let next = if moved.contains(&attempt.delivery_id) {
+            attempt.next_attempt_at.map(to_db)
+        } else {
+            None
+        };
+        row.push_bind(attempt.id.as_str())
+            .push_bind(attempt.tenant.as_str())
+            .push_bind(attempt.delivery_id)
+            .push_bind(attempt.webhook_id.as_str())
+            .push_bind(attempt.event_id.as_str())
+            .push_bind(attempt.event_type.as_str())
+            .push_bind(i32::try_from(attempt.attempt).unwrap_or(i32::MAX))
+            .push_bind(attempt.succeeded)
+            .push_bind(attempt.request_url.as_str())
+            .push_bind(attempt.request_headers.as_str())
+            .push_bind(attempt.response_status.map(i32::from))
+            .push_bind(attempt.response_headers.as_deref())
+            .push_bind(attempt.response_body.as_deref())
+            .push_bind(attempt.response_truncated)
+            .push_bind(attempt.duration_ms)
+            .push_bind(attempt.error_kind.map(ErrorKind::as_str))
+            .push_bind(attempt.error_detail.as_deref())
+            .push_bind(next)
+            .push_bind(to_db(attempt.created_at))
+            .push_bind(
+                attempt
+                    .event_type
+                    .split_once('.')
+                    .map_or("", |(prefix, _)| prefix),
+            );
+    });
+    insert.push(
+        ") INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id,
+             event_type, attempt, succeeded, request_url, request_headers,
+             response_status, response_headers, response_body, response_truncated,
+             duration_ms, error_kind, error_detail, next_attempt_at, created_at,
+             event_type_prefix)
+         SELECT id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
+                succeeded, request_url, request_headers, response_status,
+                response_headers, response_body, response_truncated, duration_ms,
+                error_kind, error_detail, next_attempt_at, created_at, event_type_prefix
+         FROM v
+         WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.delivery_id)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
+    );
+    insert
 }
 
 /// Notes each webhook's latest attempt of the batch on the webhook (unless a later one is

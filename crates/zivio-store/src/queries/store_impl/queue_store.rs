@@ -10,6 +10,11 @@ use super::{BackendStore, pacing, queue, records, recoveries};
 
 #[async_trait::async_trait]
 impl QueueStore for BackendStore {
+    #[cfg(feature = "testing")]
+    async fn hot_statement_plans(&self) -> StoreResult<Vec<crate::StatementPlan>> {
+        super::super::plans::hot_statement_plans(self.reader()).await
+    }
+
     async fn claim_deliveries(
         &self,
         lease: &str,
