@@ -40,7 +40,8 @@ pub struct DeliveryView {
     pub status: &'static str,
     pub response_status: Option<u16>,
     pub duration_ms: i64,
-    /// `timeout`, `dns`, `connect`, `tls`, `refused_destination`, `redirect`, `http_status`, …
+    /// `timeout`, `dns`, `connect`, `connection`, `tls`, `refused_destination`, `redirect`,
+    /// `http_status`, `rate_limited` or `secret` (`zivio_core::error_kind::ErrorKind`).
     pub error_kind: Option<String>,
     pub error_detail: Option<String>,
     #[schema(format = DateTime)]

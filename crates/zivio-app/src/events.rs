@@ -421,7 +421,7 @@ pub(crate) fn test_event(webhook: &WebhookId, now: OffsetDateTime) -> NewEvent {
 }
 
 /// The type of test events; not in the catalog, so nobody can subscribe to it.
-pub const TEST_EVENT_TYPE: &str = "webhook.test";
+pub use zivio_core::catalog::TEST_EVENT_TYPE;
 
 fn truncate_to_millis(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_millisecond(at.millisecond()).unwrap_or(at)

@@ -250,8 +250,11 @@ impl Metrics {
         self.control.recoveries_running.set(running);
     }
 
-    pub fn set_queue(&self, depth: i64, due_lag_seconds: f64) {
+    pub fn set_queue_depth(&self, depth: i64) {
         self.queue_depth.set(depth);
+    }
+
+    pub fn set_due_lag(&self, due_lag_seconds: f64) {
         self.due_lag.set(due_lag_seconds.max(0.0));
     }
 

@@ -89,7 +89,7 @@ impl Engine {
             (bounds, held)
         };
         let handed_over = self.handed_over.clone().try_acquire_owned().ok()?;
-        if self.tasks.len() >= MAX_TASKS {
+        if !self.has_task_room() {
             return None;
         }
         Some(Permits {

@@ -24,6 +24,7 @@ use zivio_store::{
 mod attempt;
 mod bounds;
 mod checks;
+mod gauges;
 mod pacing;
 mod recording;
 
@@ -79,8 +80,6 @@ const HANDED_OVER_PER_WEBHOOK: usize = 2_048;
 const HANDED_OVER: usize = 16_384;
 /// Publishes whose deliveries may wait to be taken from the hand-off queue.
 const HANDOFF_BATCHES: usize = 16;
-/// How often the queue depth and due lag gauges are refreshed at most.
-const QUEUE_GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -186,15 +185,9 @@ impl Engine {
                 }
             })
         };
-        let mut gauges_due = tokio::time::Instant::now();
+        let mut gauges = gauges::GaugeSchedule::now();
         while !stop.is_cancelled() {
-            if tokio::time::Instant::now() >= gauges_due {
-                let started = tokio::time::Instant::now();
-                self.refresh_queue_gauges().await;
-                // Counting reads every pending delivery: with a large backlog it is spaced out
-                // so that it never takes more than a fiftieth of the time.
-                gauges_due = started + QUEUE_GAUGE_INTERVAL.max(started.elapsed() * 50);
-            }
+            self.refresh_queue_gauges(&mut gauges).await;
             let started = match self.tick(&stop).await {
                 Ok(started) => started,
                 Err(error) => {
@@ -239,6 +232,12 @@ impl Engine {
         if let Some(checking) = checking {
             checking.abort();
         }
+    }
+
+    /// Whether another delivery task may start. Claims and hand-offs check it concurrently, so
+    /// the bound may be passed by at most one claim's batch: it guards memory, not exactness.
+    fn has_task_room(&self) -> bool {
+        self.tasks.len() < MAX_TASKS
     }
 
     /// On SQLite, frees every lease: one instance owns an embedded database, so every lease left
@@ -300,7 +299,7 @@ impl Engine {
                 token: lease,
                 until: lease_until,
             };
-            if self.tasks.len() >= MAX_TASKS {
+            if !self.has_task_room() {
                 busy.push(delivery.id);
                 continue;
             }
@@ -379,14 +378,6 @@ impl Engine {
                 }
                 self.wake.notify_one();
             }
-        }
-    }
-
-    async fn refresh_queue_gauges(&self) {
-        let store = &self.services.store;
-        if let (Ok(depth), Ok(due)) = (store.pending_deliveries().await, store.next_due().await) {
-            let lag = due.map_or(0.0, |due| (self.services.now() - due).as_seconds_f64());
-            self.services.metrics.set_queue(depth, lag);
         }
     }
 

@@ -278,7 +278,7 @@ fn parse_secrets_key(raw: &str) -> Result<SecretsKey, String> {
 /// its own.
 fn require_shared_keys(read: &mut Reader<'_>) {
     for name in ["PLATFORM_KEY", "SECRETS_KEY"] {
-        if !read.vars.contains_key(&format!("{PREFIX}{name}")) {
+        if read.raw(name).is_none() {
             read.fail(
                 name,
                 "is required with a PostgreSQL database (keys are generated only in embedded SQLite mode)",
@@ -303,13 +303,14 @@ impl Config {
             vars,
             errors: Vec::new(),
         };
+        let listen = read.required("LISTEN", socket_addr);
         let data_dir = PathBuf::from(read.raw("DATA_DIR").unwrap_or("./zivio-data"));
         let database = read_database(&mut read, &data_dir);
         let embedded = database.as_ref().is_none_or(Database::is_embedded);
         // Each variable with a default reads as its default when invalid, so that reading goes
         // on and every error is reported at once.
         let config = Config {
-            listen: read.required("LISTEN", socket_addr),
+            listen,
             data_dir,
             database: database.unwrap_or_else(|| Database {
                 url: String::new(),

@@ -71,9 +71,12 @@ pub async fn run(services: Services, instance: String, lease: Duration, stop: Ca
             () = stop.cancelled() => {}
         }
     }
-    // Each recovery task stops at its next step; let them settle their work first.
+    // Each recovery task stops at its next step; let them settle their work first, but not for
+    // longer than a lease: one still running then is taken over like a dead instance's.
     tasks.close();
-    tasks.wait().await;
+    if tokio::time::timeout(lease, tasks.wait()).await.is_err() {
+        tracing::warn!("recoveries still working at shutdown; their leases expire and they resume");
+    }
 }
 
 /// Where recovery tasks run: at most `CONCURRENT` at once (`slots`), tracked so that shutdown

@@ -1,5 +1,5 @@
 //! The SQL that claims share on both backends (the claim and the take-over of ended leases differ
-//! per backend and live beside each backend's queue).
+//! per backend: `CLAIM` and `TAKE_OVER_ENDED_LEASES` in `sqlite.rs` and `postgres.rs`).
 
 /// The earliest moment something may become claimable: the first due delivery no one holds, or
 /// the first lease to end. The first half reads the index of free deliveries (few but for

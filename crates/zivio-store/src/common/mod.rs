@@ -22,16 +22,16 @@ pub(crate) fn rate_limit_of(
         .transpose()
 }
 
-/// A stored error kind (only the service writes them).
-pub(crate) fn error_kind_of(
-    stored: Option<String>,
-) -> crate::StoreResult<Option<zivio_core::error_kind::ErrorKind>> {
-    stored
-        .map(|text| {
-            zivio_core::error_kind::ErrorKind::parse(&text)
-                .ok_or_else(|| crate::StoreError::Corrupt(format!("error_kind `{text}`")))
-        })
-        .transpose()
+/// A stored error kind. One this version does not know (written by a newer instance during a
+/// rolling upgrade, or before a downgrade) reads as none, so that one row cannot fail a whole
+/// page of the deliveries log.
+pub(crate) fn error_kind_of(stored: Option<String>) -> Option<zivio_core::error_kind::ErrorKind> {
+    let text = stored?;
+    let kind = zivio_core::error_kind::ErrorKind::parse(&text);
+    if kind.is_none() {
+        tracing::warn!(error_kind = %text, "an attempt's error kind is unknown to this version");
+    }
+    kind
 }
 
 /// `items` in consecutive chunks of [`CHUNK_SIZES`], largest first.

@@ -36,7 +36,7 @@ fn summary_from_row(row: &Row) -> StoreResult<AttemptSummary> {
             .get::<Option<i32>, _>("response_status")
             .and_then(|s| u16::try_from(s).ok()),
         duration_ms: row.get("duration_ms"),
-        error_kind: crate::common::error_kind_of(row.get("error_kind"))?,
+        error_kind: crate::common::error_kind_of(row.get("error_kind")),
         error_detail: row.get("error_detail"),
         created_at: from_db(row.get::<DbTime, _>("created_at")),
         next_attempt_at: row.get::<Option<DbTime>, _>("next_attempt_at").map(from_db),

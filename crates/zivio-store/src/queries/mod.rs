@@ -10,7 +10,7 @@
 //! or the directory), `begin_uncounted_write()` (one that cannot: the delivery queue, mail,
 //! session activity, purges), `change_counter()` (SQLite counts the former, so that a send or a
 //! publish can skip re-reading what did not change), `run_migrations()` and `close_pools()`;
-//! `store_impl` builds the whole `Store` implementation on them.
+//! `store_impl` implements `Store` and its eight area traits on them.
 
 pub(crate) mod directory;
 pub(crate) mod events;

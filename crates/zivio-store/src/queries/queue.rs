@@ -323,7 +323,7 @@ fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {
         response_body: row.get("response_body"),
         response_truncated: row.get("response_truncated"),
         duration_ms: row.get("duration_ms"),
-        error_kind: crate::common::error_kind_of(row.get("error_kind"))?,
+        error_kind: crate::common::error_kind_of(row.get("error_kind")),
         error_detail: row.get("error_detail"),
         created_at: from_db(row.get::<DbTime, _>("created_at")),
         next_attempt_at: row.get::<Option<DbTime>, _>("next_attempt_at").map(from_db),

@@ -212,6 +212,17 @@ fn postgres_requires_both_keys() {
     ]))
     .unwrap();
     assert!(!config.bootstrap, "bootstrap defaults off on PostgreSQL");
+    // An empty value counts as unset, here too.
+    let found = errors(&[
+        ("ZIVIO_WEBHOOKS_DATABASE_URL", "postgres://db/zivio"),
+        ("ZIVIO_WEBHOOKS_PLATFORM_KEY", " "),
+        (
+            "ZIVIO_WEBHOOKS_SECRETS_KEY",
+            &SecretsKey::from_bytes([2; 32]).to_base64(),
+        ),
+    ]);
+    let names: Vec<_> = found.iter().map(|e| e.variable.as_str()).collect();
+    assert_eq!(names, ["ZIVIO_WEBHOOKS_PLATFORM_KEY"]);
 }
 
 #[test]
