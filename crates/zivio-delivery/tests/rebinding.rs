@@ -43,6 +43,7 @@ async fn an_answer_that_turns_forbidden_stops_the_next_attempt() {
     assert_eq!(received.count.load(Ordering::SeqCst), 1);
     // The name now resolves to a forbidden address: attempt 2 sends nothing.
     *resolver.0.lock().unwrap() = forbidden;
+    world.set_clock(attempts[0].next_attempt_at.unwrap());
     let attempts = world.attempts(2).await;
     assert_eq!(
         attempts[1].error_kind.map(|kind| kind.as_str()),
@@ -70,6 +71,7 @@ async fn an_answer_that_turns_forbidden_stops_the_next_attempt() {
     );
     // Allowed again: attempt 3 is delivered.
     *resolver.0.lock().unwrap() = allowed;
+    world.set_clock(attempts[1].next_attempt_at.unwrap());
     let attempts = world.attempts(3).await;
     assert!(attempts[2].succeeded, "{:?}", attempts[2]);
     assert_eq!(received.count.load(Ordering::SeqCst), 2);

@@ -63,8 +63,12 @@ impl RateLimiter {
 
     /// Takes a token for `key`; when none is left, how long until one is.
     pub fn take<K: Hash + ?Sized>(&self, key: &K) -> Result<(), Duration> {
+        self.take_at(key, Instant::now())
+    }
+
+    /// `take` at the moment `now` (the tests' clock).
+    fn take_at<K: Hash + ?Sized>(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let key = self.hasher.hash_one(key);
-        let now = Instant::now();
         let mut buckets = self.lock();
         if buckets.len() >= self.max_entries && !buckets.contains_key(&key) {
             self.make_room(&mut buckets, now);
@@ -352,11 +356,13 @@ mod tests {
     fn idle_buckets_are_dropped_before_others() {
         // Refills at once: every bucket but the one just drained is full again.
         let limiter = RateLimiter::with_budget(1_000_000.0, 1, 8 * ENTRY_BYTES);
+        let start = Instant::now();
         for n in 0..8 {
-            limiter.take(&n).unwrap();
+            limiter.take_at(&n, start).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(5));
-        limiter.take(&100).unwrap();
+        limiter
+            .take_at(&100, start + Duration::from_millis(5))
+            .unwrap();
         assert!(
             limiter.len() <= 2,
             "all the full ones went: {}",

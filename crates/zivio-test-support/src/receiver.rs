@@ -89,6 +89,7 @@ impl Receiver {
                 "{} of {count} requests arrived within {within:?}",
                 self.count()
             );
+            // Real time: requests arrive from another process; counted every millisecond.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let arrivals = self.state.arrivals.lock().expect("not poisoned");

@@ -1,6 +1,6 @@
 //! An engine running in process on a real SQLite store, one webhook with one queued event, a
-//! resolver the test controls, and a plain-HTTP receiver that keeps connections alive. Each
-//! test file uses a part of it.
+//! resolver and a clock the test controls, and a plain-HTTP receiver that keeps connections
+//! alive. Each test file uses a part of it.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use zivio_app::metrics::Metrics;
-use zivio_app::{Resolver, Services, Settings, SystemClock};
+use time::OffsetDateTime;
+use zivio_app::{Clock, Resolver, Services, Settings};
 use zivio_core::catalog::Catalog;
 use zivio_core::directory::{Placement, Role, Tenant, User};
 use zivio_core::ids::{RoleName, TenantId, UserId};
@@ -26,6 +27,15 @@ use zivio_store::testing::TestDatabase;
 use zivio_store::{AttemptRecord, ConnectOptions, NewEvent, Store};
 
 pub const EVENT_ID: &str = "evt_engine_test";
+
+/// The service's clock, set by the test: retries fall due when the test says so.
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
 
 /// What a receiver got: every request's text (head and body), in order.
 #[derive(Default)]
@@ -101,6 +111,9 @@ pub struct World {
     pub tenant: TenantId,
     pub webhook: Webhook,
     pub key: SecretsKey,
+    pub clock: Arc<ManualClock>,
+    /// Wakes the engine, as publishing does.
+    pub wake: Arc<Notify>,
 }
 
 impl World {
@@ -113,7 +126,7 @@ impl World {
         .await
         .unwrap();
         store.migrate().await.unwrap();
-        let now = time::OffsetDateTime::now_utc();
+        let now = OffsetDateTime::now_utc();
         let now = now.replace_millisecond(now.millisecond()).unwrap();
         let tenant = TenantId::parse("acme").unwrap();
         store
@@ -131,66 +144,97 @@ impl World {
             permissions: vec!["webhooks:manage".into()],
         };
         store.upsert_role(&tenant, &role, now).await.unwrap();
-        let owner = User {
-            id: UserId::parse("u1").unwrap(),
-            email: "u1@acme.example".into(),
-            name: "U1".into(),
-            active: true,
-            placement: Placement::default(),
-            roles: vec![role.name.clone()],
-        };
-        store.upsert_user(&tenant, &owner, now).await.unwrap();
-
         let key = SecretsKey::from_bytes([7; 32]);
-        let id = WebhookId::new(1_700_000_000_000, [1; 10]);
-        let webhook = Webhook {
-            id: id.clone(),
-            tenant: tenant.clone(),
-            owner: owner.id.clone(),
-            name: "engine test".into(),
-            url: format!("http://hook.example:{port}/in"),
-            description: String::new(),
-            events: vec!["*".into()],
-            secret: sealed(secret, &key, &id),
-            headers: Vec::new(),
-            rate_limit: None,
-            disabled: None,
-            created_at: now,
-            updated_at: now,
-            version: 0,
+        let url = format!("http://hook.example:{port}/in");
+        let webhook = new_webhook(&tenant, &key, 1, "u1", &url, secret, now);
+        let world = World {
+            database,
+            store,
+            tenant,
+            webhook,
+            key,
+            clock: Arc::new(ManualClock(Mutex::new(now))),
+            wake: Arc::new(Notify::new()),
         };
+        world.put_user("u1", true).await;
+        world.create_webhook(&world.webhook).await;
+        world.queue_event(EVENT_ID, &world.webhook.id).await;
+        world
+    }
+
+    /// Creates or replaces user `id` (an admin), active or not, at the clock's time.
+    pub async fn put_user(&self, id: &str, active: bool) {
+        let user = User {
+            id: UserId::parse(id).unwrap(),
+            email: format!("{id}@acme.example"),
+            name: id.to_uppercase(),
+            active,
+            placement: Placement::default(),
+            roles: vec![RoleName::parse("admin").unwrap()],
+        };
+        let now = self.clock.now();
+        self.store
+            .upsert_user(&self.tenant, &user, now)
+            .await
+            .unwrap();
+    }
+
+    /// Creates a webhook for every event type, owned by `owner`, signing with `secret`;
+    /// `number` makes its id.
+    pub async fn add_webhook(
+        &self,
+        number: u8,
+        owner: &str,
+        url: &str,
+        secret: &SigningSecret,
+    ) -> Webhook {
+        let now = self.clock.now();
+        let webhook = new_webhook(&self.tenant, &self.key, number, owner, url, secret, now);
+        self.create_webhook(&webhook).await;
+        webhook
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) {
         let audit = zivio_core::audit::AuditEntry::new(
-            &tenant,
-            now,
-            "u1",
+            &self.tenant,
+            webhook.created_at,
+            webhook.owner.as_str(),
             zivio_core::audit::AuditAction::WebhookCreated,
         );
-        store.create_webhook(&webhook, 10, &audit).await.unwrap();
+        self.store
+            .create_webhook(webhook, 10, &audit)
+            .await
+            .unwrap();
+    }
+
+    /// Publishes event `id` for `webhook` at the clock's time, without handing it over: the
+    /// engine claims it from the store.
+    pub async fn queue_event(&self, id: &str, webhook: &WebhookId) {
+        let now = self.clock.now();
         let event = NewEvent {
-            id: EVENT_ID.into(),
+            id: id.into(),
             event_type: "invoice.paid".into(),
             occurred_at: now,
             accepted_at: now,
             key: None,
             fingerprint: None,
             resource_id: "1".into(),
-            payloads: vec![format!(r#"{{"id":"{EVENT_ID}"}}"#).into_bytes()],
-            deliveries: vec![(id.clone(), 0)],
+            payloads: vec![format!(r#"{{"id":"{id}"}}"#).into_bytes()],
+            deliveries: vec![(webhook.clone(), 0)],
             source: None,
             is_test: false,
             resend_of: None,
         };
-        store
-            .publish_events(&tenant, &[event], now, None)
+        self.store
+            .publish_events(&self.tenant, &[event], now, None)
             .await
             .unwrap();
-        World {
-            database,
-            store,
-            tenant,
-            webhook,
-            key,
-        }
+    }
+
+    /// Sets the clock to `at` and wakes the engine, which then sends what is due by then.
+    pub fn set_clock(&self, at: OffsetDateTime) {
+        *self.clock.0.lock().unwrap() = at;
+        self.wake.notify_one();
     }
 
     /// Starts an engine that resolves every name through `resolver`, where 127.0.0.2 plays a
@@ -199,6 +243,15 @@ impl World {
     pub fn start_engine(
         &self,
         resolver: Arc<dyn Resolver>,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        self.start_engine_sending_at_most(resolver, 16)
+    }
+
+    /// Like `start_engine`, with at most `max_in_flight` requests in flight at once.
+    pub fn start_engine_sending_at_most(
+        &self,
+        resolver: Arc<dyn Resolver>,
+        max_in_flight: usize,
     ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let services = Services {
             store: self.store.clone(),
@@ -209,7 +262,7 @@ impl World {
                 allowed_private: vec!["127.0.0.2/32".parse().unwrap()],
             },
             resolver,
-            clock: Arc::new(SystemClock),
+            clock: self.clock.clone(),
             settings: Settings {
                 max_webhooks_per_tenant: 10,
                 sign_in_link_ttl: Duration::from_secs(600),
@@ -217,7 +270,7 @@ impl World {
                 retention: Duration::from_secs(86_400),
             },
             metrics: Arc::new(Metrics::new("test")),
-            deliveries_queued: Arc::new(Notify::new()),
+            deliveries_queued: self.wake.clone(),
             fanouts: Default::default(),
             handoff: Default::default(),
             contracts: Arc::new(zivio_app::contracts::PayloadContracts::new(
@@ -231,7 +284,7 @@ impl World {
             request_timeout: Duration::from_secs(5),
             schedule: RetrySchedule::parse("1s,1s,1s").unwrap(),
             max_in_flight_per_webhook: 4,
-            max_in_flight: 16,
+            max_in_flight,
             extra_root_ca: None,
             client_certificate: None,
             auto_disable_after: Duration::from_secs(86_400),
@@ -246,11 +299,21 @@ impl World {
 
     /// Waits until at least `count` attempts of the event are recorded.
     pub async fn attempts(&self, count: usize) -> Vec<AttemptRecord> {
+        self.attempts_of(EVENT_ID, &self.webhook.id, count).await
+    }
+
+    /// Waits until at least `count` attempts of `event` to `webhook` are recorded.
+    pub async fn attempts_of(
+        &self,
+        event: &str,
+        webhook: &WebhookId,
+        count: usize,
+    ) -> Vec<AttemptRecord> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let attempts = self
                 .store
-                .attempts_of(&self.tenant, EVENT_ID, &self.webhook.id)
+                .attempts_of(&self.tenant, event, webhook)
                 .await
                 .unwrap();
             if attempts.len() >= count {
@@ -261,9 +324,39 @@ impl World {
                 "{} of {count} attempts recorded",
                 attempts.len()
             );
-            // Polling the store: the engine runs on real time.
+            // Real time: the engine records on its own tasks; the store is looked at every 20 ms.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A webhook of `tenant` for every event type, owned by `owner`, signing with `secret` (sealed
+/// under `key`); `number` makes its id.
+fn new_webhook(
+    tenant: &TenantId,
+    key: &SecretsKey,
+    number: u8,
+    owner: &str,
+    url: &str,
+    secret: &SigningSecret,
+    now: OffsetDateTime,
+) -> Webhook {
+    let id = WebhookId::new(1_700_000_000_000, [number; 10]);
+    Webhook {
+        secret: sealed(secret, key, &id),
+        id,
+        tenant: tenant.clone(),
+        owner: UserId::parse(owner).unwrap(),
+        name: format!("engine test {number}"),
+        url: url.to_owned(),
+        description: String::new(),
+        events: vec!["*".into()],
+        headers: Vec::new(),
+        rate_limit: None,
+        disabled: None,
+        created_at: now,
+        updated_at: now,
+        version: 0,
     }
 }
 

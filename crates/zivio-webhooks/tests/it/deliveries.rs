@@ -2,7 +2,6 @@
 //! health, auto-disable with mail (over a real SMTP conversation) and retention, through the
 //! real binary and a real HTTPS receiver.
 
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -643,31 +642,22 @@ async fn a_webhook_failing_too_long_is_disabled_and_its_managers_mailed(backend:
         "cancelled",
         "its pending retries stop"
     );
-    let sent = setup.receiver.received("/failing").len();
-    // Real time: a request sent after the disable would arrive within this second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        setup.receiver.received("/failing").len(),
-        sent,
-        "nothing more is sent"
-    );
     let audit = setup.get("/v4/audit-log").await;
-    let entry = audit.body["entries"]
+    let disables: Vec<&Value> = audit.body["entries"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["action"] == "webhook.disabled")
-        .unwrap()
-        .clone();
+        .filter(|e| e["action"] == "webhook.disabled")
+        .collect();
+    assert_eq!(disables.len(), 1, "disabled once");
     assert_eq!(
         (
-            entry["actor_id"].as_str(),
-            entry["changes"]["reason"].as_str()
+            disables[0]["actor_id"].as_str(),
+            disables[0]["changes"]["reason"].as_str()
         ),
         (Some("system"), Some("auto"))
     );
-    // Real time: a second mail about the same disable would follow within moments.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The disable queued one mail per manager in its own transaction, and it happened once.
     assert_eq!(smtp.mails().len(), 2, "mailed once");
 
     // Enabling clears the failure state.

@@ -424,8 +424,16 @@ async fn two_instances_share_a_recovery_without_resending_twice() {
         (json!(2000), json!(2000))
     );
     resends_arrive(&setup, "/two", &originals, 2000).await;
-    // Real time: a second resend of an event would arrive after the others, if at all.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A second resend of an event would be queued (pending) until it was received. Sends of
+    // the killed instance that it did not record are repeated once their leases end.
+    let store = setup.api.store().await;
+    eventually(Duration::from_secs(120), "every resend ended", || async {
+        match store.pending_deliveries().await.unwrap() {
+            0 => Ok(()),
+            pending => Err(format!("{pending} pending")),
+        }
+    })
+    .await;
     assert_eq!(
         resends_arrived(&setup, "/two", &originals).len(),
         2000,

@@ -6,6 +6,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::api::{Api, Backend};
+use crate::support::eventually;
+use crate::support::sending::WAIT;
 
 #[tokio::test]
 async fn secrets_never_reach_logs_or_the_database_in_clear() {
@@ -77,16 +79,29 @@ async fn secrets_never_reach_logs_or_the_database_in_clear() {
         .trim_start_matches("zivio_session=")
         .to_owned();
     api.sign_in("acme", "u1@acme.example.com", password).await;
-    // Real time: the service's log lines reach its output a moment after the answer.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-
-    let output = api.service.stdout()
-        + &api
-            .service
-            .logs()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<String>();
+    // The log lines of every request above are out once those of a later one are.
+    let barrier = "log-barrier-after-sign-in";
+    client
+        .get(api.service.url("/healthz"))
+        .header("x-request-id", barrier)
+        .send()
+        .await
+        .unwrap();
+    let output = eventually(WAIT, "the last request logged", || async {
+        let output = api.service.stdout()
+            + &api
+                .service
+                .logs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<String>();
+        if output.contains(barrier) {
+            Ok(output)
+        } else {
+            Err(format!("{} bytes of output", output.len()))
+        }
+    })
+    .await;
     assert!(output.len() > 10_000, "trace logging is on");
     let platform_key = api.var("ZIVIO_WEBHOOKS_PLATFORM_KEY").unwrap().to_owned();
     let secrets = [

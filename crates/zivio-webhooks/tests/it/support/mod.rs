@@ -28,6 +28,7 @@ where
                 "{what}: not within {within:?} ({last})"
             ),
         }
+        // Real time: the service is another process, whose progress is looked at every 50 ms.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

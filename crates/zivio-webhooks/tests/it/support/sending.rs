@@ -138,6 +138,24 @@ impl Setup {
         .await
     }
 
+    /// Waits until no delivery of `events` is pending: each has ended (succeeded, failed or
+    /// cancelled), so nothing more is sent for them; a final state is on record only after its
+    /// last request was answered.
+    pub async fn settled(&self, events: &[String]) {
+        let store = self.api.store().await;
+        let tenant = TenantId::parse("acme").unwrap();
+        eventually(WAIT, "deliveries ended", || async {
+            for event in events {
+                let deliveries = store.deliveries_of_event(&tenant, event).await.unwrap();
+                if let Some(pending) = deliveries.iter().find(|d| d.state == "pending") {
+                    return Err(format!("{event} to {} pending", pending.webhook_id));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
     pub async fn state_of(&self, event: &str) -> String {
         let store = self.api.store().await;
         let deliveries = store
