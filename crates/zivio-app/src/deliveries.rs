@@ -8,6 +8,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
+use zivio_core::delivery::AttemptId;
+use zivio_core::event::EventId;
 use zivio_core::subscription::EventFilter;
 use zivio_core::url_policy::mask_str;
 use zivio_core::webhook::{Webhook, WebhookId};
@@ -123,7 +125,7 @@ pub async fn list(
     let next_cursor = more
         .then(|| attempts.last())
         .flatten()
-        .map(|last| crate::cursor::encode(last.created_at, &last.id));
+        .map(|last| crate::cursor::encode(last.created_at, last.id.as_str()));
     Ok(DeliveryPage {
         deliveries: attempts.iter().map(view).collect(),
         next_cursor,
@@ -175,23 +177,31 @@ fn filter(services: &Services, query: &DeliveryQuery) -> AppResult<AttemptFilter
     {
         return Err(invalid("to", "must not be before `from`"));
     }
-    if query
+    let event_id = query
         .event_id
-        .as_ref()
-        .is_some_and(|id| id.is_empty() || id.len() > 255)
-    {
-        return Err(invalid("event_id", "must be 1 to 255 characters"));
-    }
-    let before = query
-        .cursor
         .as_deref()
-        .map(crate::cursor::decode)
-        .transpose()?
-        .map(|(at, id)| AttemptCursor { at, id });
+        .map(|id| {
+            EventId::parse(id).ok_or_else(|| {
+                invalid(
+                    "event_id",
+                    "must be an event id: `evt_` and up to 64 lowercase letters, digits or `_`",
+                )
+            })
+        })
+        .transpose()?;
+    let before = match query.cursor.as_deref().map(crate::cursor::decode) {
+        None => None,
+        Some(decoded) => {
+            let (at, id) = decoded?;
+            let id = AttemptId::parse(&id)
+                .ok_or_else(|| invalid("cursor", "is not a cursor this service returned"))?;
+            Some(AttemptCursor { at, id })
+        }
+    };
     Ok(AttemptFilter {
         webhook,
         event_type,
-        event_id: query.event_id.clone(),
+        event_id,
         succeeded: status,
         from,
         to,
@@ -201,9 +211,10 @@ fn filter(services: &Services, query: &DeliveryQuery) -> AppResult<AttemptFilter
 }
 
 pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<DeliveryDetailView> {
+    let id = AttemptId::parse(id).ok_or(AppError::NotFound("delivery"))?;
     let detail = services
         .store
-        .delivery_attempt(&caller.tenant, id)
+        .delivery_attempt(&caller.tenant, &id)
         .await?
         .ok_or(AppError::NotFound("delivery"))?;
     let webhook = find(services, caller, detail.summary.webhook_id.as_str()).await?;
@@ -238,7 +249,7 @@ pub async fn get(services: &Services, caller: &Caller, id: &str) -> AppResult<De
             body: shown.then(|| text(&detail.request_body)),
         },
         response,
-        resend_of: detail.resend_of.clone(),
+        resend_of: detail.resend_of.as_ref().map(EventId::to_string),
         bodies_hidden: hidden,
     })
 }
@@ -255,10 +266,11 @@ fn request_headers(json: &str, shown: bool) -> Value {
 
 /// Sends the attempt's event again to its webhook only, as a new event (new id, same type and
 /// `occurred_at`) shaped with the owner's access now. Returns the new event id.
-pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult<String> {
+pub async fn resend(services: &Services, caller: &Caller, id: &str) -> AppResult<EventId> {
+    let id = AttemptId::parse(id).ok_or(AppError::NotFound("delivery"))?;
     let attempt = services
         .store
-        .delivery_attempt(&caller.tenant, id)
+        .delivery_attempt(&caller.tenant, &id)
         .await?
         .ok_or(AppError::NotFound("delivery"))?
         .summary;
@@ -391,9 +403,9 @@ pub(crate) fn owner_inactive() -> AppError {
 
 fn view(attempt: &AttemptSummary) -> DeliveryView {
     DeliveryView {
-        id: attempt.id.clone(),
+        id: attempt.id.to_string(),
         webhook_id: attempt.webhook_id.to_string(),
-        event_id: attempt.event_id.clone(),
+        event_id: attempt.event_id.to_string(),
         event_type: attempt.event_type.clone(),
         attempt: attempt.attempt,
         status: if attempt.succeeded {

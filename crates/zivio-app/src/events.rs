@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use zivio_core::access::{Access, ResourceMeta};
 use zivio_core::catalog::Catalog;
 use zivio_core::directory::Placement;
-use zivio_core::event::{envelope, fingerprint, new_event_id, new_test_event_id};
+use zivio_core::event::{EventId, envelope, fingerprint};
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::shaping::{ShapeProfile, shape};
 use zivio_core::subscription::EventFilter;
@@ -62,7 +62,7 @@ pub async fn publish(
     tenant: &str,
     inputs: Vec<EventInput>,
     batch: bool,
-) -> AppResult<Vec<String>> {
+) -> AppResult<Vec<EventId>> {
     let tenant = crate::directory::existing_tenant(tenant)?;
     let now = services.now();
     let accepted = accept(services.catalog, inputs, batch, now)?;
@@ -239,7 +239,7 @@ async fn store_new(
     fanout: &Arc<Fanout>,
     events: &[Accepted],
     now: OffsetDateTime,
-) -> AppResult<Option<Vec<String>>> {
+) -> AppResult<Option<Vec<EventId>>> {
     let retention =
         time::Duration::try_from(services.settings.retention).unwrap_or(time::Duration::MAX);
     let cutoff = now
@@ -249,7 +249,7 @@ async fn store_new(
         .iter()
         .filter_map(|event| event.key.clone())
         .collect();
-    let mut known: HashMap<String, (String, Vec<u8>)> = services
+    let mut known: HashMap<String, (EventId, Vec<u8>)> = services
         .store
         .events_by_key(tenant, &keys)
         .await?
@@ -274,7 +274,7 @@ async fn store_new(
             ids.push(id.clone());
             continue;
         }
-        let id = new_event_id(unix_millis(now), random());
+        let id = EventId::new(unix_millis(now), random());
         if let Some(key) = &event.key {
             let print = event
                 .fingerprint
@@ -402,10 +402,10 @@ impl Source {
 /// A `webhook.test` event for one webhook: `{"test": true}`, a fresh `evt_test_` id, queued even
 /// while the webhook is disabled.
 pub(crate) fn test_event(webhook: &WebhookId, now: OffsetDateTime) -> NewEvent {
-    let id = new_test_event_id(unix_millis(now), random());
+    let id = EventId::new_test(unix_millis(now), random());
     let data = json!({"test": true});
     NewEvent {
-        payloads: vec![envelope(&id, TEST_EVENT_TYPE, now, &data)],
+        payloads: vec![envelope(id.as_str(), TEST_EVENT_TYPE, now, &data)],
         deliveries: vec![(webhook.clone(), 0)],
         fingerprint: None,
         event_type: TEST_EVENT_TYPE.to_owned(),

@@ -4,7 +4,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::access::Access;
-use zivio_core::event::new_event_id;
+use zivio_core::event::EventId;
 use zivio_core::shaping::ShapeProfile;
 use zivio_core::webhook::WebhookId;
 use zivio_store::{NewEvent, StoredEvent};
@@ -42,13 +42,13 @@ pub(crate) fn resend_event(
     if !owner.can_read(&collection, &source.meta) {
         return Err(NotResent::NotVisible);
     }
-    let id = new_event_id(unix_millis(now), random());
+    let id = EventId::new(unix_millis(now), random());
     let profile = ShapeProfile::of(owner, services.catalog, &collection);
     let body = shaped_envelope(
         services,
         &profile,
         &collection,
-        &id,
+        id.as_str(),
         &stored.event_type,
         stored.occurred_at,
         &source.data,

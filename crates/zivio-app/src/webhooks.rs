@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use zivio_core::access::Access;
 use zivio_core::audit::{AuditAction, AuditEntry};
 use zivio_core::custom_header::HeaderInput;
+use zivio_core::event::EventId;
 use zivio_core::ids::UserId;
 use zivio_core::rate_limit::RateLimit;
 use zivio_core::secret::SigningSecret;
@@ -380,7 +381,7 @@ async fn present(
 /// Sends `webhook.test` to the webhook through the engine, whatever its subscriptions and even
 /// while it is disabled (to diagnose it). Open to every manager: it sends none of the owner's
 /// data. Returns the test event's id.
-pub async fn send_test(services: &Services, caller: &Caller, id: &str) -> AppResult<String> {
+pub async fn send_test(services: &Services, caller: &Caller, id: &str) -> AppResult<EventId> {
     let webhook = find(services, caller, id).await?;
     let (_, owner_active) = owner_access(services, &caller.tenant, &webhook.owner).await?;
     if !owner_active {

@@ -2,22 +2,57 @@
 //! compact envelope `{"id","type","occurred_at","api_version":"v4","data"}` whose bytes are
 //! stored once and are exactly what is signed and sent.
 
+use std::fmt;
+
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::delivery::is_prefixed_id;
 use crate::webhook::time_ordered_hex;
 
-/// A new event id: `evt_` and a UUIDv7 in hex, from the time and 10 random bytes.
-pub fn new_event_id(unix_millis: u64, random: [u8; 10]) -> String {
-    format!("evt_{}", time_ordered_hex(unix_millis, random))
+/// An event: `evt_` and a UUIDv7 in hex (`evt_test_` for a webhook's test event).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// A new id from the time and 10 random bytes.
+    pub fn new(unix_millis: u64, random: [u8; 10]) -> Self {
+        Self(format!("evt_{}", time_ordered_hex(unix_millis, random)))
+    }
+
+    /// A test event's id: `evt_test_...`, fresh each time.
+    pub fn new_test(unix_millis: u64, random: [u8; 10]) -> Self {
+        Self(format!(
+            "evt_test_{}",
+            time_ordered_hex(unix_millis, random)
+        ))
+    }
+
+    /// `evt_` and 1 to 64 lowercase letters, digits or `_`.
+    pub fn parse(text: &str) -> Option<Self> {
+        is_prefixed_id(text, "evt_").then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// A test event id: `evt_test_...`, fresh each time.
-pub fn new_test_event_id(unix_millis: u64, random: [u8; 10]) -> String {
-    format!("evt_test_{}", time_ordered_hex(unix_millis, random))
+/// An id equals its text (the API and the tests hold ids as text).
+impl PartialEq<&str> for EventId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// RFC 3339 in UTC (`2026-03-14T09:30:00Z`, fractions only when present).
@@ -111,10 +146,23 @@ mod tests {
 
     #[test]
     fn ids_are_prefixed_and_time_ordered() {
-        let early = new_event_id(1_000, [9; 10]);
-        let late = new_event_id(2_000, [0; 10]);
-        assert!(early.starts_with("evt_") && early < late);
-        assert!(new_test_event_id(1, [0; 10]).starts_with("evt_test_"));
+        let early = EventId::new(1_000, [9; 10]);
+        let late = EventId::new(2_000, [0; 10]);
+        assert!(early.as_str().starts_with("evt_") && early < late);
+        assert_eq!(EventId::parse(early.as_str()), Some(early));
+        let test = EventId::new_test(1, [0; 10]);
+        assert!(test.as_str().starts_with("evt_test_"));
+        assert_eq!(EventId::parse(test.as_str()), Some(test));
+        for bad in [
+            "",
+            "evt_",
+            "dlv_1",
+            "evt_A",
+            "evt_../x",
+            &"evt_1".repeat(30),
+        ] {
+            assert_eq!(EventId::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod catalog;
 pub mod contract;
 pub mod custom_header;
+pub mod delivery;
 pub mod directory;
 pub mod duration;
 pub mod error_kind;

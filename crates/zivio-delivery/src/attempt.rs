@@ -117,7 +117,7 @@ pub async fn send(
     for (name, value) in [
         ("content-type", "application/json".to_owned()),
         ("user-agent", USER_AGENT.to_owned()),
-        ("webhook-id", delivery.event_id.clone()),
+        ("webhook-id", delivery.event_id.to_string()),
         ("webhook-timestamp", timestamp.to_string()),
     ] {
         headers.insert(name.to_owned(), Value::String(value));
@@ -161,7 +161,12 @@ fn signed(
         delivery.webhook_id.as_str(),
     )
     .map_err(|error| format!("{error}; check ZIVIO_WEBHOOKS_SECRETS_KEY"))?;
-    let signature = sign(&secret, &delivery.event_id, timestamp, &delivery.body);
+    let signature = sign(
+        &secret,
+        delivery.event_id.as_str(),
+        timestamp,
+        &delivery.body,
+    );
     headers.insert("webhook-signature".to_owned(), Value::String(signature));
     let mut request_headers = HeaderMap::new();
     for (name, value) in headers.iter() {

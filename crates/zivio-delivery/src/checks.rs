@@ -6,7 +6,7 @@ use super::*;
 /// A delivery about to be sent and who waits for its pre-send check.
 pub(crate) struct Check {
     pub(crate) lease: String,
-    pub(crate) delivery: i64,
+    pub(crate) delivery: QueueEntryId,
     pub(crate) answer: oneshot::Sender<CheckAnswer>,
 }
 
@@ -75,7 +75,7 @@ impl Engine {
 
     /// The pre-send check of one delivery (`Store::begin_attempt`), made together with those of
     /// the other deliveries about to be sent.
-    pub(crate) async fn check(&self, lease: &str, delivery: i64) -> CheckAnswer {
+    pub(crate) async fn check(&self, lease: &str, delivery: QueueEntryId) -> CheckAnswer {
         let (answer, answered) = oneshot::channel();
         let check = Check {
             lease: lease.to_owned(),
@@ -104,7 +104,7 @@ impl Engine {
             }
             let now = self.services.now();
             let attempt_until = now + self.config.request_timeout + ATTEMPT_MARGIN;
-            let attempts: Vec<(String, i64)> = batch
+            let attempts: Vec<(String, QueueEntryId)> = batch
                 .iter()
                 .map(|check| (check.lease.clone(), check.delivery))
                 .collect();
@@ -130,7 +130,7 @@ impl Engine {
     }
 
     /// Gives a leased delivery back as it was (its lease would otherwise keep it for long).
-    pub(crate) async fn give_back(&self, lease: &str, delivery: i64) {
+    pub(crate) async fn give_back(&self, lease: &str, delivery: QueueEntryId) {
         if let Err(error) = self
             .services
             .store

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zivio_app::handoff::LeasedBatch;
 use zivio_app::{Services, random, unix_millis};
+use zivio_core::delivery::{AttemptId, QueueEntryId};
 use zivio_core::retry::{RetrySchedule, Verdict};
-use zivio_core::webhook::{WebhookId, time_ordered_hex};
+use zivio_core::webhook::WebhookId;
 use zivio_store::{
     AttemptRecord, AutoDisable, Backend, ClaimedDelivery, FinishedAttempt, StoreResult, Target,
 };

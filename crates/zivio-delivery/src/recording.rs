@@ -94,11 +94,11 @@ impl Engine {
                 }
                 Err(error) => match pause {
                     Some(pause) => {
-                        tracing::warn!(error = %error, delivery = record.delivery_id, "recording an attempt failed; retrying");
+                        tracing::warn!(error = %error, delivery = record.queue_entry.0, "recording an attempt failed; retrying");
                         tokio::time::sleep(pause).await;
                     }
                     None => {
-                        tracing::error!(error = %error, delivery = record.delivery_id, "could not record an attempt; it is repeated after its lease")
+                        tracing::error!(error = %error, delivery = record.queue_entry.0, "could not record an attempt; it is repeated after its lease")
                     }
                 },
             }
@@ -120,8 +120,8 @@ impl Engine {
             Verdict::Delivered | Verdict::GiveUp => None,
         };
         AttemptRecord {
-            id: format!("dlv_{}", time_ordered_hex(unix_millis(at), random())),
-            delivery_id: delivery.id,
+            id: AttemptId::new(unix_millis(at), random()),
+            queue_entry: delivery.id,
             tenant: delivery.tenant.clone(),
             webhook_id: delivery.webhook_id.clone(),
             event_id: delivery.event_id.clone(),

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use time::Duration;
 use zivio_app::{Clock, Resolver};
+use zivio_core::delivery::DeliveryState;
+use zivio_core::event::EventId;
 use zivio_core::secret::SigningSecret;
 use zivio_core::webhook::{Disabled, DisabledReason};
 
@@ -115,10 +117,10 @@ where
     assert_eq!(paths, ["/in", "/barrier"], "no retry before the barrier");
     let deliveries = world
         .store
-        .deliveries_of_event(&world.tenant, EVENT_ID)
+        .deliveries_of_event(&world.tenant, &EventId::parse(EVENT_ID).unwrap())
         .await
         .unwrap();
-    assert_eq!(deliveries[0].state, "cancelled");
+    assert_eq!(deliveries[0].state, DeliveryState::Cancelled);
     assert_eq!(world.attempts(1).await.len(), 1);
 
     stop.cancel();

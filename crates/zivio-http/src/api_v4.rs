@@ -372,7 +372,12 @@ async fn send_test_event(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     let event_id = webhooks::send_test(&state.services, &caller, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(EventAccepted { event_id })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EventAccepted {
+            event_id: event_id.to_string(),
+        }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -451,7 +456,12 @@ async fn resend_delivery(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<EventAccepted>)> {
     let event_id = zivio_app::deliveries::resend(&state.services, &caller, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(EventAccepted { event_id })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(EventAccepted {
+            event_id: event_id.to_string(),
+        }),
+    ))
 }
 
 fn parse_limit(text: Option<String>) -> Result<Option<u32>, AppError> {

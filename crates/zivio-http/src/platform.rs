@@ -129,7 +129,9 @@ async fn publish_event(
     let mut ids = events::publish(&state.services, &tenant, vec![body.into()], false).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(PublishedEvent { id: ids.remove(0) }),
+        Json(PublishedEvent {
+            id: ids.remove(0).to_string(),
+        }),
     ))
 }
 
@@ -145,7 +147,12 @@ async fn publish_batch(
 ) -> ApiResult<(StatusCode, Json<PublishedBatch>)> {
     let inputs = body.into_inputs();
     let ids = events::publish(&state.services, &tenant, inputs, true).await?;
-    Ok((StatusCode::ACCEPTED, Json(PublishedBatch { ids })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PublishedBatch {
+            ids: ids.iter().map(ToString::to_string).collect(),
+        }),
+    ))
 }
 
 /// `201`: a new API key, shown once.

@@ -65,6 +65,35 @@ pub(crate) fn stored<T, E: std::fmt::Display>(parsed: Result<T, E>) -> StoreResu
     parsed.map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
+/// Reads a stored id back: the text of a column that only this service writes.
+pub(crate) fn stored_id<T>(
+    text: String,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+) -> StoreResult<T> {
+    parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{what} `{text}`")))
+}
+
+pub(crate) fn webhook_id(text: String) -> StoreResult<zivio_core::webhook::WebhookId> {
+    stored_id(text, zivio_core::webhook::WebhookId::parse, "webhook id")
+}
+
+pub(crate) fn event_id(text: String) -> StoreResult<zivio_core::event::EventId> {
+    stored_id(text, zivio_core::event::EventId::parse, "event id")
+}
+
+pub(crate) fn attempt_id(text: String) -> StoreResult<zivio_core::delivery::AttemptId> {
+    stored_id(text, zivio_core::delivery::AttemptId::parse, "attempt id")
+}
+
+pub(crate) fn delivery_state(text: String) -> StoreResult<zivio_core::delivery::DeliveryState> {
+    stored_id(
+        text,
+        zivio_core::delivery::DeliveryState::parse,
+        "delivery state",
+    )
+}
+
 /// A unique-key violation means the caller asked for something that collides.
 pub(crate) fn conflict_on_unique(error: sqlx::Error, what: &'static str) -> StoreError {
     match &error {

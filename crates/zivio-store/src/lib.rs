@@ -23,7 +23,9 @@ pub use contract::{
     WebhookStore,
 };
 pub use kinds::{Backend, INACTIVE_USER, KeyCheck, StoreError, StoreResult};
-pub(crate) use kinds::{Work, conflict_on_unique, stored};
+pub(crate) use kinds::{
+    Work, attempt_id, conflict_on_unique, delivery_state, event_id, stored, webhook_id,
+};
 pub use postgres::PostgresStore;
 pub(crate) use records::SendTarget;
 pub use records::*;

@@ -4,8 +4,10 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::delivery::{AttemptId, DeliveryState, QueueEntryId};
 use zivio_core::directory::{Role, User};
 use zivio_core::error_kind::ErrorKind;
+use zivio_core::event::EventId;
 use zivio_core::ids::{TenantId, UserId};
 use zivio_core::webhook::WebhookId;
 
@@ -27,7 +29,7 @@ pub struct AuditCursor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedEvent {
     pub key: String,
-    pub id: String,
+    pub id: EventId,
     pub fingerprint: Vec<u8>,
     pub accepted_at: OffsetDateTime,
 }
@@ -36,7 +38,7 @@ pub struct KeyedEvent {
 /// index of its body. Stored in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
-    pub id: String,
+    pub id: EventId,
     pub event_type: String,
     pub occurred_at: OffsetDateTime,
     pub accepted_at: OffsetDateTime,
@@ -52,7 +54,7 @@ pub struct NewEvent {
     /// A test event reaches its webhook even while the webhook is disabled.
     pub is_test: bool,
     /// The event this one resends (single resend or recovery).
-    pub resend_of: Option<String>,
+    pub resend_of: Option<EventId>,
 }
 
 /// The lease a publish stores its deliveries under (see [`Store::publish_leased`]).
@@ -65,15 +67,15 @@ pub struct PublishLease {
 /// A delivery stored leased to the instance that published it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedDelivery {
-    pub id: i64,
-    pub event_id: String,
+    pub id: QueueEntryId,
+    pub event_id: EventId,
     pub webhook_id: WebhookId,
 }
 
 /// A stored event, as a resend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
-    pub id: String,
+    pub id: EventId,
     pub event_type: String,
     pub occurred_at: OffsetDateTime,
     pub resource_id: String,
@@ -84,7 +86,7 @@ pub struct StoredEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedDelivery {
     pub webhook_id: WebhookId,
-    pub state: String,
+    pub state: DeliveryState,
     pub body: Vec<u8>,
 }
 
@@ -123,7 +125,7 @@ impl SendTarget {
 /// A delivery claimed for one attempt, with everything needed to send it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimedDelivery {
-    pub id: i64,
+    pub id: QueueEntryId,
     pub tenant: TenantId,
     pub webhook_id: WebhookId,
     pub url: String,
@@ -134,7 +136,7 @@ pub struct ClaimedDelivery {
     pub rate_limit: Option<zivio_core::rate_limit::RateLimit>,
     /// When this attempt became due: a delivery held back by its rate limit waits from here.
     pub due_at: OffsetDateTime,
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     /// The number of this attempt (1-based).
     pub attempt: u32,
@@ -152,12 +154,12 @@ pub struct ClaimedDelivery {
 /// The record of one attempt and what it means for its delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
-    /// `dlv_...`
-    pub id: String,
-    pub delivery_id: i64,
+    pub id: AttemptId,
+    /// The queue entry this attempt was sent for.
+    pub queue_entry: QueueEntryId,
     pub tenant: TenantId,
     pub webhook_id: WebhookId,
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     pub attempt: u32,
     pub succeeded: bool,
@@ -208,7 +210,7 @@ pub struct AutoDisable {
 pub struct AttemptFilter {
     pub webhook: Option<WebhookId>,
     pub event_type: Option<EventTypeFilter>,
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     pub succeeded: Option<bool>,
     /// Inclusive bounds on the attempt time.
     pub from: Option<OffsetDateTime>,
@@ -230,15 +232,15 @@ pub enum EventTypeFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptCursor {
     pub at: OffsetDateTime,
-    pub id: String,
+    pub id: AttemptId,
 }
 
 /// One attempt in the deliveries log, without its request and response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptSummary {
-    pub id: String,
+    pub id: AttemptId,
     pub webhook_id: WebhookId,
-    pub event_id: String,
+    pub event_id: EventId,
     pub event_type: String,
     pub attempt: u32,
     pub succeeded: bool,
@@ -265,7 +267,7 @@ pub struct AttemptDetail {
     pub response_body: Option<Vec<u8>>,
     pub response_truncated: bool,
     /// The event that this attempt's event resends, if it is a resend.
-    pub resend_of: Option<String>,
+    pub resend_of: Option<EventId>,
 }
 
 /// The facts health is computed from.
@@ -341,7 +343,7 @@ pub struct RecoveryStep {
     pub lease_until: OffsetDateTime,
     pub resends: Vec<NewEvent>,
     /// `(selected event, its resend)`; `None`: skipped.
-    pub settled: Vec<(String, Option<String>)>,
+    pub settled: Vec<(EventId, Option<EventId>)>,
     /// Stores the resends' deliveries leased to the publishing instance (for its engine's
     /// hand-off), when given.
     pub deliveries_lease: Option<PublishLease>,

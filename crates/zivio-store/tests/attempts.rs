@@ -6,6 +6,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditAction;
+use zivio_core::delivery::AttemptId;
 use zivio_core::webhook::{Disabled, DisabledReason};
 use zivio_store::testing::TestDatabase;
 use zivio_store::{AutoDisable, Backend, FinishedAttempt, NewEvent, StoreError};
@@ -49,7 +50,7 @@ async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: 
             .moved
     );
     let mut repeat = attempt_of(&claimed[1], true, None);
-    repeat.id = "dlv_repeat".into();
+    repeat.id = AttemptId::parse("dlv_repeat").unwrap();
     assert!(
         !store
             .record_attempt("a:1", &repeat, KEEP_ENABLED)
@@ -80,18 +81,18 @@ async fn attempts_move_deliveries_on_or_finish_them(database: &TestDatabase, _: 
     );
 
     let history = store
-        .attempts_of(&acme, "evt_q", &claimed[0].webhook_id)
+        .attempts_of(&acme, &evt("evt_q"), &claimed[0].webhook_id)
         .await
         .unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[0], attempt_of(&claimed[0], false, Some(retry_at)));
     assert_eq!(history[1].next_attempt_at, None);
     let states: Vec<String> = store
-        .deliveries_of_event(&acme, "evt_q")
+        .deliveries_of_event(&acme, &evt("evt_q"))
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.state)
+        .map(|d| d.state.to_string())
         .collect();
     let succeeded = usize::from(claimed[1].webhook_id != hooks[0].id);
     assert_eq!(states[succeeded], "succeeded");
@@ -135,7 +136,7 @@ async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
         "the in-flight attempt finishes but cannot revive the delivery"
     );
     let history = store
-        .attempts_of(&acme, "evt_q", &hooks[0].id)
+        .attempts_of(&acme, &evt("evt_q"), &hooks[0].id)
         .await
         .unwrap();
     assert_eq!(history.len(), 1, "the attempt is still on record");
@@ -161,11 +162,11 @@ async fn cancelled_work_is_never_resumed(database: &TestDatabase, _: Backend) {
             .is_empty()
     );
     let states: Vec<String> = store
-        .deliveries_of_event(&acme, "evt_q")
+        .deliveries_of_event(&acme, &evt("evt_q"))
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.state)
+        .map(|d| d.state.to_string())
         .collect();
     assert_eq!(states, ["cancelled", "cancelled"]);
 }
@@ -369,11 +370,11 @@ async fn a_webhook_failing_too_long_is_disabled_once_and_its_managers_mailed(
         (DisabledReason::Auto, None, later)
     );
     let states: Vec<String> = store
-        .deliveries_of_event(&acme, "evt_q")
+        .deliveries_of_event(&acme, &evt("evt_q"))
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.state)
+        .map(|d| d.state.to_string())
         .collect();
     assert_eq!(states, ["cancelled"], "its pending retries stop");
     let entries = store.audit_entries(&acme, None, 10).await.unwrap();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use zivio_core::audit::AuditAction;
+use zivio_core::delivery::AttemptId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::{Disabled, DisabledReason, WebhookId};
 use zivio_store::testing::TestDatabase;
@@ -57,7 +58,7 @@ fn filter() -> AttemptFilter {
     }
 }
 
-async fn ids(store: &Arc<dyn Store>, tenant: &TenantId, filter: &AttemptFilter) -> Vec<String> {
+async fn ids(store: &Arc<dyn Store>, tenant: &TenantId, filter: &AttemptFilter) -> Vec<AttemptId> {
     store
         .delivery_attempts(tenant, filter)
         .await
@@ -91,7 +92,7 @@ async fn the_deliveries_log_filters_and_pages_newest_first(database: &TestDataba
     let second = attempt_all(&store, "l:2", later, |_| (true, None)).await;
     assert_eq!(second.len(), 2);
     let all: Vec<&AttemptRecord> = first.iter().chain(&second).collect();
-    let newest_first = |keep: &dyn Fn(&AttemptRecord) -> bool| -> Vec<String> {
+    let newest_first = |keep: &dyn Fn(&AttemptRecord) -> bool| -> Vec<AttemptId> {
         let mut kept: Vec<&&AttemptRecord> = all.iter().filter(|a| keep(a)).collect();
         kept.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
         kept.iter().map(|a| a.id.clone()).collect()
@@ -131,7 +132,7 @@ async fn the_deliveries_log_filters_and_pages_newest_first(database: &TestDataba
         newest_first(&|a| a.event_type == "invoice.paid")
     );
     let by_event = AttemptFilter {
-        event_id: Some("evt_job".into()),
+        event_id: Some(evt("evt_job")),
         ..filter()
     };
     assert_eq!(
@@ -235,7 +236,7 @@ async fn every_deliveries_log_filter_is_served_by_a_tenant_index(
                     to_timestamp(1700000000 + i)
              FROM generate_series(1, 30000) AS i",
     };
-    raw(database, backend, generate, claimed[0].delivery_id).await;
+    raw(database, backend, generate, claimed[0].queue_entry.0).await;
     raw(database, backend, "ANALYZE", 0).await;
     let t = tenant_id("t1");
     let hook = WebhookId::parse("wh_00000000000000000000000000000001").unwrap();
@@ -276,7 +277,7 @@ async fn every_deliveries_log_filter_is_served_by_a_tenant_index(
         (
             "event id",
             AttemptFilter {
-                event_id: Some("evt_7".into()),
+                event_id: Some(evt("evt_7")),
                 ..filter()
             },
             "attempts_event_time",
@@ -295,7 +296,7 @@ async fn every_deliveries_log_filter_is_served_by_a_tenant_index(
             AttemptFilter {
                 before: Some(AttemptCursor {
                     at: datetime!(2023-11-15 06:00 UTC),
-                    id: "dlv_9".into(),
+                    id: AttemptId::parse("dlv_9").unwrap(),
                 }),
                 ..filter()
             },
@@ -472,23 +473,28 @@ async fn retention_deletes_old_history_but_never_pending_work(database: &TestDat
         1,
         "only the finished old event"
     );
-    assert!(store.event(&acme, "evt_old").await.unwrap().is_none());
+    assert!(store.event(&acme, &evt("evt_old")).await.unwrap().is_none());
     assert!(
         store
-            .attempts_of(&acme, "evt_old", &hooks[0].id)
+            .attempts_of(&acme, &evt("evt_old"), &hooks[0].id)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
-        store.event(&acme, "evt_q").await.unwrap().is_some(),
+        store.event(&acme, &evt("evt_q")).await.unwrap().is_some(),
         "pending work is kept"
     );
     assert_eq!(
-        store.deliveries_of_event(&acme, "evt_q").await.unwrap()[0].state,
+        store
+            .deliveries_of_event(&acme, &evt("evt_q"))
+            .await
+            .unwrap()[0]
+            .state
+            .as_str(),
         "pending"
     );
-    assert!(store.event(&acme, "evt_new").await.unwrap().is_some());
+    assert!(store.event(&acme, &evt("evt_new")).await.unwrap().is_some());
     assert!(
         store
             .events_by_key(&acme, &["k-old".into()])

@@ -57,7 +57,10 @@ async fn published_events_store_each_payload_once_and_queue_enabled_webhooks(
         .publish_events(&acme, &[event], NOW, None)
         .await
         .unwrap();
-    let queued = store.deliveries_of_event(&acme, "evt_1").await.unwrap();
+    let queued = store
+        .deliveries_of_event(&acme, &evt("evt_1"))
+        .await
+        .unwrap();
     let mut expected = vec![
         (hooks[0].id.clone(), b"{\"full\":true}".to_vec()),
         (hooks[1].id.clone(), b"{\"shaped\":true}".to_vec()),
@@ -68,10 +71,10 @@ async fn published_events_store_each_payload_once_and_queue_enabled_webhooks(
         .map(|d| (d.webhook_id.clone(), d.body.clone()))
         .collect();
     assert_eq!(found, expected, "the disabled webhook gets nothing");
-    assert!(queued.iter().all(|d| d.state == "pending"));
+    assert!(queued.iter().all(|d| d.state.as_str() == "pending"));
     assert!(
         store
-            .deliveries_of_event(&tenant_id("globex"), "evt_1")
+            .deliveries_of_event(&tenant_id("globex"), &evt("evt_1"))
             .await
             .unwrap()
             .is_empty()
@@ -129,7 +132,7 @@ async fn producer_keys_are_unique_per_tenant_until_their_cutoff(
     );
     assert!(
         store
-            .deliveries_of_event(&acme, "evt_2")
+            .deliveries_of_event(&acme, &evt("evt_2"))
             .await
             .unwrap()
             .is_empty()
@@ -225,7 +228,7 @@ async fn published_deliveries_can_be_leased_to_the_publisher(database: &TestData
         .claim_deliveries("other:2", NOW, claim_until, 10, 10, &[])
         .await
         .unwrap();
-    let ids: Vec<i64> = taken.iter().map(|d| d.id).collect();
+    let ids: Vec<_> = taken.iter().map(|d| d.id).collect();
     assert_eq!(ids, [leased[0].id], "given back, then claimable");
     let after_lease = lease.until + time::Duration::seconds(1);
     let taken = store
@@ -239,7 +242,7 @@ async fn published_deliveries_can_be_leased_to_the_publisher(database: &TestData
         )
         .await
         .unwrap();
-    let ids: Vec<i64> = taken.iter().map(|d| d.id).collect();
+    let ids: Vec<_> = taken.iter().map(|d| d.id).collect();
     assert_eq!(ids, [leased[1].id], "claimable once the lease expired");
 }
 
@@ -268,7 +271,7 @@ async fn test_events_reach_a_disabled_webhook(database: &TestDatabase, _: Backen
         .unwrap();
     assert!(
         store
-            .deliveries_of_event(&acme, "evt_plain")
+            .deliveries_of_event(&acme, &evt("evt_plain"))
             .await
             .unwrap()
             .is_empty()
@@ -292,7 +295,11 @@ async fn test_events_reach_a_disabled_webhook(database: &TestDatabase, _: Backen
         entries[0].entry.action, "webhook.test_sent",
         "audited with the event"
     );
-    let stored = store.event(&acme, "evt_plain").await.unwrap().unwrap();
+    let stored = store
+        .event(&acme, &evt("evt_plain"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.source.as_deref(), Some(&b"{\"data\":{}}"[..]));
 }
 
@@ -334,7 +341,7 @@ async fn concurrent_writes_commit_together_and_fail_alone(database: &TestDatabas
     }
     for i in 0..40 {
         let queued = store
-            .deliveries_of_event(&acme, &format!("evt_c{i}"))
+            .deliveries_of_event(&acme, &evt(&format!("evt_c{i}")))
             .await
             .unwrap();
         assert_eq!(

@@ -295,11 +295,11 @@ async fn a_corrupt_queued_row_fails_alone(database: &TestDatabase, backend: Back
     assert_eq!(claimed.len(), 1, "the readable delivery still goes out");
     assert_eq!(claimed[0].webhook_id, hooks[1].id);
     let states: Vec<String> = store
-        .deliveries_of_event(&acme, "evt_q")
+        .deliveries_of_event(&acme, &evt("evt_q"))
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.state)
+        .map(|d| d.state.to_string())
         .collect();
     assert_eq!(
         states,

@@ -201,8 +201,11 @@ async fn waiting_too_long_leaves_health_alone(database: &TestDatabase, _: Backen
         .await
         .unwrap();
     assert!(outcomes[0].moved && !outcomes[0].auto_disabled);
-    let delivery = &store.deliveries_of_event(&acme, "evt_q").await.unwrap()[0];
-    assert_eq!(delivery.state, "failed", "the delivery ends");
+    let delivery = &store
+        .deliveries_of_event(&acme, &evt("evt_q"))
+        .await
+        .unwrap()[0];
+    assert_eq!(delivery.state.as_str(), "failed", "the delivery ends");
     let hook = store.webhook(&acme, &hooks[0].id).await.unwrap().unwrap();
     assert!(hook.is_enabled());
     let health = store

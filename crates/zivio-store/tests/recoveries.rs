@@ -166,7 +166,7 @@ async fn the_selection_is_exact_over_mixed_histories(database: &TestDatabase, _:
             drive(&store, &[(false, false)]).await;
         }
         let resend = NewEvent {
-            resend_of: Some(original.into()),
+            resend_of: Some(evt(original)),
             ..event(id, &h1.id)
         };
         publish(&store, &acme, resend).await;
@@ -176,7 +176,7 @@ async fn the_selection_is_exact_over_mixed_histories(database: &TestDatabase, _:
     publish(&store, &acme, event("evt_resend_waits", &h1.id)).await;
     drive(&store, &[(false, false)]).await;
     let pending = NewEvent {
-        resend_of: Some("evt_resend_waits".into()),
+        resend_of: Some(evt("evt_resend_waits")),
         ..event("evt_pending_resend", &h1.id)
     };
     publish(&store, &acme, pending).await;
@@ -265,13 +265,10 @@ async fn steps_write_all_or_nothing_under_the_lease(database: &TestDatabase, _: 
         lease: lease.into(),
         lease_until: NOW + LATER * 2,
         resends: vec![NewEvent {
-            resend_of: Some(original.into()),
+            resend_of: Some(evt(original)),
             ..event(resend, &hook.id)
         }],
-        settled: vec![
-            (original.into(), Some(resend.into())),
-            (skipped.into(), None),
-        ],
+        settled: vec![(evt(original), Some(evt(resend))), (evt(skipped), None)],
         deliveries_lease: None,
     };
     // Under another lease nothing is written.
@@ -282,7 +279,7 @@ async fn steps_write_all_or_nothing_under_the_lease(database: &TestDatabase, _: 
             .unwrap()
             .is_none()
     );
-    assert!(store.event(&acme, "evt_r0").await.unwrap().is_none());
+    assert!(store.event(&acme, &evt("evt_r0")).await.unwrap().is_none());
     // Its deliveries may be stored leased to the instance, for its engine's hand-off.
     let handed = RecoveryStep {
         deliveries_lease: Some(PublishLease {
@@ -303,7 +300,7 @@ async fn steps_write_all_or_nothing_under_the_lease(database: &TestDatabase, _: 
         ["evt_c"]
     );
     assert_eq!(
-        store.still_pending(&["evt_r1".into()]).await.unwrap(),
+        store.still_pending(&[evt("evt_r1")]).await.unwrap(),
         ["evt_r1"]
     );
     let now = store.recovery(&acme, "rcv_s").await.unwrap().unwrap();

@@ -175,7 +175,7 @@ impl Fanout {
     pub(super) fn event(
         &self,
         services: &Services,
-        id: &str,
+        id: &EventId,
         event: &Accepted,
         now: OffsetDateTime,
     ) -> NewEvent {
@@ -212,7 +212,7 @@ impl Fanout {
                     services,
                     profile,
                     &event.collection,
-                    id,
+                    id.as_str(),
                     &event.event_type,
                     event.occurred_at,
                     &event.data,
@@ -222,7 +222,7 @@ impl Fanout {
             deliveries.push((webhook.clone(), index));
         }
         NewEvent {
-            id: id.to_owned(),
+            id: id.clone(),
             event_type: event.event_type.clone(),
             occurred_at: event.occurred_at,
             accepted_at: now,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zivio_core::access::Access;
 use zivio_core::audit::SYSTEM_ACTOR;
+use zivio_core::event::EventId;
 use zivio_core::recovery::{self, Ending};
 
 use zivio_core::webhook::Webhook;
@@ -133,7 +134,7 @@ async fn claim_all(
 /// Where one recovery stands in this instance.
 struct Progress {
     /// Resends published by this worker whose delivery may still be pending.
-    outstanding: Vec<String>,
+    outstanding: Vec<EventId>,
     /// Pace (with a rate limit): when publishing began and how many were published since.
     paced_since: Instant,
     published: u64,
@@ -193,7 +194,7 @@ async fn work(
             return Ok(());
         }
         let (resends, settled) = resends(services, &recovery, owner, &items).await?;
-        let published: Vec<String> = resends.iter().map(|event| event.id.clone()).collect();
+        let published: Vec<EventId> = resends.iter().map(|event| event.id.clone()).collect();
         if !step(services, &recovery, lease, resends, settled, Some(target)).await? {
             // Cancelled, ended elsewhere, or the lease was lost: nothing of this step was written.
             return Ok(());
@@ -256,10 +257,10 @@ async fn resends(
     services: &Services,
     recovery: &Recovery,
     owner: &Access,
-    items: &[String],
-) -> AppResult<(Vec<NewEvent>, Vec<(String, Option<String>)>)> {
+    items: &[EventId],
+) -> AppResult<(Vec<NewEvent>, Vec<(EventId, Option<EventId>)>)> {
     let now = services.now();
-    let mut stored: std::collections::HashMap<String, zivio_store::StoredEvent> = services
+    let mut stored: HashMap<EventId, zivio_store::StoredEvent> = services
         .store
         .events(&recovery.tenant, items)
         .await?
@@ -295,14 +296,14 @@ async fn step(
     recovery: &Recovery,
     lease: &Lease,
     resends: Vec<NewEvent>,
-    settled: Vec<(String, Option<String>)>,
+    settled: Vec<(EventId, Option<EventId>)>,
     target: Option<&Target>,
 ) -> StoreResult<bool> {
     let now = services.now();
     let reservation = target
         .filter(|_| !resends.is_empty())
         .and_then(|_| services.handoff.reserve(now, resends.len()));
-    let bodies: HashMap<String, (String, bytes::Bytes)> = match reservation {
+    let bodies: HashMap<EventId, (String, bytes::Bytes)> = match reservation {
         Some(_) => resends
             .iter()
             .filter_map(|event| {
@@ -343,7 +344,7 @@ fn handed_over(
     recovery: &Recovery,
     target: &Target,
     leased: Vec<LeasedDelivery>,
-    mut bodies: HashMap<String, (String, bytes::Bytes)>,
+    mut bodies: HashMap<EventId, (String, bytes::Bytes)>,
     now: time::OffsetDateTime,
 ) -> Vec<ClaimedDelivery> {
     let handed = crate::handoff::Handed {

@@ -8,14 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use zivio_app::metrics::Metrics;
-use time::OffsetDateTime;
 use zivio_app::{Clock, Resolver, Services, Settings};
 use zivio_core::catalog::Catalog;
 use zivio_core::directory::{Placement, Role, Tenant, User};
+use zivio_core::event::EventId;
 use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::keys::SecretsKey;
 use zivio_core::retry::RetrySchedule;
@@ -212,7 +213,7 @@ impl World {
     pub async fn queue_event(&self, id: &str, webhook: &WebhookId) {
         let now = self.clock.now();
         let event = NewEvent {
-            id: id.into(),
+            id: EventId::parse(id).unwrap(),
             event_type: "invoice.paid".into(),
             occurred_at: now,
             accepted_at: now,
@@ -313,7 +314,7 @@ impl World {
         loop {
             let attempts = self
                 .store
-                .attempts_of(&self.tenant, event, webhook)
+                .attempts_of(&self.tenant, &EventId::parse(event).unwrap(), webhook)
                 .await
                 .unwrap();
             if attempts.len() >= count {

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 
 use crate::{
@@ -42,15 +43,15 @@ pub trait EventStore: Send + Sync {
     ) -> StoreResult<Vec<LeasedDelivery>>;
 
     /// One event of the tenant.
-    async fn event(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>>;
+    async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<StoredEvent>>;
 
     /// Those of the events `ids` that are stored, in no particular order.
-    async fn events(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<StoredEvent>>;
+    async fn events(&self, tenant: &TenantId, ids: &[EventId]) -> StoreResult<Vec<StoredEvent>>;
 
     /// The deliveries of one event, by webhook id.
     async fn deliveries_of_event(
         &self,
         tenant: &TenantId,
-        event_id: &str,
+        event_id: &EventId,
     ) -> StoreResult<Vec<QueuedDelivery>>;
 }

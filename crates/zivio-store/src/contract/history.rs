@@ -1,6 +1,7 @@
 //! What happened: the deliveries log, health and the audit log.
 
 use time::OffsetDateTime;
+use zivio_core::delivery::AttemptId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
@@ -29,7 +30,7 @@ pub trait HistoryStore: Send + Sync {
     async fn delivery_attempt(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &AttemptId,
     ) -> StoreResult<Option<AttemptDetail>>;
 
     /// Health facts of the tenant's webhooks (all of them, or `only` one), counting attempts

@@ -2,6 +2,7 @@
 //! outcomes, pacing.
 
 use time::OffsetDateTime;
+use zivio_core::delivery::QueueEntryId;
 use zivio_core::webhook::WebhookId;
 
 use crate::{
@@ -69,7 +70,7 @@ pub trait QueueStore: Send + Sync {
     async fn begin_attempt(
         &self,
         lease: &str,
-        delivery: i64,
+        delivery: QueueEntryId,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Option<Target>>;
@@ -78,13 +79,13 @@ pub trait QueueStore: Send + Sync {
     /// all of them (the rare cancellation or lease extension runs one by one); answers in order.
     async fn begin_attempts(
         &self,
-        attempts: &[(String, i64)],
+        attempts: &[(String, QueueEntryId)],
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Vec<Option<Target>>>;
 
     /// Gives leased deliveries back to the queue as they were (no attempt counted).
-    async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()>;
+    async fn release_deliveries(&self, lease: &str, ids: &[QueueEntryId]) -> StoreResult<()>;
 
     /// Where one process owns the database (SQLite): its count of writes that may change
     /// webhooks or the directory, each counted when it takes the writer and again when it ends.

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
@@ -57,7 +58,8 @@ pub trait RecoveryStore: Send + Sync {
     ) -> StoreResult<Option<Recovery>>;
 
     /// Up to `limit` selected events of the recovery not yet settled, in a stable order.
-    async fn pending_recovery_items(&self, recovery: &str, limit: i64) -> StoreResult<Vec<String>>;
+    async fn pending_recovery_items(&self, recovery: &str, limit: i64)
+    -> StoreResult<Vec<EventId>>;
 
     /// Publishes the step's resends and settles its events in one transaction, and extends the
     /// lease; `None` (nothing written) when the recovery no longer runs under this lease,
@@ -68,7 +70,7 @@ pub trait RecoveryStore: Send + Sync {
     ) -> StoreResult<Option<Vec<LeasedDelivery>>>;
 
     /// Those of these events that still have a pending delivery.
-    async fn still_pending(&self, events: &[String]) -> StoreResult<Vec<String>>;
+    async fn still_pending(&self, events: &[EventId]) -> StoreResult<Vec<EventId>>;
 
     /// Recoveries running, over every tenant.
     async fn running_recoveries(&self) -> StoreResult<i64>;
@@ -77,7 +79,7 @@ pub trait RecoveryStore: Send + Sync {
     async fn attempts_of(
         &self,
         tenant: &TenantId,
-        event_id: &str,
+        event_id: &EventId,
         webhook: &WebhookId,
     ) -> StoreResult<Vec<AttemptRecord>>;
 }

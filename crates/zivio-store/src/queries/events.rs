@@ -2,15 +2,16 @@
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::delivery::QueueEntryId;
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
-use zivio_core::webhook::WebhookId;
 
 use crate::{
     KeyedEvent, LeasedDelivery, NewEvent, PublishLease, QueuedDelivery, StoreError, StoreResult,
-    StoredEvent, conflict_on_unique,
+    StoredEvent, conflict_on_unique, delivery_state, event_id, webhook_id,
 };
 
-use super::{Connection, Db, DbTime, INSERT_PAYLOADS, PAYLOAD_IDS, Pool, from_db, to_db};
+use super::{Connection, Db, DbTime, INSERT_PAYLOADS, PAYLOAD_IDS, Pool, Row, from_db, to_db};
 
 pub(crate) async fn events_by_key(
     pool: &Pool,
@@ -29,7 +30,7 @@ pub(crate) async fn events_by_key(
         if let Some(row) = row {
             found.push(KeyedEvent {
                 key: key.clone(),
-                id: row.get("id"),
+                id: event_id(row.get("id"))?,
                 fingerprint: row.get("fingerprint"),
                 accepted_at: from_db(row.get::<DbTime, _>("accepted_at")),
             });
@@ -157,7 +158,7 @@ async fn insert_event_rows(
                 )
                 .push_bind(event.resource_id.as_str())
                 .push_bind(event.source.as_deref())
-                .push_bind(event.resend_of.as_deref());
+                .push_bind(event.resend_of.as_ref().map(EventId::as_str));
         });
         insert.build().execute(&mut *tx).await.map_err(|error| {
             match conflict_on_unique(error, "producer key") {
@@ -225,12 +226,10 @@ async fn insert_deliveries(
     insert.push(" RETURNING id, webhook_id, event_id");
     let mut leased = Vec::new();
     for row in insert.build().fetch_all(&mut *tx).await? {
-        let webhook: String = row.get("webhook_id");
         leased.push(LeasedDelivery {
-            id: row.get("id"),
-            webhook_id: WebhookId::parse(&webhook)
-                .ok_or_else(|| StoreError::Corrupt(format!("webhook id `{webhook}`")))?,
-            event_id: row.get("event_id"),
+            id: QueueEntryId(row.get("id")),
+            webhook_id: webhook_id(row.get("webhook_id"))?,
+            event_id: event_id(row.get("event_id"))?,
         });
     }
     Ok(leased)
@@ -283,28 +282,32 @@ pub(crate) fn deliveries_statement(
 pub(crate) async fn event(
     pool: &Pool,
     tenant: &TenantId,
-    id: &str,
+    id: &EventId,
 ) -> StoreResult<Option<StoredEvent>> {
     let row = sqlx::query(
         "SELECT id, type, occurred_at, resource_id, source FROM events WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tenant.as_str())
-    .bind(id)
+    .bind(id.as_str())
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|row| StoredEvent {
-        id: row.get("id"),
+    row.as_ref().map(stored_event_from_row).transpose()
+}
+
+fn stored_event_from_row(row: &Row) -> StoreResult<StoredEvent> {
+    Ok(StoredEvent {
+        id: event_id(row.get("id"))?,
         event_type: row.get("type"),
         occurred_at: from_db(row.get::<DbTime, _>("occurred_at")),
         resource_id: row.get("resource_id"),
         source: row.get("source"),
-    }))
+    })
 }
 
 pub(crate) async fn events(
     pool: &Pool,
     tenant: &TenantId,
-    ids: &[String],
+    ids: &[EventId],
 ) -> StoreResult<Vec<StoredEvent>> {
     let mut found = Vec::with_capacity(ids.len());
     for chunk in crate::common::fixed_chunks(ids) {
@@ -318,13 +321,7 @@ pub(crate) async fn events(
         }
         select.push(")");
         for row in select.build().fetch_all(pool).await? {
-            found.push(StoredEvent {
-                id: row.get("id"),
-                event_type: row.get("type"),
-                occurred_at: from_db(row.get::<DbTime, _>("occurred_at")),
-                resource_id: row.get("resource_id"),
-                source: row.get("source"),
-            });
+            found.push(stored_event_from_row(&row)?);
         }
     }
     Ok(found)
@@ -333,22 +330,21 @@ pub(crate) async fn events(
 pub(crate) async fn deliveries_of_event(
     pool: &Pool,
     tenant: &TenantId,
-    event_id: &str,
+    event: &EventId,
 ) -> StoreResult<Vec<QueuedDelivery>> {
     let rows = sqlx::query(
         "SELECT d.webhook_id, d.state, p.body FROM deliveries d JOIN payloads p ON p.id = d.payload_id
          WHERE d.tenant_id = $1 AND d.event_id = $2 ORDER BY d.webhook_id",
     )
     .bind(tenant.as_str())
-    .bind(event_id)
+    .bind(event.as_str())
     .fetch_all(pool)
     .await?;
     rows.iter()
         .map(|row| {
             Ok(QueuedDelivery {
-                webhook_id: WebhookId::parse(row.get("webhook_id"))
-                    .ok_or_else(|| StoreError::Corrupt("webhook id".to_owned()))?,
-                state: row.get("state"),
+                webhook_id: webhook_id(row.get("webhook_id"))?,
+                state: delivery_state(row.get("state"))?,
                 body: row.get("body"),
             })
         })

@@ -2,21 +2,18 @@
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::delivery::AttemptId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
 use crate::{
     AttemptDetail, AttemptFilter, AttemptSummary, EventTypeFilter, HealthCounts, HourlyCounts,
-    OutboxMail, StoreError, StoreResult,
+    OutboxMail, StoreResult, attempt_id, event_id, webhook_id,
 };
 
 use super::{Connection, Db, DbTime, Pool, Row, from_db, to_db};
 #[cfg(feature = "testing")]
 use super::{EXPLAIN, PLAN_COLUMN};
-
-fn webhook_id(text: String) -> StoreResult<WebhookId> {
-    WebhookId::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("webhook id `{text}`")))
-}
 
 /// The columns of a summary. `next_attempt_at` only while this is the latest attempt of
 /// a pending delivery: a cancelled delivery has no next attempt.
@@ -26,9 +23,9 @@ const SUMMARY_COLUMNS: &str = "a.id, a.webhook_id, a.event_id, a.event_type, a.a
 
 fn summary_from_row(row: &Row) -> StoreResult<AttemptSummary> {
     Ok(AttemptSummary {
-        id: row.get("id"),
+        id: attempt_id(row.get("id"))?,
         webhook_id: webhook_id(row.get("webhook_id"))?,
-        event_id: row.get("event_id"),
+        event_id: event_id(row.get("event_id"))?,
         event_type: row.get("event_type"),
         attempt: u32::try_from(row.get::<i32, _>("attempt")).unwrap_or(0),
         succeeded: row.get("succeeded"),
@@ -79,7 +76,9 @@ fn attempts_query(
         None => {}
     }
     if let Some(event_id) = &filter.event_id {
-        query.push(" AND a.event_id = ").push_bind(event_id.clone());
+        query
+            .push(" AND a.event_id = ")
+            .push_bind(event_id.as_str().to_owned());
     }
     if let Some(from) = filter.from {
         query.push(" AND a.created_at >= ").push_bind(to_db(from));
@@ -91,7 +90,10 @@ fn attempts_query(
         query
             .push(" AND (a.created_at, a.id) < (")
             .push_bind(to_db(cursor.at));
-        query.push(", ").push_bind(cursor.id.clone()).push(")");
+        query
+            .push(", ")
+            .push_bind(cursor.id.as_str().to_owned())
+            .push(")");
     }
     query
         .push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
@@ -131,7 +133,7 @@ pub(crate) async fn explain_attempts(
 pub(crate) async fn attempt(
     pool: &Pool,
     tenant: &TenantId,
-    id: &str,
+    id: &AttemptId,
 ) -> StoreResult<Option<AttemptDetail>> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {SUMMARY_COLUMNS}, a.request_url, a.request_headers, p.body AS request_body,
@@ -143,7 +145,7 @@ pub(crate) async fn attempt(
          WHERE a.tenant_id = $1 AND a.id = $2"
     )))
     .bind(tenant.as_str())
-    .bind(id)
+    .bind(id.as_str())
     .fetch_optional(pool)
     .await?;
     row.map(|row| {
@@ -155,7 +157,10 @@ pub(crate) async fn attempt(
             response_headers: row.get("response_headers"),
             response_body: row.get("response_body"),
             response_truncated: row.get("response_truncated"),
-            resend_of: row.get("resend_of"),
+            resend_of: row
+                .get::<Option<String>, _>("resend_of")
+                .map(event_id)
+                .transpose()?,
         })
     })
     .transpose()

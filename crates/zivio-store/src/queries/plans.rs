@@ -6,6 +6,8 @@ use std::collections::HashSet;
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::delivery::{AttemptId, QueueEntryId};
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
@@ -22,11 +24,11 @@ pub(crate) async fn hot_statement_plans(pool: &Pool) -> StoreResult<Vec<Statemen
     let tenant = TenantId::parse("acme").expect("a valid tenant id");
     let webhook = WebhookId::parse("wh_0190f0a0b1c2d3e4f5a6b7c8d9e0f1a2").expect("a webhook id");
     let attempt = AttemptRecord {
-        id: "dlv_0190f0a0b1c2d3e4f5a6b7c8d9e0f1a2".to_owned(),
-        delivery_id: 1,
+        id: AttemptId::new(1_700_000_000_000, [1; 10]),
+        queue_entry: QueueEntryId(1),
         tenant: tenant.clone(),
         webhook_id: webhook.clone(),
-        event_id: "evt_1".to_owned(),
+        event_id: EventId::new(1_700_000_000_000, [2; 10]),
         event_type: "invoice.paid".to_owned(),
         attempt: 1,
         succeeded: true,
@@ -43,10 +45,10 @@ pub(crate) async fn hot_statement_plans(pool: &Pool) -> StoreResult<Vec<Statemen
         next_attempt_at: None,
     };
     let recorded = [("instance:1", &attempt)];
-    let targets = [("instance:1".to_owned(), 1_i64)];
+    let targets = [("instance:1".to_owned(), QueueEntryId(1))];
     let published = [DeliveryRow {
         webhook_id: webhook.as_str(),
-        event_id: "evt_1",
+        event_id: attempt.event_id.as_str(),
         payload_id: 1,
         accepted_at: now,
         is_test: false,
@@ -62,7 +64,7 @@ pub(crate) async fn hot_statement_plans(pool: &Pool) -> StoreResult<Vec<Statemen
         ),
         (
             "record: store attempts",
-            store_statement(EXPLAIN, &recorded, &HashSet::from([1])),
+            store_statement(EXPLAIN, &recorded, &HashSet::from([QueueEntryId(1)])),
         ),
         ("pre-send read", targets_statement(EXPLAIN, &targets)),
         (

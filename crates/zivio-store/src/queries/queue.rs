@@ -3,16 +3,16 @@
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::delivery::{DeliveryState, QueueEntryId};
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::{WebhookId, may_send};
 
-use crate::{AttemptRecord, ClaimedDelivery, StoreError, StoreResult, stored};
+use crate::{
+    AttemptRecord, ClaimedDelivery, StoreResult, attempt_id, event_id, stored, webhook_id,
+};
 
 use super::{CLAIM, Connection, Db, DbTime, Pool, Row, TAKE_OVER_ENDED_LEASES, from_db, to_db};
-
-fn webhook_id(text: String) -> StoreResult<WebhookId> {
-    WebhookId::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("webhook id `{text}`")))
-}
 
 pub(crate) async fn claim(
     tx: &mut Connection,
@@ -56,7 +56,7 @@ pub(crate) async fn claim(
         .await?;
     let mut claimed = Vec::with_capacity(rows.len());
     for row in rows {
-        let id: i64 = row.get("id");
+        let id = QueueEntryId(row.get("id"));
         let decoded = claimed_from_row(&row, id, now);
         match decoded {
             Ok(delivery) => {
@@ -69,9 +69,9 @@ pub(crate) async fn claim(
             }
             Err(error) => {
                 // One corrupt row must not stop every other delivery: it fails alone.
-                tracing::error!(delivery = id, error = %error, "a queued delivery cannot be read; marked failed");
+                tracing::error!(delivery = id.0, error = %error, "a queued delivery cannot be read; marked failed");
                 sqlx::query("UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_owner = NULL WHERE id = $1")
-                    .bind(id)
+                    .bind(id.0)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -81,7 +81,11 @@ pub(crate) async fn claim(
 }
 
 /// A claimed delivery as `CLAIMED` reads it (`now` stands in for a missing due time).
-fn claimed_from_row(row: &Row, id: i64, now: OffsetDateTime) -> StoreResult<ClaimedDelivery> {
+fn claimed_from_row(
+    row: &Row,
+    id: QueueEntryId,
+    now: OffsetDateTime,
+) -> StoreResult<ClaimedDelivery> {
     Ok(ClaimedDelivery {
         id,
         tenant: stored(TenantId::parse(row.get("tenant_id")))?,
@@ -94,7 +98,7 @@ fn claimed_from_row(row: &Row, id: i64, now: OffsetDateTime) -> StoreResult<Clai
             .get::<Option<DbTime>, _>("next_attempt_at")
             .map(from_db)
             .unwrap_or(now),
-        event_id: row.get("event_id"),
+        event_id: event_id(row.get("event_id"))?,
         event_type: row.get("type"),
         attempt: u32::try_from(row.get::<i32, _>("attempts")).unwrap_or(0) + 1,
         body: bytes::Bytes::from(row.get::<Vec<u8>, _>("body")),
@@ -111,7 +115,7 @@ fn claimed_from_row(row: &Row, id: i64, now: OffsetDateTime) -> StoreResult<Clai
 pub(crate) async fn current_target(
     pool: &Pool,
     lease: &str,
-    delivery: i64,
+    delivery: QueueEntryId,
 ) -> StoreResult<Option<crate::SendTarget>> {
     Ok(current_targets(pool, &[(lease.to_owned(), delivery)])
         .await?
@@ -122,25 +126,24 @@ pub(crate) async fn current_target(
 /// under the given lease, by id.
 pub(crate) async fn current_targets(
     pool: &Pool,
-    deliveries: &[(String, i64)],
-) -> StoreResult<std::collections::HashMap<i64, crate::SendTarget>> {
+    deliveries: &[(String, QueueEntryId)],
+) -> StoreResult<std::collections::HashMap<QueueEntryId, crate::SendTarget>> {
     let mut targets = std::collections::HashMap::with_capacity(deliveries.len());
     for chunk in crate::common::fixed_chunks(deliveries) {
         let mut select = targets_statement("", chunk);
         for row in select.build().fetch_all(pool).await? {
-            if row.get::<String, _>("state") != "pending"
-                || !row.get::<Option<bool>, _>("ours").unwrap_or(false)
-            {
+            let pending = DeliveryState::parse(row.get("state")) == Some(DeliveryState::Pending);
+            if !pending || !row.get::<Option<bool>, _>("ours").unwrap_or(false) {
                 continue;
             }
-            let id = row.get::<i64, _>("id");
+            let id = QueueEntryId(row.get("id"));
             let headers = stored(zivio_core::custom_header::decode(row.get("custom_headers")));
             let (Ok(headers), Ok(rate_limit)) =
                 (headers, crate::common::rate_limit_of(row.get("rate_limit")))
             else {
                 // Left to its lease: the claim after it marks the delivery failed.
                 tracing::error!(
-                    delivery = id,
+                    delivery = id.0,
                     "a webhook's headers or rate limit cannot be read"
                 );
                 continue;
@@ -170,10 +173,13 @@ pub(crate) async fn current_targets(
 }
 
 /// The pre-send read of a chunk of `(lease, delivery)`, behind `prefix` (`EXPLAIN` in tests).
-pub(crate) fn targets_statement(prefix: &str, chunk: &[(String, i64)]) -> sqlx::QueryBuilder<Db> {
+pub(crate) fn targets_statement(
+    prefix: &str,
+    chunk: &[(String, QueueEntryId)],
+) -> sqlx::QueryBuilder<Db> {
     let mut select = sqlx::QueryBuilder::<Db>::new(format!("{prefix}WITH v (id, lease) AS ("));
     select.push_values(chunk, |mut row, (lease, id)| {
-        row.push_bind(*id).push_bind(lease.as_str());
+        row.push_bind(id.0).push_bind(lease.as_str());
     });
     // Looked up by id only, state and lease compared here: a constant state would let
     // PostgreSQL scan every pending delivery instead (see `record_attempt_rows`).
@@ -195,7 +201,7 @@ pub(crate) fn targets_statement(prefix: &str, chunk: &[(String, i64)]) -> sqlx::
 pub(crate) async fn renew(
     tx: &mut Connection,
     lease: &str,
-    delivery: i64,
+    delivery: QueueEntryId,
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
 ) -> StoreResult<bool> {
@@ -203,7 +209,7 @@ pub(crate) async fn renew(
         "UPDATE deliveries SET lease_expires_at = $4
          WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND lease_expires_at > $3",
     )
-    .bind(delivery)
+    .bind(delivery.0)
     .bind(lease)
     .bind(to_db(now))
     .bind(to_db(lease_until))
@@ -216,20 +222,20 @@ pub(crate) async fn renew(
 /// webhooks, which are locked first; returns those renewed.
 pub(crate) async fn renew_many(
     tx: &mut Connection,
-    deliveries: &[(String, i64)],
+    deliveries: &[(String, QueueEntryId)],
     webhooks: &[&str],
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
-) -> StoreResult<std::collections::HashSet<i64>> {
+) -> StoreResult<std::collections::HashSet<QueueEntryId>> {
     super::records::lock_webhooks(&mut *tx, webhooks).await?;
     let mut renewed = std::collections::HashSet::new();
     for chunk in crate::common::fixed_chunks(deliveries) {
         // State through `v`, for the reason given in `record_attempt_rows`.
         let mut update = sqlx::QueryBuilder::<Db>::new("WITH v (id, lease, pending) AS (");
         update.push_values(chunk, |mut row, (lease, id)| {
-            row.push_bind(*id)
+            row.push_bind(id.0)
                 .push_bind(lease.as_str())
-                .push_bind("pending");
+                .push_bind(DeliveryState::Pending.as_str());
         });
         update
             .push(") UPDATE deliveries SET lease_expires_at = ")
@@ -241,18 +247,22 @@ pub(crate) async fn renew_many(
             .push_bind(to_db(now))
             .push(" RETURNING deliveries.id");
         let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
-        renewed.extend(ids);
+        renewed.extend(ids.into_iter().map(QueueEntryId));
     }
     Ok(renewed)
 }
 
-pub(crate) async fn cancel(tx: &mut Connection, lease: &str, delivery: i64) -> StoreResult<()> {
+pub(crate) async fn cancel(
+    tx: &mut Connection,
+    lease: &str,
+    delivery: QueueEntryId,
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE deliveries SET state = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,
              lease_expires_at = NULL
          WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
     )
-    .bind(delivery)
+    .bind(delivery.0)
     .bind(lease)
     .execute(&mut *tx)
     .await?;
@@ -261,7 +271,11 @@ pub(crate) async fn cancel(tx: &mut Connection, lease: &str, delivery: i64) -> S
 
 /// Gives deliveries still pending under `lease` back to the queue, one statement per
 /// chunk.
-pub(crate) async fn release(tx: &mut Connection, lease: &str, ids: &[i64]) -> StoreResult<()> {
+pub(crate) async fn release(
+    tx: &mut Connection,
+    lease: &str,
+    ids: &[QueueEntryId],
+) -> StoreResult<()> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     for chunk in crate::common::fixed_chunks(&ids) {
@@ -272,7 +286,7 @@ pub(crate) async fn release(tx: &mut Connection, lease: &str, ids: &[i64]) -> St
         update.push_bind(lease).push(" AND id IN (");
         let mut list = update.separated(", ");
         for id in chunk {
-            list.push_bind(*id);
+            list.push_bind(id.0);
         }
         update.push(")");
         update.build().execute(&mut *tx).await?;
@@ -306,11 +320,11 @@ pub(crate) async fn pending(pool: &Pool) -> StoreResult<i64> {
 
 fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {
     Ok(AttemptRecord {
-        id: row.get("id"),
-        delivery_id: row.get("delivery_id"),
+        id: attempt_id(row.get("id"))?,
+        queue_entry: QueueEntryId(row.get("delivery_id")),
         tenant: stored(TenantId::parse(row.get("tenant_id")))?,
         webhook_id: webhook_id(row.get("webhook_id"))?,
-        event_id: row.get("event_id"),
+        event_id: event_id(row.get("event_id"))?,
         event_type: row.get("event_type"),
         attempt: u32::try_from(row.get::<i32, _>("attempt")).unwrap_or(0),
         succeeded: row.get("succeeded"),
@@ -333,7 +347,7 @@ fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {
 pub(crate) async fn attempts_of(
     pool: &Pool,
     tenant: &TenantId,
-    event_id: &str,
+    event_id: &EventId,
     webhook: &WebhookId,
 ) -> StoreResult<Vec<AttemptRecord>> {
     let rows = sqlx::query(
@@ -344,7 +358,7 @@ pub(crate) async fn attempts_of(
          ORDER BY attempt",
     )
     .bind(tenant.as_str())
-    .bind(event_id)
+    .bind(event_id.as_str())
     .bind(webhook.as_str())
     .fetch_all(pool)
     .await?;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::delivery::{DeliveryState, QueueEntryId};
 use zivio_core::error_kind::ErrorKind;
 use zivio_core::notice::AutoDisabledNotice;
 use zivio_core::permission::Permission;
@@ -163,8 +164,8 @@ pub(crate) async fn record_attempt_rows(
         .iter()
         .map(|(_, attempt)| {
             (
-                moved.contains(&attempt.delivery_id),
-                stored.contains(&attempt.id),
+                moved.contains(&attempt.queue_entry),
+                stored.contains(attempt.id.as_str()),
             )
         })
         .collect())
@@ -174,12 +175,12 @@ pub(crate) async fn record_attempt_rows(
 async fn move_deliveries(
     tx: &mut Connection,
     attempts: &[(&str, &AttemptRecord)],
-) -> StoreResult<HashSet<i64>> {
+) -> StoreResult<HashSet<QueueEntryId>> {
     let mut moved = HashSet::new();
     for chunk in crate::common::fixed_chunks(attempts) {
         let mut update = move_statement("", chunk);
         let ids: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
-        moved.extend(ids);
+        moved.extend(ids.into_iter().map(QueueEntryId));
     }
     Ok(moved)
 }
@@ -189,7 +190,7 @@ async fn move_deliveries(
 async fn store_attempts(
     tx: &mut Connection,
     attempts: &[(&str, &AttemptRecord)],
-    moved: &HashSet<i64>,
+    moved: &HashSet<QueueEntryId>,
 ) -> StoreResult<HashSet<String>> {
     let mut stored = HashSet::new();
     for chunk in crate::common::fixed_chunks(attempts) {
@@ -213,15 +214,12 @@ pub(crate) fn move_statement(
         "{prefix}WITH v (id, lease, pending, state, next) AS ("
     ));
     update.push_values(chunk, |mut row, (lease, attempt)| {
-        let state = match (attempt.next_attempt_at, attempt.succeeded) {
-            (Some(_), _) => "pending",
-            (None, true) => "succeeded",
-            (None, false) => "failed",
-        };
-        row.push_bind(attempt.delivery_id)
+        let state =
+            DeliveryState::after_attempt(attempt.succeeded, attempt.next_attempt_at.is_some());
+        row.push_bind(attempt.queue_entry.0)
             .push_bind(*lease)
-            .push_bind("pending")
-            .push_bind(state)
+            .push_bind(DeliveryState::Pending.as_str())
+            .push_bind(state.as_str())
             .push_bind(attempt.next_attempt_at.map(to_db));
     });
     update.push(
@@ -239,7 +237,7 @@ pub(crate) fn move_statement(
 pub(crate) fn store_statement(
     prefix: &str,
     chunk: &[(&str, &AttemptRecord)],
-    moved: &HashSet<i64>,
+    moved: &HashSet<QueueEntryId>,
 ) -> sqlx::QueryBuilder<Db> {
     let mut insert = sqlx::QueryBuilder::<Db>::new(format!(
         "{prefix}WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
@@ -249,14 +247,14 @@ pub(crate) fn store_statement(
                  event_type_prefix) AS ("
     ));
     insert.push_values(chunk, |mut row, (_, attempt)| {
-        let next = if moved.contains(&attempt.delivery_id) {
+        let next = if moved.contains(&attempt.queue_entry) {
             attempt.next_attempt_at.map(to_db)
         } else {
             None
         };
         row.push_bind(attempt.id.as_str())
             .push_bind(attempt.tenant.as_str())
-            .push_bind(attempt.delivery_id)
+            .push_bind(attempt.queue_entry.0)
             .push_bind(attempt.webhook_id.as_str())
             .push_bind(attempt.event_id.as_str())
             .push_bind(attempt.event_type.as_str())
@@ -364,7 +362,7 @@ pub(crate) async fn note_latest_attempts(
                     .push_bind(latest.succeeded)
                     .push_bind(latest.error_kind.map(ErrorKind::as_str))
                     .push_bind(latest.error_detail.as_deref())
-                    .push_bind(latest.delivery_id)
+                    .push_bind(latest.queue_entry.0)
                     .push_bind(*failing)
                     .push_bind(*first_failure);
             },

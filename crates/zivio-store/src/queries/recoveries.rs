@@ -4,11 +4,13 @@
 
 use sqlx::Row as _;
 use time::OffsetDateTime;
+use zivio_core::delivery::DeliveryState;
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 use zivio_core::recovery::{Ending, RecoveryState};
 use zivio_core::webhook::WebhookId;
 
-use crate::{Recovery, StoreError, StoreResult, stored};
+use crate::{Recovery, StoreError, StoreResult, event_id, stored};
 
 use super::{Connection, Db, DbTime, Pool, Row, from_db, to_db};
 
@@ -219,15 +221,16 @@ pub(crate) async fn pending_items(
     pool: &Pool,
     recovery: &str,
     limit: i64,
-) -> StoreResult<Vec<String>> {
-    Ok(sqlx::query_scalar(
+) -> StoreResult<Vec<EventId>> {
+    let ids: Vec<String> = sqlx::query_scalar(
         "SELECT event_id FROM recovery_items WHERE recovery_id = $1 AND state = 'pending'
          ORDER BY event_id LIMIT $2",
     )
     .bind(recovery)
     .bind(limit)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    ids.into_iter().map(event_id).collect()
 }
 
 /// Counts a step on the recovery and extends its lease, if it is still running under
@@ -268,7 +271,7 @@ pub(crate) async fn settle_items(
                 } else {
                     "skipped"
                 })
-                .push_bind(resend.as_deref());
+                .push_bind(resend.as_ref().map(EventId::as_str));
         });
         update.push(
             ") UPDATE recovery_items SET state = v.state, new_event_id = v.new_event_id FROM v
@@ -283,7 +286,7 @@ pub(crate) async fn settle_items(
 }
 
 /// Those of the given events that still have a pending delivery.
-pub(crate) async fn still_pending(pool: &Pool, events: &[String]) -> StoreResult<Vec<String>> {
+pub(crate) async fn still_pending(pool: &Pool, events: &[EventId]) -> StoreResult<Vec<EventId>> {
     let mut pending = std::collections::BTreeSet::new();
     for chunk in crate::common::fixed_chunks(events) {
         // States compared here, not in SQL: a constant state would let PostgreSQL scan
@@ -297,12 +300,12 @@ pub(crate) async fn still_pending(pool: &Pool, events: &[String]) -> StoreResult
         }
         select.push(")");
         for row in select.build().fetch_all(pool).await? {
-            if row.get::<String, _>("state") == "pending" {
+            if DeliveryState::parse(row.get("state")) == Some(DeliveryState::Pending) {
                 pending.insert(row.get::<String, _>("event_id"));
             }
         }
     }
-    Ok(pending.into_iter().collect())
+    pending.into_iter().map(event_id).collect()
 }
 
 pub(crate) async fn running(pool: &Pool) -> StoreResult<i64> {

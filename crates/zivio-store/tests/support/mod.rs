@@ -7,7 +7,9 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use zivio_core::audit::{AuditAction, AuditEntry};
+use zivio_core::delivery::AttemptId;
 use zivio_core::directory::{Placement, Role, Tenant, User};
+use zivio_core::event::EventId;
 use zivio_core::ids::{RoleName, TenantId, UserId};
 use zivio_core::webhook::{SealedSecret, Webhook, WebhookId};
 use zivio_store::testing::TestDatabase;
@@ -115,9 +117,14 @@ pub fn webhook(tenant: &TenantId, n: u64) -> Webhook {
     }
 }
 
+/// An event id written short, as tests do.
+pub fn evt(text: &str) -> EventId {
+    EventId::parse(text).expect("an event id")
+}
+
 pub fn new_event(id: &str, key: Option<&str>, deliveries: Vec<(WebhookId, usize)>) -> NewEvent {
     NewEvent {
-        id: id.to_owned(),
+        id: evt(id),
         event_type: "invoice.paid".into(),
         occurred_at: NOW,
         accepted_at: NOW,
@@ -156,8 +163,8 @@ pub fn attempt_of(
     next: Option<OffsetDateTime>,
 ) -> AttemptRecord {
     AttemptRecord {
-        id: format!("dlv_{}_{}", claimed.id, claimed.attempt),
-        delivery_id: claimed.id,
+        id: AttemptId::parse(&format!("dlv_{}_{}", claimed.id, claimed.attempt)).unwrap(),
+        queue_entry: claimed.id,
         tenant: claimed.tenant.clone(),
         webhook_id: claimed.webhook_id.clone(),
         event_id: claimed.event_id.clone(),

@@ -3,7 +3,6 @@
 //! or URL paths, and cannot change the URL, rotate the secret or resend; the owner, on the same
 //! pages, can. (The v4 routes are covered in `deliveries.rs` and `webhooks.rs`.)
 
-
 use reqwest::Method;
 use serde_json::json;
 

@@ -159,7 +159,10 @@ async fn two_postgres_instances_share_the_work_without_double_sends() {
         for (event, count) in requests.iter().filter(|(_, count)| **count > 1) {
             // Each send is one recorded attempt, numbered 1, 2, …, and only the last succeeded: a
             // delivery claimed twice would show the same attempt number twice.
-            let attempts = store.attempts_of(&acme, event, webhook).await.unwrap();
+            let attempts = store
+                .attempts_of(&acme, &crate::support::event_id(event), webhook)
+                .await
+                .unwrap();
             let numbers: Vec<u32> = attempts.iter().map(|a| a.attempt).collect();
             let expected: Vec<u32> = (1..=u32::try_from(*count).unwrap()).collect();
             assert_eq!(numbers, expected, "{path}: {event} sent {count} times");

@@ -2,7 +2,6 @@
 //! health, auto-disable with mail (over a real SMTP conversation) and retention, through the
 //! real binary and a real HTTPS receiver.
 
-
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -757,17 +756,23 @@ async fn retention_deletes_old_history_but_not_pending_work(backend: Backend) {
         2,
         "an event with pending work keeps its history"
     );
-    let states: Vec<String> = setup
+    let states: Vec<zivio_core::delivery::DeliveryState> = setup
         .api
         .store()
         .await
-        .deliveries_of_event(&zivio_core::ids::TenantId::parse("acme").unwrap(), &kept)
+        .deliveries_of_event(
+            &zivio_core::ids::TenantId::parse("acme").unwrap(),
+            &crate::support::event_id(&kept),
+        )
         .await
         .unwrap()
         .into_iter()
         .map(|delivery| delivery.state)
         .collect();
-    assert!(states.contains(&"pending".to_owned()), "{states:?}");
+    assert!(
+        states.contains(&zivio_core::delivery::DeliveryState::Pending),
+        "{states:?}"
+    );
     let audit = setup.get("/v4/audit-log").await;
     assert!(
         !audit.body["entries"].as_array().unwrap().is_empty(),

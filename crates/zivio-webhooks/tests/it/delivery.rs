@@ -10,6 +10,7 @@ use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
 use crate::support::api::{Backend, on_both_backends};
+use crate::support::event_id;
 use crate::support::receiver::Reply;
 use crate::support::sending::{Setup, WAIT, setup, setup_with, verify};
 
@@ -51,7 +52,7 @@ async fn events_arrive_signed_and_verifiable(backend: Backend) {
 
     let attempts = setup.attempts(&event, &webhook, 1).await;
     let attempt = &attempts[0];
-    assert!(attempt.id.starts_with("dlv_"));
+    assert!(attempt.id.as_str().starts_with("dlv_"));
     assert!(attempt.succeeded);
     assert_eq!(attempt.attempt, 1);
     assert_eq!(attempt.response_status, Some(200));
@@ -376,7 +377,7 @@ async fn shaped_payloads_reach_exactly_the_owners_who_may_see_them(backend: Back
         .api
         .store()
         .await
-        .deliveries_of_event(&TenantId::parse("acme").unwrap(), &id)
+        .deliveries_of_event(&TenantId::parse("acme").unwrap(), &event_id(&id))
         .await
         .unwrap();
     let mut queued_to: Vec<&str> = queued
@@ -438,7 +439,11 @@ async fn sigterm_lets_attempts_in_flight_finish(backend: Backend) {
     assert!(service.terminate().await.success(), "SIGTERM exits 0");
     let tenant = TenantId::parse("acme").unwrap();
     let attempts = store
-        .attempts_of(&tenant, &event, &WebhookId::parse(&webhook).unwrap())
+        .attempts_of(
+            &tenant,
+            &event_id(&event),
+            &WebhookId::parse(&webhook).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(

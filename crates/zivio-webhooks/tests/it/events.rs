@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use zivio_core::ids::TenantId;
 
 use crate::support::api::{Api, Backend, on_both_backends, problem};
+use crate::support::event_id;
 
 on_both_backends!(
     bad_events_are_refused_naming_the_field,
@@ -236,7 +237,7 @@ async fn events_reach_exactly_the_owners_who_may_see_them_shaped_for_each(backen
 
     let store = api.store().await;
     let queued = store
-        .deliveries_of_event(&TenantId::parse("acme").unwrap(), &id)
+        .deliveries_of_event(&TenantId::parse("acme").unwrap(), &event_id(&id))
         .await
         .unwrap();
     let receivers: Vec<String> = queued.iter().map(|d| d.webhook_id.to_string()).collect();
@@ -311,7 +312,7 @@ async fn events_reach_exactly_the_owners_who_may_see_them_shaped_for_each(backen
     let next = publish(&api, invoice(None, &[])).await;
     let next_id = next.body["id"].as_str().unwrap();
     let queued = store
-        .deliveries_of_event(&TenantId::parse("acme").unwrap(), next_id)
+        .deliveries_of_event(&TenantId::parse("acme").unwrap(), &event_id(next_id))
         .await
         .unwrap();
     let mut receivers: Vec<String> = queued.iter().map(|d| d.webhook_id.to_string()).collect();
@@ -338,7 +339,7 @@ async fn events_reach_exactly_the_owners_who_may_see_them_shaped_for_each(backen
     let queued = store
         .deliveries_of_event(
             &TenantId::parse("acme").unwrap(),
-            after.body["id"].as_str().unwrap(),
+            &event_id(after.body["id"].as_str().unwrap()),
         )
         .await
         .unwrap();
@@ -403,20 +404,27 @@ async fn producer_keys_make_publishing_idempotent(backend: Backend) {
     let store = api.store().await;
     let acme = TenantId::parse("acme").unwrap();
     assert_eq!(
-        store.deliveries_of_event(&acme, &id).await.unwrap().len(),
+        store
+            .deliveries_of_event(&acme, &event_id(&id))
+            .await
+            .unwrap()
+            .len(),
         1,
         "the repeat queued nothing new"
     );
     assert_eq!(
         store
-            .deliveries_of_event(&acme, ids[0])
+            .deliveries_of_event(&acme, &event_id(ids[0]))
             .await
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        store.deliveries_of_event(&acme, ids[0]).await.unwrap()[0]
+        store
+            .deliveries_of_event(&acme, &event_id(ids[0]))
+            .await
+            .unwrap()[0]
             .webhook_id
             .as_str(),
         hook

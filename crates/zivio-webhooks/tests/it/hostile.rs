@@ -228,7 +228,10 @@ async fn hostile_receivers_are_recorded_right_and_hurt_nobody_else() {
     for ((name, _, succeeded, kind), id) in cases.iter().zip(&webhooks) {
         let webhook = zivio_core::webhook::WebhookId::parse(id).unwrap();
         let attempt = eventually(WAIT, name, || async {
-            let mut attempts = store.attempts_of(&tenant, &event, &webhook).await.unwrap();
+            let mut attempts = store
+                .attempts_of(&tenant, &crate::support::event_id(&event), &webhook)
+                .await
+                .unwrap();
             attempts
                 .pop()
                 .ok_or_else(|| "no attempt recorded".to_owned())

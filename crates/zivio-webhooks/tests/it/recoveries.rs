@@ -384,7 +384,13 @@ async fn a_recovery_survives_a_kill_9_and_resends_nothing_twice(backend: Backend
     let tenant = zivio_core::ids::TenantId::parse("acme").unwrap();
     let mut resent_events = HashSet::new();
     for event in resends_arrived(&setup, "/crash", &originals) {
-        assert!(store.event(&tenant, &event).await.unwrap().is_some());
+        assert!(
+            store
+                .event(&tenant, &crate::support::event_id(&event))
+                .await
+                .unwrap()
+                .is_some()
+        );
         resent_events.insert(event);
     }
     assert_eq!(resent_events.len(), 3000, "no event was resent twice");

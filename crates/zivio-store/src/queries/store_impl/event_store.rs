@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 
 use crate::{
@@ -69,18 +70,18 @@ impl EventStore for BackendStore {
         .await
     }
 
-    async fn event(&self, tenant: &TenantId, id: &str) -> StoreResult<Option<StoredEvent>> {
+    async fn event(&self, tenant: &TenantId, id: &EventId) -> StoreResult<Option<StoredEvent>> {
         events::event(self.reader(), tenant, id).await
     }
 
-    async fn events(&self, tenant: &TenantId, ids: &[String]) -> StoreResult<Vec<StoredEvent>> {
+    async fn events(&self, tenant: &TenantId, ids: &[EventId]) -> StoreResult<Vec<StoredEvent>> {
         events::events(self.reader(), tenant, ids).await
     }
 
     async fn deliveries_of_event(
         &self,
         tenant: &TenantId,
-        event_id: &str,
+        event_id: &EventId,
     ) -> StoreResult<Vec<QueuedDelivery>> {
         events::deliveries_of_event(self.reader(), tenant, event_id).await
     }

@@ -1,6 +1,7 @@
 //! `HistoryStore` on this backend.
 
 use time::OffsetDateTime;
+use zivio_core::delivery::AttemptId;
 use zivio_core::ids::TenantId;
 use zivio_core::webhook::WebhookId;
 
@@ -33,7 +34,7 @@ impl HistoryStore for BackendStore {
     async fn delivery_attempt(
         &self,
         tenant: &TenantId,
-        id: &str,
+        id: &AttemptId,
     ) -> StoreResult<Option<AttemptDetail>> {
         history::attempt(self.reader(), tenant, id).await
     }

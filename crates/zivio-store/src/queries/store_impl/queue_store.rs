@@ -1,6 +1,7 @@
 //! `QueueStore` on this backend.
 
 use time::OffsetDateTime;
+use zivio_core::delivery::QueueEntryId;
 use zivio_core::rate_limit::RateLimit;
 use zivio_core::webhook::WebhookId;
 
@@ -69,7 +70,7 @@ impl QueueStore for BackendStore {
     async fn begin_attempt(
         &self,
         lease: &str,
-        delivery: i64,
+        delivery: QueueEntryId,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Option<Target>> {
@@ -110,14 +111,14 @@ impl QueueStore for BackendStore {
 
     async fn begin_attempts(
         &self,
-        attempts: &[(String, i64)],
+        attempts: &[(String, QueueEntryId)],
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Vec<Option<Target>>> {
         let targets = queue::current_targets(self.reader(), attempts).await?;
         // Leases that would not cover the attempt are extended together, then read again:
         // what is returned is what the requests are signed with at once.
-        let short: Vec<(String, i64)> = attempts
+        let short: Vec<(String, QueueEntryId)> = attempts
             .iter()
             .filter(|(_, delivery)| {
                 targets.get(delivery).is_some_and(|target| {
@@ -149,7 +150,7 @@ impl QueueStore for BackendStore {
                 })
                 .await?;
             let (short, ids) = ids;
-            let kept: Vec<(String, i64)> = short
+            let kept: Vec<(String, QueueEntryId)> = short
                 .into_iter()
                 .filter(|(_, id)| ids.contains(id))
                 .collect();
@@ -178,7 +179,7 @@ impl QueueStore for BackendStore {
         Ok(answers)
     }
 
-    async fn release_deliveries(&self, lease: &str, ids: &[i64]) -> StoreResult<()> {
+    async fn release_deliveries(&self, lease: &str, ids: &[QueueEntryId]) -> StoreResult<()> {
         let mut tx = self.begin_uncounted_write().await?;
         queue::release(&mut tx, lease, ids).await?;
         Ok(tx.commit().await?)

@@ -2,6 +2,7 @@
 
 use time::OffsetDateTime;
 use zivio_core::audit::AuditEntry;
+use zivio_core::event::EventId;
 use zivio_core::ids::TenantId;
 use zivio_core::recovery::{Ending, audited};
 use zivio_core::webhook::WebhookId;
@@ -79,7 +80,11 @@ impl RecoveryStore for BackendStore {
         Ok(claimed)
     }
 
-    async fn pending_recovery_items(&self, recovery: &str, limit: i64) -> StoreResult<Vec<String>> {
+    async fn pending_recovery_items(
+        &self,
+        recovery: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<EventId>> {
         recoveries::pending_items(self.reader(), recovery, limit).await
     }
 
@@ -108,7 +113,7 @@ impl RecoveryStore for BackendStore {
         Ok(Some(leased))
     }
 
-    async fn still_pending(&self, events: &[String]) -> StoreResult<Vec<String>> {
+    async fn still_pending(&self, events: &[EventId]) -> StoreResult<Vec<EventId>> {
         recoveries::still_pending(self.reader(), events).await
     }
 
@@ -119,7 +124,7 @@ impl RecoveryStore for BackendStore {
     async fn attempts_of(
         &self,
         tenant: &TenantId,
-        event_id: &str,
+        event_id: &EventId,
         webhook: &WebhookId,
     ) -> StoreResult<Vec<AttemptRecord>> {
         queue::attempts_of(self.reader(), tenant, event_id, webhook).await

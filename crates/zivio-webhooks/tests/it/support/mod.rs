@@ -32,3 +32,8 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An event id the service returned, as the store takes it.
+pub fn event_id(text: &str) -> zivio_core::event::EventId {
+    zivio_core::event::EventId::parse(text).expect("an event id")
+}

@@ -129,7 +129,10 @@ impl Setup {
             WebhookId::parse(webhook).unwrap(),
         );
         eventually(WAIT, "attempts recorded", || async {
-            let attempts = store.attempts_of(&tenant, event, &webhook).await.unwrap();
+            let attempts = store
+                .attempts_of(&tenant, &crate::support::event_id(event), &webhook)
+                .await
+                .unwrap();
             match attempts.len() {
                 recorded if recorded >= count => Ok(attempts),
                 recorded => Err(format!("{recorded} of {count}")),
@@ -146,8 +149,14 @@ impl Setup {
         let tenant = TenantId::parse("acme").unwrap();
         eventually(WAIT, "deliveries ended", || async {
             for event in events {
-                let deliveries = store.deliveries_of_event(&tenant, event).await.unwrap();
-                if let Some(pending) = deliveries.iter().find(|d| d.state == "pending") {
+                let deliveries = store
+                    .deliveries_of_event(&tenant, &crate::support::event_id(event))
+                    .await
+                    .unwrap();
+                if let Some(pending) = deliveries
+                    .iter()
+                    .find(|d| d.state == zivio_core::delivery::DeliveryState::Pending)
+                {
                     return Err(format!("{event} to {} pending", pending.webhook_id));
                 }
             }
@@ -159,10 +168,13 @@ impl Setup {
     pub async fn state_of(&self, event: &str) -> String {
         let store = self.api.store().await;
         let deliveries = store
-            .deliveries_of_event(&TenantId::parse("acme").unwrap(), event)
+            .deliveries_of_event(
+                &TenantId::parse("acme").unwrap(),
+                &crate::support::event_id(event),
+            )
             .await
             .unwrap();
-        deliveries[0].state.clone()
+        deliveries[0].state.to_string()
     }
 }
 
