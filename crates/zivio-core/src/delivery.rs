@@ -23,7 +23,7 @@ pub enum DeliveryState {
     Pending,
     Succeeded,
     Failed,
-    /// Its webhook was disabled or deleted, or its owner became inactive, before it ended.
+    /// Its webhook was disabled, or its owner became inactive or was removed, before it ended.
     Cancelled,
 }
 

@@ -396,7 +396,7 @@ struct DeliveriesQuery {
 #[utoipa::path(get, path = "/v4/deliveries", tag = "deliveries", security(("api_key" = [], "tenant" = [])),
     params(("webhook_id" = Option<String>, Query, description = "`wh_...`"),
            ("event_type" = Option<String>, Query, description = "An event type, or `<collection>.*` for a category"),
-           ("event_id" = Option<String>, Query, description = "`evt_...`"),
+           ("event_id" = Option<String>, Query, description = "An event id: `evt_` and up to 64 lowercase letters, digits or `_` (anything else is a 400)"),
            ("status" = Option<String>, Query, description = "`succeeded` or `failed`"),
            ("from" = Option<String>, Query, description = "RFC 3339; attempts at or after"),
            ("to" = Option<String>, Query, description = "RFC 3339; attempts at or before"),

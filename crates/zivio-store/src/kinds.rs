@@ -65,8 +65,9 @@ pub(crate) fn stored<T, E: std::fmt::Display>(parsed: Result<T, E>) -> StoreResu
     parsed.map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-/// Reads a stored id back: the text of a column that only this service writes.
-pub(crate) fn stored_id<T>(
+/// Reads a stored id or state back: the text of a column that only this service writes; one it
+/// cannot parse is reported as corrupt.
+pub(crate) fn parse_stored<T>(
     text: String,
     parse: fn(&str) -> Option<T>,
     what: &str,
@@ -75,19 +76,19 @@ pub(crate) fn stored_id<T>(
 }
 
 pub(crate) fn webhook_id(text: String) -> StoreResult<zivio_core::webhook::WebhookId> {
-    stored_id(text, zivio_core::webhook::WebhookId::parse, "webhook id")
+    parse_stored(text, zivio_core::webhook::WebhookId::parse, "webhook id")
 }
 
 pub(crate) fn event_id(text: String) -> StoreResult<zivio_core::event::EventId> {
-    stored_id(text, zivio_core::event::EventId::parse, "event id")
+    parse_stored(text, zivio_core::event::EventId::parse, "event id")
 }
 
 pub(crate) fn attempt_id(text: String) -> StoreResult<zivio_core::delivery::AttemptId> {
-    stored_id(text, zivio_core::delivery::AttemptId::parse, "attempt id")
+    parse_stored(text, zivio_core::delivery::AttemptId::parse, "attempt id")
 }
 
 pub(crate) fn delivery_state(text: String) -> StoreResult<zivio_core::delivery::DeliveryState> {
-    stored_id(
+    parse_stored(
         text,
         zivio_core::delivery::DeliveryState::parse,
         "delivery state",

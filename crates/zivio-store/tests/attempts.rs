@@ -233,7 +233,7 @@ async fn a_batch_of_attempts_records_as_they_happened_in_order(
         .collect();
     assert_eq!(disabled, [3], "hook 1, once, at its latest failure");
 
-    let health: std::collections::HashMap<_, _> = store
+    let health = store
         .webhook_health(
             &acme,
             None,
@@ -241,9 +241,7 @@ async fn a_batch_of_attempts_records_as_they_happened_in_order(
             NOW - time::Duration::days(1),
         )
         .await
-        .unwrap()
-        .into_iter()
-        .collect();
+        .unwrap();
     let first = &health[&hooks[0].id];
     assert_eq!(first.last_attempt_at, Some(NOW + 2 * second));
     assert_eq!(first.last_succeeded, Some(false));

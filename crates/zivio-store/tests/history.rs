@@ -357,8 +357,6 @@ async fn health_counts_follow_the_attempts(database: &TestDatabase, _: Backend) 
             )
             .await
             .unwrap()
-            .into_iter()
-            .collect::<std::collections::HashMap<_, _>>()
     };
     let before = health(store.clone(), acme.clone(), NOW).await;
     assert_eq!(before.len(), 2);

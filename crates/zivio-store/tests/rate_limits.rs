@@ -212,7 +212,7 @@ async fn waiting_too_long_leaves_health_alone(database: &TestDatabase, _: Backen
         .webhook_health(&acme, Some(&hook.id), NOW - time::Duration::DAY, NOW)
         .await
         .unwrap();
-    let counts = health.first().map(|(_, counts)| counts.clone());
+    let counts = health.get(&hook.id).cloned();
     assert!(
         counts.as_ref().is_none_or(|c| c.failing_since.is_none()
             && c.last_attempt_at.is_none()

@@ -165,14 +165,7 @@ impl World {
 
     /// Creates or replaces user `id` (an admin), active or not, at the clock's time.
     pub async fn put_user(&self, id: &str, active: bool) {
-        let user = User {
-            id: UserId::parse(id).unwrap(),
-            email: format!("{id}@acme.example"),
-            name: id.to_uppercase(),
-            active,
-            placement: Placement::default(),
-            roles: vec![RoleName::parse("admin").unwrap()],
-        };
+        let user = admin(id, active);
         let now = self.clock.now();
         self.store
             .upsert_user(&self.tenant, &user, now)
@@ -283,7 +276,9 @@ impl World {
             instance: "engine-test".into(),
             lease: Duration::from_secs(30),
             request_timeout: Duration::from_secs(5),
-            schedule: RetrySchedule::parse("1s,1s,1s").unwrap(),
+            // An hour apart: a retry is sent within a test only if the engine follows the
+            // test's clock.
+            schedule: RetrySchedule::parse("1h,1h,1h").unwrap(),
             max_in_flight_per_webhook: 4,
             max_in_flight,
             extra_root_ca: None,
@@ -328,6 +323,18 @@ impl World {
             // Real time: the engine records on its own tasks; the store is looked at every 20 ms.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// User `id` of the tenant, an admin, active or not.
+pub fn admin(id: &str, active: bool) -> User {
+    User {
+        id: UserId::parse(id).unwrap(),
+        email: format!("{id}@acme.example"),
+        name: id.to_uppercase(),
+        active,
+        placement: Placement::default(),
+        roles: vec![RoleName::parse("admin").unwrap()],
     }
 }
 

@@ -41,7 +41,7 @@ pub trait HistoryStore: Send + Sync {
         only: Option<&WebhookId>,
         since_7d: OffsetDateTime,
         since_24h: OffsetDateTime,
-    ) -> StoreResult<Vec<(WebhookId, HealthCounts)>>;
+    ) -> StoreResult<std::collections::HashMap<WebhookId, HealthCounts>>;
 
     /// The hourly attempt counters of the tenant's webhooks since `since`, for the health
     /// charts.

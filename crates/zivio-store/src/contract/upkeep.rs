@@ -6,6 +6,10 @@ use crate::{OutboxMail, StoreResult};
 
 #[async_trait::async_trait]
 pub trait UpkeepStore: Send + Sync {
+    /// Mails in the outbox not yet accepted by the SMTP server (tests wait for none).
+    #[cfg(feature = "testing")]
+    async fn unsent_mail(&self) -> StoreResult<i64>;
+
     /// Leases up to `limit` due, unsent mails until `lease_until`.
     async fn claim_mail(
         &self,

@@ -172,7 +172,7 @@ pub(crate) async fn health(
     only: Option<&WebhookId>,
     since_7d: OffsetDateTime,
     since_24h: OffsetDateTime,
-) -> StoreResult<Vec<(WebhookId, HealthCounts)>> {
+) -> StoreResult<std::collections::HashMap<WebhookId, HealthCounts>> {
     let rows = sqlx::query(
         "SELECT w.id, w.last_attempt_at, w.last_attempt_succeeded, w.failing_since,
                 COALESCE(SUM(CASE WHEN h.hour_start >= $3 THEN h.succeeded ELSE 0 END), 0) AS succeeded_24h,

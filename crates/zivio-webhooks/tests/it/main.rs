@@ -4,6 +4,7 @@
 mod support;
 
 mod abuse;
+mod admin_forms;
 mod admin_ui;
 mod admit_only_us;
 mod boundary;
@@ -13,6 +14,7 @@ mod deliveries;
 mod delivery;
 mod directory;
 mod events;
+mod health;
 mod hostile;
 mod hostile_load;
 mod operations;
@@ -20,6 +22,7 @@ mod payload_contracts;
 mod postgres;
 mod rate_limits;
 mod recoveries;
+mod secrets_and_audit;
 mod security;
 mod startup;
 mod webhooks;

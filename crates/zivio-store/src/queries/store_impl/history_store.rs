@@ -45,7 +45,7 @@ impl HistoryStore for BackendStore {
         only: Option<&WebhookId>,
         since_7d: OffsetDateTime,
         since_24h: OffsetDateTime,
-    ) -> StoreResult<Vec<(WebhookId, HealthCounts)>> {
+    ) -> StoreResult<std::collections::HashMap<WebhookId, HealthCounts>> {
         history::health(self.reader(), tenant, only, since_7d, since_24h).await
     }
 

@@ -20,6 +20,15 @@ impl UpkeepStore for BackendStore {
         Ok(claimed)
     }
 
+    #[cfg(feature = "testing")]
+    async fn unsent_mail(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL")
+                .fetch_one(self.reader())
+                .await?,
+        )
+    }
+
     async fn mail_sent(&self, id: i64, at: OffsetDateTime) -> StoreResult<()> {
         let mut tx = self.begin_uncounted_write().await?;
         history::mail_sent(&mut tx, id, at).await?;
