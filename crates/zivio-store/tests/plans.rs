@@ -85,7 +85,7 @@ async fn hot_statements_read_indexes_however_large_the_queue(
 ) {
     let store = realistic_queue(database, backend).await;
     let plans = store.hot_statement_plans().await.unwrap();
-    assert_eq!(plans.len(), 4);
+    assert_eq!(plans.len(), 5);
     for StatementPlan { statement, plan } in plans {
         assert!(
             !reads_a_whole_large_table(&plan),

@@ -14,7 +14,7 @@ use zivio_core::webhook::WebhookId;
 use crate::{AttemptRecord, PublishLease, StatementPlan, StoreResult};
 
 use super::events::{DeliveryRow, deliveries_statement};
-use super::queue::targets_statement;
+use super::queue::{pending_statement, targets_statement};
 use super::records::{move_statement, store_statement};
 use super::{EXPLAIN, PLAN_COLUMN, Pool};
 
@@ -71,6 +71,7 @@ pub(crate) async fn hot_statement_plans(pool: &Pool) -> StoreResult<Vec<Statemen
             "publish: queue deliveries",
             deliveries_statement(EXPLAIN, &tenant, &published, Some(&lease)),
         ),
+        ("queue depth gauge", pending_statement(EXPLAIN)),
     ];
     let mut plans = Vec::with_capacity(statements.len());
     for (statement, mut query) in statements {

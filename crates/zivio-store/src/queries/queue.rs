@@ -311,11 +311,17 @@ pub(crate) async fn next_due(pool: &Pool) -> StoreResult<Option<OffsetDateTime>>
 }
 
 pub(crate) async fn pending(pool: &Pool) -> StoreResult<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE state = 'pending'")
-            .fetch_one(pool)
-            .await?,
-    )
+    Ok(pending_statement("")
+        .build_query_scalar()
+        .fetch_one(pool)
+        .await?)
+}
+
+/// The count of pending deliveries, behind `prefix` (`EXPLAIN` in tests).
+pub(crate) fn pending_statement(prefix: &str) -> sqlx::QueryBuilder<Db> {
+    sqlx::QueryBuilder::<Db>::new(format!(
+        "{prefix}SELECT count(*) FROM deliveries WHERE state = 'pending'"
+    ))
 }
 
 fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {
