@@ -79,8 +79,9 @@ const RECORD_BATCH: usize = 256;
 const HANDED_OVER_PER_WEBHOOK: usize = 2_048;
 /// The same over all webhooks of an instance, so that memory stays bounded.
 const HANDED_OVER: usize = 16_384;
-/// Publishes whose deliveries may wait to be taken from the hand-off queue.
-const HANDOFF_BATCHES: usize = 16;
+/// Deliveries that may wait to be taken from the hand-off queue (a publish with more is stored
+/// unleased and claimed).
+const HANDOFF_QUEUED: usize = HANDED_OVER;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -176,7 +177,7 @@ impl Engine {
         let checks = self.checks.lock().expect("not poisoned").take();
         let checking = checks.map(|queue| tokio::spawn(self.clone().check_batches(queue)));
         let handoff = &self.services.handoff;
-        let batches = handoff.open(&self.config.instance, self.lease_hold(), HANDOFF_BATCHES);
+        let batches = handoff.open(&self.config.instance, self.lease_hold(), HANDOFF_QUEUED);
         let taking = tokio::spawn(self.clone().take_handed_over(batches, stop.clone()));
         let listening = {
             let (store, wake) = (self.services.store.clone(), self.wake.clone());
@@ -343,10 +344,15 @@ impl Engine {
     /// claimed one; the rest go back to the queue at once, for a claim.
     async fn take_handed_over(
         self: Arc<Self>,
-        mut batches: mpsc::Receiver<LeasedBatch>,
+        mut batches: mpsc::UnboundedReceiver<LeasedBatch>,
         stop: CancellationToken,
     ) {
-        while let Some(LeasedBatch { lease, deliveries }) = batches.recv().await {
+        while let Some(LeasedBatch {
+            lease,
+            deliveries,
+            queued,
+        }) = batches.recv().await
+        {
             let stopping = stop.is_cancelled();
             let mut left = Vec::new();
             for delivery in deliveries {
@@ -368,6 +374,8 @@ impl Engine {
                 self.tasks
                     .spawn(async move { engine.deliver(delivery, lease, permits, stop).await });
             }
+            // Each has a task (held by the engine's own bounds) or is given back below.
+            drop(queued);
             if !left.is_empty() {
                 if let Err(error) = self
                     .services

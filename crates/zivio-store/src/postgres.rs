@@ -43,11 +43,19 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
 /// steps per webhook, not per queued delivery); concurrent claims from other instances skip rows
-/// already being claimed. No ORDER BY before the LIMIT: it would lock every webhook's share, not
-/// just those claimed, and starve concurrent claims; webhooks are visited in table order instead.
-pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+/// already being claimed. Only webhooks with free work are visited, found by skipping through
+/// the same index from one webhook to the next (`hooks`), so a claim does not grow with the
+/// number of webhooks either. No ORDER BY before the LIMIT: it would lock every webhook's share,
+/// not just those claimed, and starve concurrent claims; webhooks are visited in id order.
+pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
+         SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
+         UNION ALL
+         SELECT (SELECT min(webhook_id) FROM deliveries
+                 WHERE state = 'pending' AND lease_owner IS NULL AND webhook_id > hooks.id)
+         FROM hooks WHERE hooks.id IS NOT NULL)
+     UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
      WHERE id IN (SELECT due.id
-                  FROM webhooks hooks
+                  FROM hooks
                   CROSS JOIN LATERAL (
                       SELECT id FROM deliveries
                       WHERE webhook_id = hooks.id AND state = 'pending' AND lease_owner IS NULL

@@ -45,17 +45,25 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const SKIP_LOCKED: &str = "";
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
-/// steps per webhook, not per queued delivery), oldest first. One writer at a time: the claim
+/// steps per webhook, not per queued delivery), oldest first. Only webhooks with free work are
+/// visited, found by skipping through the same index from one webhook to the next (`hooks`), so
+/// a claim does not grow with the number of webhooks either. One writer at a time: the claim
 /// cannot race another claim.
-pub(crate) const CLAIM: &str = "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
+         SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
+         UNION ALL
+         SELECT (SELECT min(webhook_id) FROM deliveries
+                 WHERE state = 'pending' AND lease_owner IS NULL AND webhook_id > hooks.id)
+         FROM hooks WHERE hooks.id IS NOT NULL)
+     UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
      WHERE id IN (SELECT d.id
-                  FROM webhooks w
+                  FROM hooks
                   JOIN deliveries d ON d.id IN (
                       SELECT id FROM deliveries
-                      WHERE webhook_id = w.id AND state = 'pending' AND lease_owner IS NULL
+                      WHERE webhook_id = hooks.id AND state = 'pending' AND lease_owner IS NULL
                         AND next_attempt_at <= $2
                       ORDER BY next_attempt_at LIMIT $6)
-                  WHERE w.id NOT IN (SELECT value FROM json_each($5))
+                  WHERE hooks.id NOT IN (SELECT value FROM json_each($5))
                   ORDER BY d.next_attempt_at LIMIT $4)";
 /// Takes over, under lease `$1` until `$3`, up to `$4` due deliveries whose lease ended before
 /// `$2` (their holder died or stalled), of webhooks not in `$5`, read from the index of held
