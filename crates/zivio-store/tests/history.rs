@@ -442,7 +442,10 @@ async fn health_counts_follow_the_attempts(database: &TestDatabase, _: Backend) 
     );
 }
 
-async fn retention_deletes_old_history_but_never_pending_work(database: &TestDatabase, _: Backend) {
+async fn retention_deletes_old_history_but_never_pending_work(
+    database: &TestDatabase,
+    backend: Backend,
+) {
     let store = open(database).await;
     let (acme, hooks) = queued(&store, 1).await;
     // evt_q (accepted at NOW) is pending; evt_old finished; evt_new is recent.
@@ -479,6 +482,25 @@ async fn retention_deletes_old_history_but_never_pending_work(database: &TestDat
             .unwrap()
             .is_empty()
     );
+    // Nothing of it is left behind, whatever ties the tables (PostgreSQL has no key from a
+    // delivery to its event or payload).
+    for (sql, left) in [
+        (
+            "SELECT COUNT(*) FROM deliveries WHERE event_id = 'evt_old'",
+            0,
+        ),
+        (
+            "SELECT COUNT(*) FROM payloads WHERE event_id = 'evt_old'",
+            0,
+        ),
+        (
+            "SELECT COUNT(*) FROM delivery_attempts WHERE event_id = 'evt_old'",
+            0,
+        ),
+        ("SELECT COUNT(*) FROM deliveries", 1),
+    ] {
+        assert_eq!(count_rows(database, backend, sql).await, left, "{sql}");
+    }
     assert!(
         store.event(&acme, &evt("evt_q")).await.unwrap().is_some(),
         "pending work is kept"

@@ -296,13 +296,44 @@ pub(crate) async fn mail_failed(
     Ok(())
 }
 
-/// Old events without pending work, with everything that hangs off them (payloads,
-/// deliveries and attempts cascade).
-pub(crate) const PURGE_EVENTS: &str = "DELETE FROM events WHERE id IN (
-     SELECT e.id FROM events e
+/// Old events without pending work: up to `$2` accepted before `$1`.
+const OLD_EVENTS: &str = "SELECT e.id FROM events e
      WHERE e.accepted_at < $1
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
-     LIMIT $2)";
+     LIMIT $2";
+
+/// Deletes up to `batch` old events without pending work, with everything that hangs off them:
+/// their deliveries first (attempts cascade; on PostgreSQL no key ties a delivery to its event,
+/// see migration 0011), then the events (payloads cascade).
+async fn purge_events_batch(
+    tx: &mut Connection,
+    cutoff: OffsetDateTime,
+    batch: i64,
+) -> StoreResult<u64> {
+    let old: Vec<String> = sqlx::query_scalar(OLD_EVENTS)
+        .bind(to_db(cutoff))
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut events = 0;
+    for chunk in crate::common::fixed_chunks(&old) {
+        delete_listed(tx, "DELETE FROM deliveries WHERE event_id IN (", chunk).await?;
+        events += delete_listed(tx, "DELETE FROM events WHERE id IN (", chunk).await?;
+    }
+    Ok(events)
+}
+
+/// Runs `delete` (ending in `IN (`) for the ids of `chunk`.
+async fn delete_listed(tx: &mut Connection, delete: &str, chunk: &[String]) -> StoreResult<u64> {
+    let mut delete = sqlx::QueryBuilder::<Db>::new(delete);
+    let mut list = delete.separated(", ");
+    for id in chunk {
+        list.push_bind(id.as_str());
+    }
+    delete.push(")");
+    Ok(delete.build().execute(&mut *tx).await?.rows_affected())
+}
+
 /// Mail older than the retention period, sent or not: a notice that old is no news.
 pub(crate) const PURGE_MAIL: &str = "DELETE FROM mail_outbox WHERE id IN (
      SELECT id FROM mail_outbox WHERE created_at < $1 LIMIT $2)";
@@ -312,13 +343,26 @@ pub(crate) const PURGE_HEALTH_COUNTERS: &str = "DELETE FROM webhook_attempt_hour
 pub(crate) const PURGE_AUDIT: &str =
     "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT $2)";
 
-/// One batch of a purge: `sql` deletes at most `$2` rows older than `$1`.
+/// What a purge deletes.
+#[derive(Clone, Copy)]
+pub(crate) enum Purge {
+    /// Old events, with their payloads, deliveries and attempts (`purge_events_batch`).
+    Events,
+    /// What the statement deletes: at most `$2` rows older than `$1`.
+    Rows(&'static str),
+}
+
+/// One batch of a purge of what is older than `cutoff`: at most `batch` rows.
 pub(crate) async fn purge_batch(
     tx: &mut Connection,
-    sql: &'static str,
+    purge: Purge,
     cutoff: OffsetDateTime,
     batch: i64,
 ) -> StoreResult<u64> {
+    let sql = match purge {
+        Purge::Events => return purge_events_batch(tx, cutoff, batch).await,
+        Purge::Rows(sql) => sql,
+    };
     let deleted = sqlx::query(sql)
         .bind(to_db(cutoff))
         .bind(batch)

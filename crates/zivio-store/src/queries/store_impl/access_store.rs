@@ -7,7 +7,7 @@ use zivio_core::ids::{TenantId, UserId};
 
 use crate::{AccessStore, AdminSession, KeyHolder, LinkHolder, StoreResult};
 
-use super::{BackendStore, directory, keys, sessions};
+use super::{BackendStore, directory, history, keys, sessions};
 
 #[async_trait::async_trait]
 impl AccessStore for BackendStore {
@@ -136,7 +136,11 @@ impl AccessStore for BackendStore {
     }
 
     async fn purge_sessions(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
-        self.purge_in_batches(cutoff, 1_000, sessions::PURGE_SESSIONS)
-            .await
+        self.purge_in_batches(
+            cutoff,
+            1_000,
+            history::Purge::Rows(sessions::PURGE_SESSIONS),
+        )
+        .await
     }
 }

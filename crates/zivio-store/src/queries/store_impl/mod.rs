@@ -61,12 +61,12 @@ impl BackendStore {
         &self,
         cutoff: OffsetDateTime,
         batch: i64,
-        sql: &'static str,
+        purge: history::Purge,
     ) -> StoreResult<u64> {
         let mut total = 0;
         loop {
             let mut tx = self.begin_uncounted_write().await?;
-            let deleted = history::purge_batch(&mut tx, sql, cutoff, batch).await?;
+            let deleted = history::purge_batch(&mut tx, purge, cutoff, batch).await?;
             tx.commit().await?;
             total += deleted;
             if deleted < batch.unsigned_abs() {

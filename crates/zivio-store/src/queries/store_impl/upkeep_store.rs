@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 use crate::{OutboxMail, StoreResult, UpkeepStore};
 
 use super::{BackendStore, history};
+use history::Purge;
 
 #[async_trait::async_trait]
 impl UpkeepStore for BackendStore {
@@ -42,21 +43,19 @@ impl UpkeepStore for BackendStore {
     }
 
     async fn purge_events(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
-        let events = self
-            .purge_in_batches(cutoff, 100, history::PURGE_EVENTS)
-            .await?;
-        self.purge_in_batches(cutoff, 1_000, history::PURGE_MAIL)
+        let events = self.purge_in_batches(cutoff, 100, Purge::Events).await?;
+        self.purge_in_batches(cutoff, 1_000, Purge::Rows(history::PURGE_MAIL))
             .await?;
         Ok(events)
     }
 
     async fn purge_health_counters(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
-        self.purge_in_batches(cutoff, 1_000, history::PURGE_HEALTH_COUNTERS)
+        self.purge_in_batches(cutoff, 1_000, Purge::Rows(history::PURGE_HEALTH_COUNTERS))
             .await
     }
 
     async fn purge_audit(&self, cutoff: OffsetDateTime) -> StoreResult<u64> {
-        self.purge_in_batches(cutoff, 1_000, history::PURGE_AUDIT)
+        self.purge_in_batches(cutoff, 1_000, Purge::Rows(history::PURGE_AUDIT))
             .await
     }
 }
