@@ -43,9 +43,9 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
 /// steps per webhook, not per queued delivery); concurrent claims from other instances skip rows
-/// already being claimed. Only webhooks with free work are visited, found by skipping through
-/// the same index from one webhook to the next (`hooks`), so a claim does not grow with the
-/// number of webhooks either. No ORDER BY before the LIMIT: it would lock every webhook's share,
+/// already being claimed. Only webhooks with free work (due or waiting for a retry) are visited,
+/// found by skipping through the same index from one webhook to the next (`hooks`), not every
+/// webhook of every tenant. No ORDER BY before the LIMIT: it would lock every webhook's share,
 /// not just those claimed, and starve concurrent claims; webhooks are visited in id order.
 pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
          SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL

@@ -46,9 +46,9 @@ const SKIP_LOCKED: &str = "";
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
 /// steps per webhook, not per queued delivery), oldest first. Only webhooks with free work are
-/// visited, found by skipping through the same index from one webhook to the next (`hooks`), so
-/// a claim does not grow with the number of webhooks either. One writer at a time: the claim
-/// cannot race another claim.
+/// visited (due or waiting for a retry), found by skipping through the same index from one
+/// webhook to the next (`hooks`), not every webhook of every tenant. One writer at a time: the
+/// claim cannot race another claim.
 pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
          SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
          UNION ALL

@@ -1,7 +1,8 @@
 //! Claims in the store (docs/product.md §6): due deliveries leased once until the lease
 //! expires, released and handed out again, a share at most of one webhook per claim, webhooks
 //! skipped on request, an ended lease taken over, concurrent claims that never share a delivery,
-//! whether anything a send depends on changed since, and a corrupt row that fails alone. Every
+//! whether anything a send depends on changed since, a corrupt row that fails alone, and work
+//! given back that wakes the other instances. Every
 //! behaviour runs on SQLite and, when `ZIVIO_TEST_DATABASE_URL` is set, on PostgreSQL.
 
 use zivio_core::audit::AuditAction;
@@ -19,6 +20,7 @@ contract!(
     claims_know_whether_anything_a_send_depends_on_changed,
     a_corrupt_queued_row_fails_alone,
     concurrent_claims_never_share_a_delivery,
+    work_given_back_wakes_the_other_instances,
 );
 
 async fn due_deliveries_are_leased_once_until_the_lease_expires(
@@ -306,4 +308,43 @@ async fn a_corrupt_queued_row_fails_alone(database: &TestDatabase, backend: Back
         ["pending"],
         "only the readable delivery is left in the tenant's queue"
     );
+}
+
+/// What an engine gives back (more than it holds in memory) is for any instance: on PostgreSQL
+/// the release announces it, so instances listening claim it at once instead of at their next
+/// poll. (SQLite has one instance and nothing to announce.)
+async fn work_given_back_wakes_the_other_instances(database: &TestDatabase, backend: Backend) {
+    if backend == Backend::Sqlite {
+        return;
+    }
+    let store = open(database).await;
+    queued(&store, 1).await;
+    let claimed = store
+        .claim_deliveries("a:1", NOW, NOW + time::Duration::seconds(30), 10, 100, &[])
+        .await
+        .unwrap();
+    let other = open(database).await;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listening = tokio::spawn({
+        let wake = wake.clone();
+        async move { other.listen_for_work(wake).await }
+    });
+    // Listening has begun once a notification gets through; until then, send more.
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    for _ in 0..50 {
+        woken.as_mut().enable();
+        store
+            .release_deliveries("a:1", &[claimed[0].id])
+            .await
+            .unwrap();
+        if tokio::time::timeout(std::time::Duration::from_millis(200), woken.as_mut())
+            .await
+            .is_ok()
+        {
+            listening.abort();
+            return;
+        }
+    }
+    panic!("releasing work never woke the listening instance");
 }

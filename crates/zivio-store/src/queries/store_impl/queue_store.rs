@@ -7,7 +7,7 @@ use zivio_core::webhook::WebhookId;
 
 use crate::{AttemptOutcome, ClaimedDelivery, FinishedAttempt, QueueStore, StoreResult, Target};
 
-use super::{BackendStore, pacing, queue, records, recoveries};
+use super::{BackendStore, announce_work, pacing, queue, records, recoveries};
 
 #[async_trait::async_trait]
 impl QueueStore for BackendStore {
@@ -182,6 +182,8 @@ impl QueueStore for BackendStore {
     async fn release_deliveries(&self, lease: &str, ids: &[QueueEntryId]) -> StoreResult<()> {
         let mut tx = self.begin_uncounted_write().await?;
         queue::release(&mut tx, lease, ids).await?;
+        // Work an engine could not hold: any instance may take it at once.
+        announce_work(&mut tx).await?;
         Ok(tx.commit().await?)
     }
 
