@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
+use crate::common::claims::webhooks_with_free_work;
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
 /// The channel on which instances announce newly queued deliveries.
@@ -43,17 +44,12 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
 /// steps per webhook, not per queued delivery); concurrent claims from other instances skip rows
-/// already being claimed. Only webhooks with free work (due or waiting for a retry) are visited,
-/// found by skipping through the same index from one webhook to the next (`hooks`), not every
-/// webhook of every tenant. No ORDER BY before the LIMIT: it would lock every webhook's share,
+/// already being claimed. Only webhooks with free work are visited (`hooks`, see
+/// `webhooks_with_free_work!`). No ORDER BY before the LIMIT: it would lock every webhook's share,
 /// not just those claimed, and starve concurrent claims; webhooks are visited in id order.
-pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
-         SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
-         UNION ALL
-         SELECT (SELECT min(webhook_id) FROM deliveries
-                 WHERE state = 'pending' AND lease_owner IS NULL AND webhook_id > hooks.id)
-         FROM hooks WHERE hooks.id IS NOT NULL)
-     UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+pub(crate) const CLAIM: &str = concat!(
+    webhooks_with_free_work!(),
+    "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
      WHERE id IN (SELECT due.id
                   FROM hooks
                   CROSS JOIN LATERAL (
@@ -63,7 +59,8 @@ pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
                       ORDER BY next_attempt_at LIMIT $6
                       FOR UPDATE SKIP LOCKED) due
                   WHERE hooks.id NOT IN (SELECT jsonb_array_elements_text($5::jsonb))
-                  LIMIT $4)";
+                  LIMIT $4)"
+);
 /// Takes over, under lease `$1` until `$3`, up to `$4` due deliveries whose lease ended before
 /// `$2` (their holder died or stalled), of webhooks not in `$5`, skipping those another
 /// transaction holds (their holder recording them, another claim), so that claims never wait for

@@ -13,6 +13,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::common::claims::webhooks_with_free_work;
 use crate::{Backend, ConnectOptions, StoreError, StoreResult};
 
 // Each backend compiles the shared queries as its own module (see queries/mod.rs).
@@ -45,17 +46,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 const SKIP_LOCKED: &str = "";
 /// Claims due work per webhook (so a backlog cannot crowd out the others; each webhook's oldest
 /// due work no one holds, read from its partial index by webhook and due time, so a claim costs
-/// steps per webhook, not per queued delivery), oldest first. Only webhooks with free work are
-/// visited (due or waiting for a retry), found by skipping through the same index from one
-/// webhook to the next (`hooks`), not every webhook of every tenant. One writer at a time: the
-/// claim cannot race another claim.
-pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
-         SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
-         UNION ALL
-         SELECT (SELECT min(webhook_id) FROM deliveries
-                 WHERE state = 'pending' AND lease_owner IS NULL AND webhook_id > hooks.id)
-         FROM hooks WHERE hooks.id IS NOT NULL)
-     UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
+/// steps per webhook, not per queued delivery), oldest first, of the webhooks with free work
+/// (`hooks`, see `webhooks_with_free_work!`). One writer at a time: the claim cannot race
+/// another claim.
+pub(crate) const CLAIM: &str = concat!(
+    webhooks_with_free_work!(),
+    "UPDATE deliveries SET lease_owner = $1, lease_expires_at = $3
      WHERE id IN (SELECT d.id
                   FROM hooks
                   JOIN deliveries d ON d.id IN (
@@ -64,7 +60,8 @@ pub(crate) const CLAIM: &str = "WITH RECURSIVE hooks (id) AS (
                         AND next_attempt_at <= $2
                       ORDER BY next_attempt_at LIMIT $6)
                   WHERE hooks.id NOT IN (SELECT value FROM json_each($5))
-                  ORDER BY d.next_attempt_at LIMIT $4)";
+                  ORDER BY d.next_attempt_at LIMIT $4)"
+);
 /// Takes over, under lease `$1` until `$3`, up to `$4` due deliveries whose lease ended before
 /// `$2` (their holder died or stalled), of webhooks not in `$5`, read from the index of held
 /// deliveries by lease end.

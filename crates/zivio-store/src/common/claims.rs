@@ -1,6 +1,23 @@
 //! The SQL that claims share on both backends (the claim and the take-over of ended leases differ
 //! per backend: `CLAIM` and `TAKE_OVER_ENDED_LEASES` in `sqlite.rs` and `postgres.rs`).
 
+/// The start of each backend's `CLAIM`: the webhooks with free work (due or waiting for a retry),
+/// found by skipping through the index of free deliveries from one webhook to the next, so that a
+/// claim never reads the webhooks of every tenant. A macro, not a constant, so that `concat!`
+/// can join it to each claim at compile time.
+macro_rules! webhooks_with_free_work {
+    () => {
+        "WITH RECURSIVE hooks (id) AS (
+         SELECT min(webhook_id) FROM deliveries WHERE state = 'pending' AND lease_owner IS NULL
+         UNION ALL
+         SELECT (SELECT min(webhook_id) FROM deliveries
+                 WHERE state = 'pending' AND lease_owner IS NULL AND webhook_id > hooks.id)
+         FROM hooks WHERE hooks.id IS NOT NULL)
+     "
+    };
+}
+pub(crate) use webhooks_with_free_work;
+
 /// The earliest moment something may become claimable: the first due delivery no one holds, or
 /// the first lease to end. The first half reads the index of free deliveries (few but for
 /// retries waiting for their time), the second one end of the index of held ones.
