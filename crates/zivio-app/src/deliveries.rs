@@ -147,7 +147,16 @@ fn filter(services: &Services, query: &DeliveryQuery) -> AppResult<AttemptFilter
         Some(TEST_EVENT_TYPE) => Some(EventTypeFilter::Exact(TEST_EVENT_TYPE.to_owned())),
         Some(text) => match EventFilter::parse(text, services.catalog) {
             Ok(EventFilter::Exact(name)) => Some(EventTypeFilter::Exact(name)),
-            Ok(EventFilter::Category { prefix, .. }) => Some(EventTypeFilter::Prefix(prefix)),
+            Ok(EventFilter::Category { prefix, .. }) => Some(EventTypeFilter::AnyOf(
+                services
+                    .catalog
+                    .collection_by_prefix(&prefix)
+                    .map(|collection| {
+                        let types = collection.event_types.iter();
+                        types.map(|event_type| event_type.name.clone()).collect()
+                    })
+                    .unwrap_or_default(),
+            )),
             Ok(EventFilter::All) => None,
             Err(error) => return Err(invalid("event_type", &error.to_string())),
         },

@@ -224,8 +224,8 @@ pub struct AttemptFilter {
 pub enum EventTypeFilter {
     /// One event type.
     Exact(String),
-    /// Every type of a category, by the type prefix (`invoice` for `invoices.*`).
-    Prefix(String),
+    /// Any of these types: a category's (`invoices.*`), as the catalog lists them.
+    AnyOf(Vec<String>),
 }
 
 /// Where a page of the deliveries log continues.

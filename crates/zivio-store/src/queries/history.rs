@@ -41,14 +41,61 @@ fn summary_from_row(row: &Row) -> StoreResult<AttemptSummary> {
 }
 
 /// One statement per combination of filters, each condition a plain comparison on a
-/// column, so the planner can serve it from the index led by the tenant and that filter,
-/// in page order.
+/// column, so that the planner can serve it from an index led by the tenant, in page order.
+/// Filters that one index cannot serve in that order are split into legs, each a page read
+/// from its index in order, and the legs' pages are merged: a webhook without a status reads
+/// its index once per status, a category the type index once per type of the category.
+/// Attempts of one event are found through its deliveries (a few per webhook) and sorted.
 fn attempts_query(
     tenant: &TenantId,
     filter: &AttemptFilter,
     prefix: &str,
 ) -> sqlx::QueryBuilder<Db> {
+    let statuses = match (&filter.webhook, filter.succeeded) {
+        (_, Some(succeeded)) => vec![Some(succeeded)],
+        (Some(_), None) => vec![Some(true), Some(false)],
+        (None, None) => vec![None],
+    };
+    let types: Vec<Option<&str>> = match &filter.event_type {
+        None => vec![None],
+        Some(EventTypeFilter::Exact(event_type)) => vec![Some(event_type.as_str())],
+        Some(EventTypeFilter::AnyOf(types)) => types.iter().map(|t| Some(t.as_str())).collect(),
+    };
+    let legs: Vec<(Option<bool>, Option<&str>)> = statuses
+        .iter()
+        .flat_map(|status| types.iter().map(move |event_type| (*status, *event_type)))
+        .collect();
     let mut query = sqlx::QueryBuilder::<Db>::new(prefix);
+    if let [(succeeded, event_type)] = legs[..] {
+        push_leg(&mut query, tenant, filter, succeeded, event_type);
+        return query;
+    }
+    // Each leg in a subquery of its own: SQLite allows no LIMIT on a member of a compound
+    // select, and PostgreSQL plans such a leg apart, so that its page order is kept.
+    query.push("SELECT * FROM (");
+    for (index, (succeeded, event_type)) in legs.into_iter().enumerate() {
+        if index > 0 {
+            query.push(" UNION ALL ");
+        }
+        query.push("SELECT * FROM (");
+        push_leg(&mut query, tenant, filter, succeeded, event_type);
+        query.push(") leg");
+    }
+    query
+        .push(") page ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(i64::from(filter.limit));
+    query
+}
+
+/// One leg of `attempts_query`: a page of the attempts that match the filter's conditions with
+/// one status and one event type.
+fn push_leg(
+    query: &mut sqlx::QueryBuilder<Db>,
+    tenant: &TenantId,
+    filter: &AttemptFilter,
+    succeeded: Option<bool>,
+    event_type: Option<&str>,
+) {
     query.push(format_args!(
         "SELECT {SUMMARY_COLUMNS} FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
          WHERE a.tenant_id = "
@@ -59,25 +106,17 @@ fn attempts_query(
             .push(" AND a.webhook_id = ")
             .push_bind(webhook.as_str().to_owned());
     }
-    if let Some(succeeded) = filter.succeeded {
+    if let Some(succeeded) = succeeded {
         query.push(" AND a.succeeded = ").push_bind(succeeded);
     }
-    match &filter.event_type {
-        Some(EventTypeFilter::Exact(event_type)) => {
-            query
-                .push(" AND a.event_type = ")
-                .push_bind(event_type.clone());
-        }
-        Some(EventTypeFilter::Prefix(prefix)) => {
-            query
-                .push(" AND a.event_type_prefix = ")
-                .push_bind(prefix.clone());
-        }
-        None => {}
+    if let Some(event_type) = event_type {
+        query
+            .push(" AND a.event_type = ")
+            .push_bind(event_type.to_owned());
     }
     if let Some(event_id) = &filter.event_id {
         query
-            .push(" AND a.event_id = ")
+            .push(" AND d.event_id = ")
             .push_bind(event_id.as_str().to_owned());
     }
     if let Some(from) = filter.from {
@@ -98,7 +137,6 @@ fn attempts_query(
     query
         .push(" ORDER BY a.created_at DESC, a.id DESC LIMIT ")
         .push_bind(i64::from(filter.limit));
-    query
 }
 
 pub(crate) async fn attempts(
@@ -106,6 +144,9 @@ pub(crate) async fn attempts(
     tenant: &TenantId,
     filter: &AttemptFilter,
 ) -> StoreResult<Vec<AttemptSummary>> {
+    if matches!(&filter.event_type, Some(EventTypeFilter::AnyOf(types)) if types.is_empty()) {
+        return Ok(Vec::new());
+    }
     let rows = attempts_query(tenant, filter, "")
         .build()
         .fetch_all(pool)

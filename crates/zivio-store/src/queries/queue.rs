@@ -360,7 +360,9 @@ pub(crate) async fn attempts_of(
         "SELECT id, delivery_id, tenant_id, webhook_id, event_id, event_type, attempt, succeeded,
                 request_url, request_headers, response_status, response_headers, response_body,
                 response_truncated, duration_ms, error_kind, error_detail, created_at, next_attempt_at
-         FROM delivery_attempts WHERE tenant_id = $1 AND event_id = $2 AND webhook_id = $3
+         FROM delivery_attempts
+         WHERE tenant_id = $1
+           AND delivery_id = (SELECT id FROM deliveries WHERE event_id = $2 AND webhook_id = $3)
          ORDER BY attempt",
     )
     .bind(tenant.as_str())

@@ -243,8 +243,7 @@ pub(crate) fn store_statement(
         "{prefix}WITH v (id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
                  succeeded, request_url, request_headers, response_status,
                  response_headers, response_body, response_truncated, duration_ms,
-                 error_kind, error_detail, next_attempt_at, created_at,
-                 event_type_prefix) AS ("
+                 error_kind, error_detail, next_attempt_at, created_at) AS ("
     ));
     insert.push_values(chunk, |mut row, (_, attempt)| {
         let next = if moved.contains(&attempt.queue_entry) {
@@ -270,24 +269,17 @@ pub(crate) fn store_statement(
             .push_bind(attempt.error_kind.map(ErrorKind::as_str))
             .push_bind(attempt.error_detail.as_deref())
             .push_bind(next)
-            .push_bind(to_db(attempt.created_at))
-            .push_bind(
-                attempt
-                    .event_type
-                    .split_once('.')
-                    .map_or("", |(prefix, _)| prefix),
-            );
+            .push_bind(to_db(attempt.created_at));
     });
     insert.push(
         ") INSERT INTO delivery_attempts (id, tenant_id, delivery_id, webhook_id, event_id,
              event_type, attempt, succeeded, request_url, request_headers,
              response_status, response_headers, response_body, response_truncated,
-             duration_ms, error_kind, error_detail, next_attempt_at, created_at,
-             event_type_prefix)
+             duration_ms, error_kind, error_detail, next_attempt_at, created_at)
          SELECT id, tenant_id, delivery_id, webhook_id, event_id, event_type, attempt,
                 succeeded, request_url, request_headers, response_status,
                 response_headers, response_body, response_truncated, duration_ms,
-                error_kind, error_detail, next_attempt_at, created_at, event_type_prefix
+                error_kind, error_detail, next_attempt_at, created_at
          FROM v
          WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = v.delivery_id)
          ON CONFLICT (id) DO NOTHING
