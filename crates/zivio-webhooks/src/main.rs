@@ -19,7 +19,7 @@ use config::Config;
 
 /// glibc's allocator took a quarter of the service's CPU under load (many threads allocating
 /// and freeing request, statement and body buffers); mimalloc keeps per-thread free lists.
-/// Built without transparent huge pages, which cost 17 MiB of idle footprint.
+/// Built without transparent huge pages, which added up to 17 MiB to the idle footprint.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,6 @@
-//! The SQL that claims share on both backends (the claim and the take-over of ended leases differ
-//! per backend: `CLAIM` and `TAKE_OVER_ENDED_LEASES` in `sqlite.rs` and `postgres.rs`).
+//! The SQL that claims share on both backends. The rest of the claim and the take-over of ended
+//! leases differ per backend: `CLAIM` and `TAKE_OVER_ENDED_LEASES` in `sqlite.rs` and
+//! `postgres.rs`.
 
 /// The start of each backend's `CLAIM`: the webhooks with free work (due or waiting for a retry),
 /// found by skipping through the index of free deliveries from one webhook to the next, so that a

@@ -44,8 +44,10 @@ fn summary_from_row(row: &Row) -> StoreResult<AttemptSummary> {
 /// column, so that the planner can serve it from an index led by the tenant, in page order.
 /// Filters that one index cannot serve in that order are split into legs, each a page read
 /// from its index in order, and the legs' pages are merged: a webhook without a status reads
-/// its index once per status, a category the type index once per type of the category.
-/// Attempts of one event are found through its deliveries (a few per webhook) and sorted.
+/// its index once per status, a category the type index once per type of the category (none:
+/// no type is empty, so an empty category matches nothing). An event's attempts are read by
+/// event on SQLite; PostgreSQL, which keeps no such index, finds them through the event's
+/// deliveries (a few per webhook) and sorts them.
 fn attempts_query(
     tenant: &TenantId,
     filter: &AttemptFilter,
@@ -59,6 +61,7 @@ fn attempts_query(
     let types: Vec<Option<&str>> = match &filter.event_type {
         None => vec![None],
         Some(EventTypeFilter::Exact(event_type)) => vec![Some(event_type.as_str())],
+        Some(EventTypeFilter::AnyOf(types)) if types.is_empty() => vec![Some("")],
         Some(EventTypeFilter::AnyOf(types)) => types.iter().map(|t| Some(t.as_str())).collect(),
     };
     let legs: Vec<(Option<bool>, Option<&str>)> = statuses
@@ -70,8 +73,9 @@ fn attempts_query(
         push_leg(&mut query, tenant, filter, succeeded, event_type);
         return query;
     }
-    // Each leg in a subquery of its own: SQLite allows no LIMIT on a member of a compound
-    // select, and PostgreSQL plans such a leg apart, so that its page order is kept.
+    // Each leg is a subquery with its own order and limit: SQLite allows no LIMIT on a member
+    // of a compound select, and PostgreSQL plans a member with a join or a WHERE as a subquery
+    // of its own, whose rows come in page order only if it asks for them.
     query.push("SELECT * FROM (");
     for (index, (succeeded, event_type)) in legs.into_iter().enumerate() {
         if index > 0 {
@@ -115,7 +119,11 @@ fn push_leg(
             .push_bind(event_type.to_owned());
     }
     if let Some(event_id) = &filter.event_id {
+        // Both sides name the event: SQLite reads its index of attempts by event, PostgreSQL
+        // the event's deliveries.
         query
+            .push(" AND a.event_id = ")
+            .push_bind(event_id.as_str().to_owned())
             .push(" AND d.event_id = ")
             .push_bind(event_id.as_str().to_owned());
     }
@@ -144,9 +152,6 @@ pub(crate) async fn attempts(
     tenant: &TenantId,
     filter: &AttemptFilter,
 ) -> StoreResult<Vec<AttemptSummary>> {
-    if matches!(&filter.event_type, Some(EventTypeFilter::AnyOf(types)) if types.is_empty()) {
-        return Ok(Vec::new());
-    }
     let rows = attempts_query(tenant, filter, "")
         .build()
         .fetch_all(pool)
