@@ -350,6 +350,8 @@ fn attempt_from_row(row: &Row) -> StoreResult<AttemptRecord> {
     })
 }
 
+/// An event's attempts to one webhook. Both its attempts and its delivery name the event:
+/// SQLite reads its index of attempts by event, PostgreSQL the delivery's attempts.
 pub(crate) async fn attempts_of(
     pool: &Pool,
     tenant: &TenantId,
@@ -361,7 +363,7 @@ pub(crate) async fn attempts_of(
                 request_url, request_headers, response_status, response_headers, response_body,
                 response_truncated, duration_ms, error_kind, error_detail, created_at, next_attempt_at
          FROM delivery_attempts
-         WHERE tenant_id = $1
+         WHERE tenant_id = $1 AND event_id = $2 AND webhook_id = $3
            AND delivery_id = (SELECT id FROM deliveries WHERE event_id = $2 AND webhook_id = $3)
          ORDER BY attempt",
     )
